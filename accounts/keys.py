@@ -1,0 +1,179 @@
+"""tf- keys: what one looks like, how it is hashed, issued, verified, rotated and revoked."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import string
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils.timezone import now
+
+from accounts.models import Account, ApiKey, User
+
+ENVIRONMENTS = ("prod", "stag", "dev")
+RANDOM_LENGTH = 40
+MAX_GRACE = timedelta(days=7)
+_ALPHABET = string.ascii_lowercase + string.digits
+KEY_PATTERN = re.compile(r"^tf-(prod|stag|dev)-[a-z0-9]{32,64}$")
+
+
+class KeyError_(ValueError):
+    """A key operation that cannot be done as asked; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    key: ApiKey
+    secret: str  # the full tf- key: shown once, never stored
+
+
+def generate(environment: str) -> str:
+    if environment not in ENVIRONMENTS:
+        raise KeyError_(f"environment must be one of {', '.join(ENVIRONMENTS)}")
+    random_part = "".join(secrets.choice(_ALPHABET) for _ in range(RANDOM_LENGTH))
+    return f"tf-{environment}-{random_part}"
+
+
+def hash_key(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def hint_for(secret: str) -> str:
+    prefix, _, random_part = secret.rpartition("-")
+    return f"{prefix}-{random_part[:4]}...{random_part[-4:]}"
+
+
+def looks_like_key(secret: str) -> bool:
+    return bool(KEY_PATTERN.match(secret))
+
+
+def _check_caps(account: Account, rpm_limit: int | None, tpm_limit: int | None) -> None:
+    plan = account.plan
+    if rpm_limit is not None and (rpm_limit < 1 or (plan.rpm_limit and rpm_limit > plan.rpm_limit)):
+        raise KeyError_(f"rpm_limit must be between 1 and your plan's {plan.rpm_limit or 'no'} cap")
+    if tpm_limit is not None and (tpm_limit < 1 or (plan.tpm_limit and tpm_limit > plan.tpm_limit)):
+        raise KeyError_(f"tpm_limit must be between 1 and your plan's {plan.tpm_limit or 'no'} cap")
+
+
+def issue(
+    *,
+    account: Account,
+    name: str,
+    environment: str = "prod",
+    created_by: User | None = None,
+    expires_at: datetime | None = None,
+    allowed_models: list[str] | None = None,
+    rpm_limit: int | None = None,
+    tpm_limit: int | None = None,
+) -> IssuedKey:
+    name = name.strip()
+    if not name:
+        raise KeyError_("give the key a name, e.g. 'production backend'")
+    if expires_at is not None and expires_at <= now():
+        raise KeyError_("expires_at must be in the future")
+    _check_caps(account, rpm_limit, tpm_limit)
+    secret = generate(environment)
+    key = ApiKey.objects.create(
+        account=account,
+        name=name[:100],
+        environment=environment,
+        key_hash=hash_key(secret),
+        hint=hint_for(secret),
+        created_by=created_by,
+        expires_at=expires_at,
+        allowed_models=sorted(set(allowed_models or [])),
+        rpm_limit=rpm_limit,
+        tpm_limit=tpm_limit,
+    )
+    return IssuedKey(key=key, secret=secret)
+
+
+def verify(secret: str) -> ApiKey | None:
+    """The usable key for ``secret``, or None. The lookup is by hash, so the secret itself is
+    never compared; the stored hash is compared in constant time all the same."""
+    if not looks_like_key(secret):
+        return None
+    digest = hash_key(secret)
+    key = ApiKey.objects.select_related("account__plan").filter(key_hash=digest).first()
+    if key is None or not hmac.compare_digest(key.key_hash, digest):
+        return None
+    if not key.is_usable or not key.account.is_active:
+        return None
+    return key
+
+
+def rotate(*, key: ApiKey, grace: timedelta | None = None, by: User | None = None) -> IssuedKey:
+    """Issue a successor with the same settings; the old key keeps working for ``grace``."""
+    if grace is None:
+        grace = timedelta(hours=settings.KEY_ROTATION_GRACE_HOURS)
+    if grace < timedelta(0) or grace > MAX_GRACE:
+        raise KeyError_("the grace period must be between 0 and 7 days")
+    with transaction.atomic():
+        key = ApiKey.objects.select_for_update().select_related("account__plan").get(pk=key.pk)
+        if not key.is_usable:
+            raise KeyError_(f"this key is {key.status} and cannot be rotated; create a new one")
+        if key.replaced_by_id is not None:
+            raise KeyError_("this key was already rotated; rotate its successor instead")
+        successor = issue(
+            account=key.account,
+            name=key.name,
+            environment=key.environment,
+            created_by=by,
+            expires_at=key.expires_at,
+            allowed_models=list(key.allowed_models),
+            rpm_limit=key.rpm_limit,
+            tpm_limit=key.tpm_limit,
+        )
+        ends = now() + grace
+        key.expires_at = min(key.expires_at, ends) if key.expires_at else ends
+        key.replaced_by = successor.key
+        key.save(update_fields=["expires_at", "replaced_by"])
+    _broadcast_change(key)
+    return successor
+
+
+def revoke(*, key: ApiKey) -> ApiKey:
+    """Revoke at once, on every gateway process."""
+    updated = ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=now())
+    key.refresh_from_db(fields=["revoked_at"])
+    if updated:
+        _broadcast_change(key)
+    return key
+
+
+def update(
+    *,
+    key: ApiKey,
+    name: str | None = None,
+    allowed_models: list[str] | None = None,
+    rpm_limit: int | None = None,
+    tpm_limit: int | None = None,
+) -> ApiKey:
+    fields: list[str] = []
+    if name is not None:
+        if not name.strip():
+            raise KeyError_("a key's name cannot be empty")
+        key.name, fields = name.strip()[:100], [*fields, "name"]
+    if allowed_models is not None:
+        key.allowed_models, fields = sorted(set(allowed_models)), [*fields, "allowed_models"]
+    if rpm_limit is not None or tpm_limit is not None:
+        _check_caps(key.account, rpm_limit, tpm_limit)
+        key.rpm_limit, key.tpm_limit = rpm_limit, tpm_limit
+        fields += ["rpm_limit", "tpm_limit"]
+    if fields:
+        key.save(update_fields=fields)
+        _broadcast_change(key)
+    return key
+
+
+def _broadcast_change(key: ApiKey) -> None:
+    # Gateway processes cache key facts briefly; tell every one of them this key changed.
+    from gateway import auth
+
+    transaction.on_commit(lambda: auth.invalidate(key.key_hash))

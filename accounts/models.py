@@ -1,0 +1,139 @@
+"""People and the accounts that own plans, balances and tf- keys."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
+from django.db import models
+from django.utils.timezone import now
+
+
+class UserManager(BaseUserManager["User"]):
+    def create_user(self, email: str, password: str | None = None, **extra: Any) -> User:
+        if not email:
+            raise ValueError("an e-mail address is required")
+        user = self.model(email=self.normalize_email(email).lower(), **extra)
+        user.set_password(password)
+        user.save(using=self._db)
+        return user
+
+    def create_superuser(self, email: str, password: str | None = None, **extra: Any) -> User:
+        extra.update(is_staff=True, is_superuser=True)
+        return self.create_user(email, password, **extra)
+
+
+class User(AbstractBaseUser, PermissionsMixin):
+    email = models.EmailField(unique=True)
+    name = models.CharField(max_length=150, blank=True)
+    is_active = models.BooleanField(default=True)
+    is_staff = models.BooleanField(default=False)
+    date_joined = models.DateTimeField(default=now)
+
+    objects = UserManager()
+
+    USERNAME_FIELD = "email"
+    EMAIL_FIELD = "email"
+    REQUIRED_FIELDS: ClassVar[list[str]] = []
+
+    def __str__(self) -> str:
+        return self.email
+
+
+class Account(models.Model):
+    """The unit that owns a plan, a prepaid balance and keys. Every user gets a personal one at
+    sign-up; memberships leave room for teams."""
+
+    name = models.CharField(max_length=150)
+    plan = models.ForeignKey("billing.Plan", on_delete=models.PROTECT, related_name="accounts")
+    # Prepaid balance in micro-dollars (1 USD = 1,000,000). Only billing.ledger changes it, and it
+    # always equals the sum of the account's ledger entries.
+    balance_micros = models.BigIntegerField(default=0)
+    stripe_customer_id = models.CharField(max_length=100, blank=True)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    # The token window as last persisted by metering; the live copy is in the limiter, which
+    # falls back to these after a restart.
+    window_started_at = models.DateTimeField(null=True, blank=True)
+    window_used_tokens = models.BigIntegerField(default=0)
+    members = models.ManyToManyField(User, through="Membership", related_name="accounts")
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        OWNER = "owner", "Owner"
+        MEMBER = "member", "Member"
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="memberships")
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=10, choices=Role, default=Role.OWNER)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "account"], name="one_membership_per_account")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.account} ({self.role})"
+
+
+class ApiKey(models.Model):
+    """A tf- key. Only its SHA-256 is stored; the key itself is shown once, at creation."""
+
+    class Environment(models.TextChoices):
+        PROD = "prod", "Production"
+        STAG = "stag", "Staging"
+        DEV = "dev", "Development"
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100)
+    environment = models.CharField(max_length=4, choices=Environment, default=Environment.PROD)
+    key_hash = models.CharField(max_length=64, unique=True)
+    hint = models.CharField(max_length=40, help_text="tf-prod-xk2m...2l3m: enough to recognise it")
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    replaced_by = models.OneToOneField(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replaces"
+    )
+    # Empty: every model the account's plan allows.
+    allowed_models = models.JSONField(default=list, blank=True)
+    # The key's own caps; they may only lower the plan's limits.
+    rpm_limit = models.PositiveIntegerField(null=True, blank=True)
+    tpm_limit = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["account", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.hint})"
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    def is_expired(self, at: Any = None) -> bool:
+        return self.expires_at is not None and self.expires_at <= (at or now())
+
+    @property
+    def is_usable(self) -> bool:
+        return not self.is_revoked and not self.is_expired()
+
+    @property
+    def status(self) -> str:
+        if self.is_revoked:
+            return "revoked"
+        if self.is_expired():
+            return "expired"
+        if self.replaced_by_id is not None:
+            return "rotating"
+        return "active"

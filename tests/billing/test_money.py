@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import pytest
+
+from billing import money
+
+
+def test_it_rounds_token_costs_up_to_the_next_micro_dollar():
+    assert money.cost_micros(1, 140_000) == 1  # 0.14 micro-dollars rounds up to 1
+    assert money.cost_micros(1_000_000, 140_000) == 140_000
+    assert money.cost_micros(3, 333_333) == 1
+    assert money.cost_micros(0, 140_000) == 0
+
+
+def test_it_bills_cached_input_at_the_cached_price():
+    cost = money.token_cost_micros(
+        input_tokens=1_000_000,
+        cached_tokens=500_000,
+        output_tokens=0,
+        input_price_micros=2_000_000,
+        output_price_micros=8_000_000,
+        cached_input_price_micros=500_000,
+    )
+    assert cost == 1_000_000 + 250_000
+
+
+@pytest.mark.parametrize(
+    ("text", "micros"),
+    [("12.50", 12_500_000), ("$3", 3_000_000), ("0.000125", 125), ("1,000.01", 1_000_010_000)],
+)
+def test_it_parses_dollar_amounts_without_floats(text, micros):
+    assert money.from_dollars(text) == micros
+
+
+@pytest.mark.parametrize("text", ["abc", "1.0000001", "", "1.2.3"])
+def test_it_refuses_amounts_that_are_not_dollars(text):
+    with pytest.raises(ValueError):
+        money.from_dollars(text)
+
+
+def test_it_converts_cents_both_ways_and_refuses_fractions_of_a_cent():
+    assert money.from_cents(1050) == 10_500_000
+    assert money.to_cents(10_500_000) == 1050
+    with pytest.raises(ValueError):
+        money.to_cents(10_500_001)
+
+
+def test_it_formats_amounts_for_people():
+    assert money.format_usd(1_234_560_000) == "$1,234.56"
+    assert money.format_usd(140_000) == "$0.14"
+    assert money.format_usd(125) == "$0.000125"
+    assert money.format_usd(-2_500_000) == "-$2.50"

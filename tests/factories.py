@@ -1,0 +1,88 @@
+"""People, accounts, keys and catalog rows for tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import factory
+
+from accounts import keys
+from accounts.models import Account, ApiKey, Membership, User
+from billing import plans
+from billing.models import Plan
+from gateway.models import CatalogModel, Provider, Route
+
+
+class UserFactory(factory.django.DjangoModelFactory[User]):
+    class Meta:
+        model = User
+        skip_postgeneration_save = True
+
+    email = factory.Sequence(lambda n: f"person{n}@example.com")
+    name = factory.Faker("name")
+    password = factory.PostGenerationMethodCall("set_password", "correct horse battery")
+
+    @factory.post_generation
+    def save_password(obj: User, create: bool, extracted: Any, **kwargs: Any) -> None:
+        if create:
+            obj.save()
+
+
+def plan(slug: str = "test") -> Plan:
+    plans.seed()
+    return Plan.objects.get(slug=slug)
+
+
+def account(
+    *, owner: User | None = None, plan_slug: str = "test", balance_micros: int = 0
+) -> Account:
+    owner = owner or UserFactory()
+    acct = Account.objects.create(
+        name=owner.email, plan=plan(plan_slug), balance_micros=balance_micros
+    )
+    Membership.objects.create(user=owner, account=acct, role=Membership.Role.OWNER)
+    return acct
+
+
+def api_key(acct: Account, **kwargs: Any) -> tuple[ApiKey, str]:
+    kwargs.setdefault("name", "test key")
+    issued = keys.issue(account=acct, **kwargs)
+    return issued.key, issued.secret
+
+
+def provider(*, base_url: str, protocol: str = "openai", slug: str | None = None) -> Provider:
+    slug = slug or f"sim-{protocol}"
+    found, _ = Provider.objects.update_or_create(
+        slug=slug,
+        defaults={"name": slug, "protocol": protocol, "base_url": base_url, "api_key": "sim-key"},
+    )
+    return found
+
+
+def model(
+    model_id: str,
+    *,
+    routes: list[tuple[Provider, str]] | None = None,
+    **fields: Any,
+) -> CatalogModel:
+    defaults: dict[str, Any] = {
+        "display_name": model_id,
+        "owned_by": "Test Lab",
+        "kind": CatalogModel.Kind.CHAT,
+        "supports_tools": True,
+        "supports_vision": True,
+        "supports_json": True,
+        "supports_thinking": True,
+        "context_window": 128_000,
+        "max_output_tokens": 4096,
+        "input_price_micros": 1_000_000,
+        "output_price_micros": 2_000_000,
+        "tier": "standard",
+    }
+    defaults.update(fields)
+    entry, _ = CatalogModel.objects.update_or_create(model_id=model_id, defaults=defaults)
+    for priority, (prov, upstream) in enumerate(routes or []):
+        Route.objects.update_or_create(
+            model=entry, provider=prov, upstream_model=upstream, defaults={"priority": priority}
+        )
+    return entry

@@ -1,0 +1,77 @@
+"""ASGI plumbing: a middleware-free Django handler for the inference paths, and static files.
+
+Django runs MiddlewareMixin middleware in async mode by handing each hook to a thread
+(``sync_to_async``), several hops per request. Inference and API calls authenticate with keys,
+not cookies, so they need no sessions, CSRF or messages: they go through a handler that has the
+same URLs and views but no middleware at all.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from asgiref.wsgi import WsgiToAsgi
+from django.conf import settings
+from django.contrib.staticfiles import finders
+from django.core.handlers.asgi import ASGIHandler
+from django.core.handlers.exception import convert_exception_to_response
+from whitenoise import WhiteNoise
+
+GATEWAY_PREFIXES = ("/openai/", "/anthropic/", "/v1/")
+
+
+class MiddlewareFreeASGIHandler(ASGIHandler):
+    def load_middleware(self, is_async: bool = False) -> None:
+        self._view_middleware = []
+        self._template_response_middleware = []
+        self._exception_middleware = []
+        get_response = self._get_response_async if is_async else self._get_response
+        handler = convert_exception_to_response(get_response)
+        self._middleware_chain = self.adapt_method_mode(is_async, handler, is_async)
+
+
+def _not_found(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    start_response("404 Not Found", [("Content-Type", "text/plain")])
+    return [b"Not found"]
+
+
+def static_app() -> Any:
+    """WhiteNoise over collected files, plus the source folders in development; served as ASGI
+    outside the middleware chain (WhiteNoise is WSGI-only, so static files take a thread, the
+    inference path never does)."""
+    app = WhiteNoise(
+        _not_found,
+        root=str(settings.STATIC_ROOT) if settings.STATIC_ROOT.exists() else None,
+        prefix=settings.STATIC_URL,
+        autorefresh=settings.DEBUG,
+        max_age=None if settings.DEBUG else 3600,
+    )
+    if settings.DEBUG:
+        # Development: serve straight from the app and project static folders.
+        for finder in finders.get_finders():
+            for storage in getattr(finder, "storages", {}).values():
+                location = getattr(storage, "location", None)
+                if location:
+                    app.add_files(str(location), prefix=settings.STATIC_URL + _prefix(storage))
+    return WsgiToAsgi(app)
+
+
+def _prefix(storage: Any) -> str:
+    prefix = getattr(storage, "prefix", None)
+    return f"{prefix.strip('/')}/" if prefix else ""
+
+
+class Router:
+    """Send each HTTP request to the handler that suits its path."""
+
+    def __init__(self, full: Any, bare: Any, static: Any) -> None:
+        self.full, self.bare, self.static = full, bare, static
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        if path.startswith(GATEWAY_PREFIXES):
+            await self.bare(scope, receive, send)
+        elif path.startswith(settings.STATIC_URL):
+            await self.static(scope, receive, send)
+        else:
+            await self.full(scope, receive, send)

@@ -1,0 +1,15 @@
+"""URL map: pages, the dashboard API, the public API and the two inference surfaces."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import include, path
+
+from gateway.urls import fallback_patterns
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("", include("gateway.urls")),
+    path("", include("accounts.urls")),
+    *fallback_patterns,
+]
