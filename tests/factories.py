@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import factory
+from factory import Faker, PostGenerationMethodCall, Sequence, post_generation  # type: ignore[attr-defined]
 
 from accounts import keys
 from accounts.models import Account, ApiKey, Membership, User
@@ -18,11 +19,11 @@ class UserFactory(factory.django.DjangoModelFactory[User]):
         model = User
         skip_postgeneration_save = True
 
-    email = factory.Sequence(lambda n: f"person{n}@example.com")
-    name = factory.Faker("name")
-    password = factory.PostGenerationMethodCall("set_password", "correct horse battery")
+    email = Sequence(lambda n: f"person{n}@example.com")
+    name = Faker("name")
+    password = PostGenerationMethodCall("set_password", "correct horse battery")
 
-    @factory.post_generation
+    @post_generation
     def save_password(obj: User, create: bool, extracted: Any, **kwargs: Any) -> None:
         if create:
             obj.save()
@@ -36,7 +37,8 @@ def plan(slug: str = "test") -> Plan:
 def account(
     *, owner: User | None = None, plan_slug: str = "test", balance_micros: int = 0
 ) -> Account:
-    owner = owner or UserFactory()
+    if owner is None:
+        owner = UserFactory.create()
     acct = Account.objects.create(
         name=owner.email, plan=plan(plan_slug), balance_micros=balance_micros
     )

@@ -1,0 +1,329 @@
+"""Admin for people, accounts and tf- keys. Balances move only through billing.ledger and keys are
+revoked only through accounts.keys; the key hash is never shown."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import Count, Q, QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+
+from accounts import keys
+from accounts.models import Account, ApiKey, Membership, User
+from billing import ledger, money
+
+
+def invalidate_keys(key_hashes: QuerySet[ApiKey, str]) -> None:
+    """Gateway processes cache what a key may do (its plan, whether its account is active); once
+    this transaction commits, make every one of them look again."""
+    hashes = list(key_hashes)
+
+    def run() -> None:
+        from gateway import auth
+
+        for key_hash in hashes:
+            auth.invalidate(key_hash)
+
+    if hashes:
+        transaction.on_commit(run)
+
+
+admin.site.site_header = "Token Factory admin"
+admin.site.site_title = "Token Factory admin"
+admin.site.index_title = "Operations"
+
+
+class UserEditForm(UserChangeForm[User]):
+    class Meta(UserChangeForm.Meta):
+        model = User
+
+
+class EmailUserCreationForm(AdminUserCreationForm[User]):
+    """Django's admin creation form, with the e-mail address as the login instead of a username."""
+
+    class Meta:
+        model = User
+        fields = ("email",)
+
+    def clean_email(self) -> str:
+        email = User.objects.normalize_email(self.cleaned_data["email"]).lower()
+        if User.objects.filter(email__iexact=email).exists():
+            raise ValidationError("A user with this e-mail address already exists.")
+        return email
+
+
+@admin.register(User)
+class UserAdmin(BaseUserAdmin[User]):
+    form = UserEditForm
+    add_form = EmailUserCreationForm
+    fieldsets = (
+        (None, {"fields": ("email", "password")}),
+        ("Personal info", {"fields": ("name",)}),
+        (
+            "Permissions",
+            {"fields": ("is_active", "is_staff", "is_superuser", "groups", "user_permissions")},
+        ),
+        ("Important dates", {"fields": ("last_login", "date_joined")}),
+    )
+    add_fieldsets = (
+        (
+            None,
+            {
+                "classes": ("wide",),
+                "fields": ("email", "usable_password", "password1", "password2"),
+            },
+        ),
+    )
+    list_display = ("email", "name", "is_staff", "is_active", "date_joined")
+    list_filter = ("is_staff", "is_superuser", "is_active")
+    search_fields = ("email", "name")
+    ordering = ("email",)
+    readonly_fields = ("last_login", "date_joined")
+
+
+class MembershipInline(admin.TabularInline[Membership, Account]):
+    model = Membership
+    extra = 0
+    fields = ("user", "role", "created_at")
+    readonly_fields = ("created_at",)
+    autocomplete_fields = ("user",)
+
+
+class ApiKeyInline(admin.TabularInline[ApiKey, Account]):
+    """Keys as facts to look at; they are issued by the owner and revoked from the key list."""
+
+    model = ApiKey
+    extra = 0
+    max_num = 0
+    can_delete = False
+    show_change_link = True
+    fields = ("name", "hint", "environment", "key_status", "created_at", "last_used_at")
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: Account | None = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Account | None = None) -> bool:
+        return False
+
+    @admin.display(description="status")
+    def key_status(self, obj: ApiKey) -> str:
+        return obj.status
+
+
+class AdjustBalanceForm(forms.Form):
+    amount = forms.DecimalField(
+        max_digits=16,
+        decimal_places=6,
+        label="Amount ($)",
+        help_text="positive to credit, negative to debit",
+    )
+    reason = forms.CharField(max_length=300, help_text="kept in the ledger")
+    # One per rendered form: posting the same form twice moves the balance once.
+    idempotency_key = forms.UUIDField(widget=forms.HiddenInput)
+
+    def clean_amount(self) -> int:
+        micros = money.from_dollars(format(self.cleaned_data["amount"], "f"))
+        if micros == 0:
+            raise ValidationError("An adjustment cannot be zero.")
+        return micros
+
+    def clean_reason(self) -> str:
+        reason = str(self.cleaned_data["reason"]).strip()
+        if not reason:
+            raise ValidationError("Say why.")
+        return reason
+
+
+@admin.register(Account)
+class AccountAdmin(admin.ModelAdmin[Account]):
+    list_display = ("name", "plan", "balance", "is_active", "created_at", "key_count")
+    list_filter = ("plan", "is_active")
+    list_select_related = ("plan",)
+    search_fields = ("name", "members__email", "stripe_customer_id")
+    inlines = (MembershipInline, ApiKeyInline)
+    actions = ("adjust_balance",)
+    fields = (
+        "name",
+        "plan",
+        "is_active",
+        "stripe_customer_id",
+        "balance",
+        "window_started_at",
+        "window_used_tokens",
+        "created_at",
+    )
+    readonly_fields = ("balance", "window_started_at", "window_used_tokens", "created_at")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Account]:
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                key_total=Count("api_keys", filter=Q(api_keys__revoked_at__isnull=True)),
+            )
+        )
+
+    def save_model(self, request: HttpRequest, obj: Account, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if change and {"plan", "is_active"} & set(form.changed_data):
+            invalidate_keys(
+                ApiKey.objects.filter(account=obj, revoked_at__isnull=True).values_list(
+                    "key_hash", flat=True
+                )
+            )
+
+    @admin.display(description="balance", ordering="balance_micros")
+    def balance(self, obj: Account) -> str:
+        return money.format_usd(obj.balance_micros)
+
+    @admin.display(description="live keys", ordering="key_total")
+    def key_count(self, obj: Account) -> int:
+        return int(getattr(obj, "key_total", 0))
+
+    @admin.action(description="Adjust balance (credit or debit)…", permissions=["change"])
+    def adjust_balance(
+        self, request: HttpRequest, queryset: QuerySet[Account]
+    ) -> HttpResponse | None:
+        if "apply" in request.POST:
+            form = AdjustBalanceForm(request.POST)
+            if form.is_valid():
+                self._post_adjustments(request, queryset, form)
+                return None
+        else:
+            form = AdjustBalanceForm(initial={"idempotency_key": uuid.uuid4()})
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Adjust balance",
+            "opts": self.opts,
+            "accounts": queryset,
+            "form": form,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "media": self.media + form.media,
+        }
+        return TemplateResponse(request, "admin/accounts/account/adjust_balance.html", context)
+
+    def _post_adjustments(
+        self, request: HttpRequest, queryset: QuerySet[Account], form: AdjustBalanceForm
+    ) -> None:
+        amount_micros: int = form.cleaned_data["amount"]
+        reason: str = form.cleaned_data["reason"]
+        submission = form.cleaned_data["idempotency_key"]
+        user = request.user if isinstance(request.user, User) else None
+        posted, replayed = 0, 0
+        for account in queryset:
+            entry = ledger.adjust(
+                account=account,
+                amount_micros=amount_micros,
+                idempotency_key=f"admin-adjust:{submission}:{account.pk}",
+                description=reason,
+                created_by=user,
+            )
+            if entry is None:
+                replayed += 1
+            else:
+                posted += 1
+        shown = money.format_usd(amount_micros)
+        if posted:
+            self.message_user(request, f"Posted {shown} to {posted} account(s).", messages.SUCCESS)
+        if replayed:
+            self.message_user(
+                request,
+                f"{replayed} account(s) already had this adjustment; nothing changed for them.",
+                messages.WARNING,
+            )
+
+
+class RevokedFilter(admin.SimpleListFilter):
+    title = "revoked"
+    parameter_name = "revoked"
+
+    def lookups(self, request: Any, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "Revoked"), ("no", "Not revoked")]
+
+    def queryset(self, request: Any, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "yes":
+            return queryset.filter(revoked_at__isnull=False)
+        if self.value() == "no":
+            return queryset.filter(revoked_at__isnull=True)
+        return queryset
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin[ApiKey]):
+    """Keys are issued by their owners (the secret is shown once, to them) and never deleted here:
+    revoke instead, so usage history keeps its key."""
+
+    list_display = (
+        "hint",
+        "name",
+        "account",
+        "environment",
+        "key_status",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+    )
+    list_filter = ("environment", RevokedFilter)
+    list_select_related = ("account",)
+    search_fields = ("hint", "name", "account__name")
+    exclude = ("key_hash",)
+    fields = (
+        "name",
+        "account",
+        "hint",
+        "environment",
+        "key_status",
+        "created_by",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "revoked_at",
+        "replaced_by",
+        "allowed_models",
+        "rpm_limit",
+        "tpm_limit",
+    )
+    readonly_fields = (
+        "account",
+        "hint",
+        "environment",
+        "key_status",
+        "created_by",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+        "replaced_by",
+    )
+    actions = ("revoke_keys",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: ApiKey | None = None) -> bool:
+        return False
+
+    def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        invalidate_keys(ApiKey.objects.filter(pk=obj.pk).values_list("key_hash", flat=True))
+
+    @admin.display(description="status")
+    def key_status(self, obj: ApiKey) -> str:
+        return obj.status
+
+    @admin.action(description="Revoke selected keys", permissions=["change"])
+    def revoke_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        revoked = 0
+        for key in queryset.filter(revoked_at__isnull=True):
+            keys.revoke(key=key)
+            revoked += 1
+        self.message_user(request, f"Revoked {revoked} key(s).", messages.SUCCESS)

@@ -1,0 +1,296 @@
+"""Admin for the model catalog (providers, models, routes) and the usage log (read-only).
+
+Catalog edits drop this process's catalog snapshot once the transaction commits; other processes
+reload theirs within GATEWAY_CATALOG_CACHE_SECONDS."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, TypeVar
+
+from django import forms
+from django.contrib import admin, messages
+from django.db import models, transaction
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from billing import money
+from billing.admin import dollars_formfield
+from gateway import catalog
+from gateway.models import CatalogModel, Provider, Route, UsageRecord
+
+_M = TypeVar("_M", bound=models.Model)
+
+
+def _clear_catalog_on_commit() -> None:
+    transaction.on_commit(catalog.invalidate)
+
+
+class CatalogAdmin(admin.ModelAdmin[_M]):
+    """Any change to a catalog row invalidates the gateway's catalog snapshot."""
+
+    def save_model(self, request: HttpRequest, obj: _M, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        _clear_catalog_on_commit()
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        _clear_catalog_on_commit()
+
+    def delete_model(self, request: HttpRequest, obj: _M) -> None:
+        super().delete_model(request, obj)
+        _clear_catalog_on_commit()
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[_M]) -> None:
+        super().delete_queryset(request, queryset)
+        _clear_catalog_on_commit()
+
+
+def _https_urls(db_field: models.Field[Any, Any], **kwargs: Any) -> forms.Field | None:
+    if isinstance(db_field, models.URLField):
+        kwargs["assume_scheme"] = "https"
+    return db_field.formfield(**kwargs)
+
+
+class ProviderForm(forms.ModelForm[Provider]):
+    # Write-only: the stored key is never sent back to the browser.
+    api_key = forms.CharField(
+        required=False,
+        max_length=300,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Used when no environment variable is named or set. Leave blank to keep the "
+        "stored key.",
+    )
+    clear_api_key = forms.BooleanField(required=False, label="Remove the stored key")
+
+    class Meta:
+        model = Provider
+        formfield_callback = _https_urls
+        fields = (
+            "slug",
+            "name",
+            "protocol",
+            "base_url",
+            "api_key_env",
+            "api_key",
+            "connect_timeout_ms",
+            "first_byte_timeout_ms",
+            "total_timeout_ms",
+            "is_active",
+        )
+
+    def clean_api_key(self) -> str:
+        value = str(self.cleaned_data.get("api_key") or "")
+        return value or self.instance.api_key
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if cleaned.get("clear_api_key"):
+            cleaned["api_key"] = ""
+        return cleaned
+
+    @property
+    def changed_data(self) -> list[str]:
+        # Never list api_key as "changed" just because the blank field differs from the stored
+        # value; it changed only when something was typed or removal was asked for.
+        changed = [name for name in super().changed_data if name != "api_key"]
+        if self.data.get(self.add_prefix("api_key")) or "clear_api_key" in changed:
+            changed.append("api_key")
+        return changed
+
+
+@admin.register(Provider)
+class ProviderAdmin(CatalogAdmin[Provider]):
+    form = ProviderForm
+    list_display = ("slug", "name", "protocol", "base_url", "is_active", "key_source")
+    list_filter = ("protocol", "is_active")
+    search_fields = ("slug", "name", "base_url")
+    prepopulated_fields = {"slug": ("name",)}
+    fieldsets = (
+        (None, {"fields": ("name", "slug", "protocol", "base_url", "is_active")}),
+        ("Credentials", {"fields": ("key_source", "api_key_env", "api_key", "clear_api_key")}),
+        (
+            "Timeouts (empty: the gateway's defaults)",
+            {"fields": ("connect_timeout_ms", "first_byte_timeout_ms", "total_timeout_ms")},
+        ),
+    )
+    readonly_fields = ("key_source",)
+
+    def formfield_for_dbfield(
+        self, db_field: models.Field[Any, Any], request: HttpRequest, **kwargs: Any
+    ) -> forms.Field | None:
+        if db_field.name == "base_url":
+            kwargs["assume_scheme"] = "https"
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
+    @admin.display(description="key source")
+    def key_source(self, obj: Provider) -> str:
+        if obj.pk is None:
+            return "—"
+        if obj.api_key_env and os.environ.get(obj.api_key_env):
+            return f"${obj.api_key_env} (set)"
+        stored = "stored key" if obj.api_key else "no key"
+        if obj.api_key_env:
+            return f"${obj.api_key_env} not set; {stored}"
+        return stored
+
+
+class RouteInline(admin.TabularInline[Route, CatalogModel]):
+    model = Route
+    extra = 0
+    fields = ("provider", "upstream_model", "priority", "weight", "is_active")
+    autocomplete_fields = ("provider",)
+
+
+class CapabilityFilter(admin.SimpleListFilter):
+    title = "capability"
+    parameter_name = "capability"
+    _fields = {
+        "tools": "supports_tools",
+        "vision": "supports_vision",
+        "json": "supports_json",
+        "thinking": "supports_thinking",
+    }
+
+    def lookups(self, request: Any, model_admin: Any) -> list[tuple[str, str]]:
+        return [(name, name.capitalize()) for name in self._fields]
+
+    def queryset(self, request: Any, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        field = self._fields.get(self.value() or "")
+        return queryset.filter(**{field: True}) if field else queryset
+
+
+_PRICE_LABELS = {
+    "input_price_micros": "Input price ($ per 1M tokens)",
+    "output_price_micros": "Output price ($ per 1M tokens)",
+    "cached_input_price_micros": "Cached input price ($ per 1M tokens)",
+    "unit_price_micros": "Unit price ($ per unit)",
+}
+
+
+@admin.register(CatalogModel)
+class CatalogModelAdmin(CatalogAdmin[CatalogModel]):
+    list_display = (
+        "model_id",
+        "display_name",
+        "kind",
+        "tier",
+        "input_price",
+        "output_price",
+        "context_window",
+        "ultrafast",
+        "is_active",
+        "priced",
+    )
+    list_filter = ("kind", "tier", "is_active", CapabilityFilter, "owned_by", "ultrafast")
+    search_fields = ("model_id", "display_name")
+    inlines = (RouteInline,)
+    actions = ("activate", "deactivate")
+    fieldsets = (
+        (None, {"fields": ("model_id", "display_name", "owned_by", "description", "kind")}),
+        (
+            "Capabilities",
+            {
+                "fields": (
+                    "supports_tools",
+                    "supports_vision",
+                    "supports_json",
+                    "supports_thinking",
+                    "context_window",
+                    "max_output_tokens",
+                    "ultrafast",
+                )
+            },
+        ),
+        (
+            "Prices (empty: not priced, and an unpriced model is refused)",
+            {
+                "fields": (
+                    "input_price_micros",
+                    "output_price_micros",
+                    "cached_input_price_micros",
+                    "unit",
+                    "unit_price_micros",
+                )
+            },
+        ),
+        ("Access", {"fields": ("tier", "is_active")}),
+    )
+
+    def formfield_for_dbfield(
+        self, db_field: models.Field[Any, Any], request: HttpRequest, **kwargs: Any
+    ) -> forms.Field | None:
+        if db_field.name in _PRICE_LABELS:
+            return dollars_formfield(db_field, _PRICE_LABELS[db_field.name])
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
+    @admin.display(description="input / 1M", ordering="input_price_micros")
+    def input_price(self, obj: CatalogModel) -> str:
+        return money.format_price_per_million(obj.input_price_micros)
+
+    @admin.display(description="output / 1M", ordering="output_price_micros")
+    def output_price(self, obj: CatalogModel) -> str:
+        return money.format_price_per_million(obj.output_price_micros)
+
+    @admin.display(description="priced", boolean=True)
+    def priced(self, obj: CatalogModel) -> bool:
+        return obj.is_priced
+
+    @admin.action(description="Activate selected models", permissions=["change"])
+    def activate(self, request: HttpRequest, queryset: QuerySet[CatalogModel]) -> None:
+        count = queryset.update(is_active=True)
+        _clear_catalog_on_commit()
+        self.message_user(request, f"Activated {count} model(s).", messages.SUCCESS)
+
+    @admin.action(description="Deactivate selected models", permissions=["change"])
+    def deactivate(self, request: HttpRequest, queryset: QuerySet[CatalogModel]) -> None:
+        count = queryset.update(is_active=False)
+        _clear_catalog_on_commit()
+        self.message_user(request, f"Deactivated {count} model(s).", messages.SUCCESS)
+
+
+@admin.register(Route)
+class RouteAdmin(CatalogAdmin[Route]):
+    list_display = ("model", "provider", "upstream_model", "priority", "weight", "is_active")
+    list_editable = ("priority", "weight", "is_active")
+    list_filter = ("provider", "is_active")
+    list_select_related = ("model", "provider")
+    search_fields = ("model__model_id", "upstream_model", "provider__slug")
+    autocomplete_fields = ("model", "provider")
+
+
+@admin.register(UsageRecord)
+class UsageRecordAdmin(admin.ModelAdmin[UsageRecord]):
+    """The metered log: written by gateway.metering only."""
+
+    list_display = (
+        "created_at",
+        "request_id",
+        "account",
+        "model",
+        "surface",
+        "status",
+        "input_tokens",
+        "output_tokens",
+        "billed",
+        "latency_ms",
+    )
+    list_filter = ("surface", "status", "stream", "is_estimate", "in_window")
+    list_select_related = ("account",)
+    date_hierarchy = "created_at"
+    search_fields = ("request_id", "model", "account__name")
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: UsageRecord | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: UsageRecord | None = None) -> bool:
+        return False
+
+    @admin.display(description="billed", ordering="billed_micros")
+    def billed(self, obj: UsageRecord) -> str:
+        return money.format_usd(obj.billed_micros)
