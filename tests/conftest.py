@@ -160,7 +160,7 @@ def live(
         owned_by="Anthropic",
         max_output_tokens=8192,
     )
-    owner = factories.UserFactory(email="alice@example.com")
+    owner = factories.UserFactory.create(email="alice@example.com")
     acct = factories.account(owner=owner, plan_slug="enterprise")
     key, secret = factories.api_key(acct)
     return {
@@ -178,7 +178,7 @@ def live(
 @pytest.fixture
 def alice(db: None) -> Any:
     """The owner of an account on the Test plan."""
-    user = factories.UserFactory(email="alice@example.com")
+    user = factories.UserFactory.create(email="alice@example.com")
     factories.account(owner=user)
     return user
 
@@ -188,7 +188,7 @@ def bob(db: None, alice: Any) -> Any:
     """Alice's teammate: a member of her account."""
     from accounts.models import Membership
 
-    user = factories.UserFactory(email="bob@example.com")
+    user = factories.UserFactory.create(email="bob@example.com")
     Membership.objects.create(user=user, account=alice.accounts.get(), role=Membership.Role.MEMBER)
     return user
 
@@ -196,6 +196,6 @@ def bob(db: None, alice: Any) -> Any:
 @pytest.fixture
 def charlie(db: None) -> Any:
     """A stranger: has his own account and no access to Alice's."""
-    user = factories.UserFactory(email="charlie@example.com")
+    user = factories.UserFactory.create(email="charlie@example.com")
     factories.account(owner=user)
     return user

@@ -22,10 +22,14 @@ GATEWAY_PREFIXES = ("/openai/", "/anthropic/", "/v1/")
 
 class MiddlewareFreeASGIHandler(ASGIHandler):
     def load_middleware(self, is_async: bool = False) -> None:
-        self._view_middleware = []
-        self._template_response_middleware = []
-        self._exception_middleware = []
-        get_response = self._get_response_async if is_async else self._get_response
+        self._view_middleware: list[Any] = []
+        self._template_response_middleware: list[Any] = []
+        self._exception_middleware: list[Any] = []
+        get_response = (
+            self._get_response_async  # type: ignore[attr-defined]
+            if is_async
+            else self._get_response  # type: ignore[attr-defined]
+        )
         handler = convert_exception_to_response(get_response)
         self._middleware_chain = self.adapt_method_mode(is_async, handler, is_async)
 
@@ -46,14 +50,14 @@ def static_app() -> Any:
         autorefresh=settings.DEBUG,
         max_age=None if settings.DEBUG else 3600,
     )
-    if settings.DEBUG:
-        # Development: serve straight from the app and project static folders.
+    if settings.DEBUG or not settings.STATIC_ROOT.exists():
+        # Development, or nothing collected yet: serve straight from the source folders.
         for finder in finders.get_finders():
             for storage in getattr(finder, "storages", {}).values():
                 location = getattr(storage, "location", None)
                 if location:
                     app.add_files(str(location), prefix=settings.STATIC_URL + _prefix(storage))
-    return WsgiToAsgi(app)
+    return WsgiToAsgi(app)  # type: ignore[no-untyped-call]
 
 
 def _prefix(storage: Any) -> str:

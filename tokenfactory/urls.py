@@ -11,5 +11,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("gateway.urls")),
     path("", include("accounts.urls")),
+    path("", include("gateway.dashboard_urls")),
+    path("billing/", include("billing.urls")),
     *fallback_patterns,
 ]

@@ -35,7 +35,7 @@ def test_it_keeps_the_balance_equal_to_the_sum_of_entries(account):
     account.refresh_from_db()
     total = sum(e.amount_micros for e in LedgerEntry.objects.filter(account=account))
     assert account.balance_micros == total == 10_000_000 - 6_234
-    newest = LedgerEntry.objects.filter(account=account).order_by("-id").first()
+    newest = LedgerEntry.objects.filter(account=account).latest("id")
     assert newest.balance_after_micros == account.balance_micros
 
 

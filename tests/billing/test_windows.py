@@ -5,8 +5,8 @@ from datetime import UTC, datetime, timedelta
 from billing import windows
 
 
-def at(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
+def at(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
 def test_it_keeps_a_rolling_window_open_until_its_end_exclusive():

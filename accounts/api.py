@@ -1,0 +1,303 @@
+"""Dashboard key-management API (DRF) under /api/keys/: list, create, update, rotate, revoke.
+
+Signed-in browsers use the session (with CSRF); scripts send ``Authorization: Bearer tf-...``.
+Every query is scoped to the caller's account, and the full key appears only in the response
+that creates it."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.http import Http404
+from rest_framework import exceptions, serializers, status
+from rest_framework.authentication import BaseAuthentication
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from accounts import keys
+from accounts.forms import models_for
+from accounts.models import Account, ApiKey, Membership, User
+from accounts.services import account_for
+
+
+class ApiKeyAuthentication(BaseAuthentication):
+    """``Authorization: Bearer tf-...``: the key's account acts, through one of its owners."""
+
+    def authenticate(self, request: Request) -> tuple[User, ApiKey] | None:
+        header = request.headers.get("authorization", "")
+        scheme, _, secret = header.partition(" ")
+        if scheme.lower() != "bearer" or not secret.strip().startswith("tf-"):
+            return None
+        key = keys.verify(secret.strip())
+        if key is None:
+            raise exceptions.AuthenticationFailed("This API key is invalid, expired or revoked.")
+        owner = (
+            Membership.objects.filter(account=key.account, role=Membership.Role.OWNER)
+            .select_related("user")
+            .order_by("created_at")
+            .first()
+        )
+        user = owner.user if owner else key.created_by
+        if user is None or not user.is_active:
+            raise exceptions.AuthenticationFailed("This API key's account has no active owner.")
+        return user, key
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'Bearer realm="api"'
+
+
+# Imported after ApiKeyAuthentication exists: APIView reads DEFAULT_AUTHENTICATION_CLASSES (which
+# names it) when rest_framework.views is first imported.
+from rest_framework.views import APIView  # noqa: E402
+from rest_framework.views import exception_handler as drf_exception_handler  # noqa: E402
+
+
+def _account(request: Request) -> Account:
+    if isinstance(request.auth, ApiKey):
+        return request.auth.account
+    user = request.user
+    assert isinstance(user, User)
+    return account_for(user)
+
+
+def _own_key(request: Request, key_id: int) -> ApiKey:
+    key = (
+        ApiKey.objects.select_related("account__plan")
+        .filter(pk=key_id, account=_account(request))
+        .first()
+    )
+    if key is None:
+        raise exceptions.NotFound(f"No key with id {key_id} in your account.")
+    return key
+
+
+class KeyOutput(serializers.ModelSerializer[ApiKey]):
+    status = serializers.CharField(read_only=True)
+    replaced_by: serializers.PrimaryKeyRelatedField[ApiKey] = serializers.PrimaryKeyRelatedField(
+        read_only=True
+    )
+
+    class Meta:
+        model = ApiKey
+        fields = [
+            "id",
+            "name",
+            "environment",
+            "hint",
+            "status",
+            "created_at",
+            "last_used_at",
+            "expires_at",
+            "revoked_at",
+            "replaced_by",
+            "allowed_models",
+            "rpm_limit",
+            "tpm_limit",
+        ]
+        read_only_fields = fields
+
+
+def _issued(issued: keys.IssuedKey) -> dict[str, Any]:
+    return {**KeyOutput(issued.key).data, "key": issued.secret}
+
+
+class _KeySettings(serializers.Serializer[Any]):
+    """Fields a key's owner may set; checked against the account's plan."""
+
+    allowed_models = serializers.ListField(
+        child=serializers.CharField(max_length=200), required=False, max_length=500
+    )
+    rpm_limit = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    tpm_limit = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+
+    @property
+    def account(self) -> Account:
+        account = self.context["account"]
+        assert isinstance(account, Account)
+        return account
+
+    def validate_allowed_models(self, value: list[str]) -> list[str]:
+        offered = {m.model_id for m in models_for(self.account.plan)}
+        unknown = sorted(set(value) - offered)
+        if unknown:
+            raise serializers.ValidationError(
+                f"not available on your plan ({self.account.plan.name}): {', '.join(unknown)}"
+            )
+        return value
+
+    def _cap(self, value: int | None, plan_cap: int | None, name: str) -> int | None:
+        if value is not None and plan_cap is not None and value > plan_cap:
+            raise serializers.ValidationError(
+                f"{name} cannot be above your plan's {plan_cap} ({self.account.plan.name})"
+            )
+        return value
+
+    def validate_rpm_limit(self, value: int | None) -> int | None:
+        return self._cap(value, self.account.plan.rpm_limit, "rpm_limit")
+
+    def validate_tpm_limit(self, value: int | None) -> int | None:
+        return self._cap(value, self.account.plan.tpm_limit, "tpm_limit")
+
+
+class KeyCreateInput(_KeySettings):
+    name = serializers.CharField(max_length=100)
+    environment = serializers.ChoiceField(choices=ApiKey.Environment.choices, default="prod")
+    expires_at = serializers.DateTimeField(required=False, allow_null=True)
+
+
+class KeyUpdateInput(_KeySettings):
+    name = serializers.CharField(max_length=100, required=False)
+
+
+class KeyRotateInput(serializers.Serializer[Any]):
+    grace_hours = serializers.IntegerField(min_value=0, max_value=168, required=False)
+
+
+def _key_error(exc: keys.KeyError_) -> exceptions.ValidationError:
+    message = str(exc)
+    param = next(
+        (p for p in ("rpm_limit", "tpm_limit", "expires_at", "environment") if p in message),
+        None,
+    )
+    return exceptions.ValidationError({param or "non_field_errors": [message]})
+
+
+class _KeysApi(APIView):
+    def get_authenticate_header(self, request: Request) -> str:
+        # Session auth comes first in settings and has no challenge, which would turn every
+        # "who are you?" into 403; scripts should get 401 and know to send a key.
+        return 'Bearer realm="api"'
+
+
+class KeyListApi(_KeysApi):
+    def get(self, request: Request) -> Response:
+        rows = ApiKey.objects.filter(account=_account(request)).select_related("replaced_by")
+        return Response({"object": "list", "data": KeyOutput(rows, many=True).data})
+
+    def post(self, request: Request) -> Response:
+        account = _account(request)
+        form = KeyCreateInput(data=request.data, context={"account": account})
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+        user = request.user if isinstance(request.user, User) else None
+        try:
+            issued = keys.issue(
+                account=account,
+                name=data["name"],
+                environment=data["environment"],
+                created_by=user,
+                expires_at=data.get("expires_at"),
+                allowed_models=data.get("allowed_models"),
+                rpm_limit=data.get("rpm_limit"),
+                tpm_limit=data.get("tpm_limit"),
+            )
+        except keys.KeyError_ as exc:
+            raise _key_error(exc) from exc
+        return Response(_issued(issued), status=status.HTTP_201_CREATED)
+
+
+class KeyDetailApi(_KeysApi):
+    def get(self, request: Request, key_id: int) -> Response:
+        return Response(KeyOutput(_own_key(request, key_id)).data)
+
+    def patch(self, request: Request, key_id: int) -> Response:
+        key = _own_key(request, key_id)
+        form = KeyUpdateInput(data=request.data, context={"account": key.account}, partial=True)
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+        caps_given = "rpm_limit" in data or "tpm_limit" in data
+        try:
+            keys.update(
+                key=key,
+                name=data.get("name"),
+                allowed_models=data.get("allowed_models"),
+                # keys.update sets both caps together: keep the one not being changed.
+                rpm_limit=data.get("rpm_limit", key.rpm_limit) if caps_given else None,
+                tpm_limit=data.get("tpm_limit", key.tpm_limit) if caps_given else None,
+            )
+        except keys.KeyError_ as exc:
+            raise _key_error(exc) from exc
+        return Response(KeyOutput(key).data)
+
+    def delete(self, request: Request, key_id: int) -> Response:
+        keys.revoke(key=_own_key(request, key_id))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class KeyRotateApi(_KeysApi):
+    def post(self, request: Request, key_id: int) -> Response:
+        key = _own_key(request, key_id)
+        form = KeyRotateInput(data=request.data)
+        form.is_valid(raise_exception=True)
+        hours = form.validated_data.get("grace_hours", settings.KEY_ROTATION_GRACE_HOURS)
+        user = request.user if isinstance(request.user, User) else None
+        try:
+            issued = keys.rotate(key=key, grace=timedelta(hours=hours), by=user)
+        except keys.KeyError_ as exc:
+            raise _key_error(exc) from exc
+        return Response({**_issued(issued), "replaces": key.pk}, status=status.HTTP_201_CREATED)
+
+
+class KeyRevokeApi(_KeysApi):
+    def post(self, request: Request, key_id: int) -> Response:
+        key = keys.revoke(key=_own_key(request, key_id))
+        return Response(KeyOutput(key).data)
+
+
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    415: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+def _first_error(detail: Any) -> tuple[str | None, str]:
+    """The first message in a DRF error tree and the top-level field it belongs to."""
+    param: str | None = None
+    while True:
+        if isinstance(detail, dict | list) and not detail:
+            return param, "Invalid request."
+        if isinstance(detail, dict):
+            field, detail = next(iter(detail.items()))
+            if param is None and field != "non_field_errors":
+                param = str(field)
+        elif isinstance(detail, list):
+            detail = detail[0]
+        else:
+            return param, str(detail)
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """Every API error as ``{"error": {"message", "type", "param", "code"}}``."""
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound("Not found.")
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    param: str | None = None
+    if isinstance(exc, exceptions.ValidationError):
+        param, message = _first_error(exc.detail)
+        if param and param not in message:
+            message = f"{param}: {message}"
+    elif isinstance(exc, exceptions.ParseError):
+        message = f"Could not parse the request body: {exc.detail}"
+    elif isinstance(exc, exceptions.APIException):
+        message = str(exc.detail)
+    else:
+        message = "The request failed."
+    code = getattr(exc, "default_code", None)
+    response.data = {
+        "error": {
+            "message": message,
+            "type": _ERROR_TYPES.get(response.status_code, "api_error"),
+            "param": param,
+            "code": code,
+        }
+    }
+    return response

@@ -1,0 +1,110 @@
+"""Dashboard forms: they check the shape of what people type; accounts.keys and
+accounts.services do the rest."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.conf import settings
+from django.contrib.auth.forms import AuthenticationForm
+
+from accounts.models import ApiKey
+from billing.models import Plan
+from gateway.models import CatalogModel
+
+
+class LoginForm(AuthenticationForm):
+    """Django's login form; e-mail addresses are stored lower-case, so match them that way."""
+
+    def clean_username(self) -> str:
+        return str(self.cleaned_data.get("username", "")).strip().lower()
+
+
+class SignupForm(forms.Form):
+    email = forms.EmailField(
+        label="E-mail", max_length=254, widget=forms.EmailInput(attrs={"autocomplete": "email"})
+    )
+    password1 = forms.CharField(
+        label="Password",
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+        help_text="At least 8 characters; not a common password, not only digits.",
+    )
+    password2 = forms.CharField(
+        label="Confirm password",
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+    )
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        first, second = cleaned.get("password1"), cleaned.get("password2")
+        if first and second and first != second:
+            self.add_error("password2", "The two passwords do not match.")
+        return cleaned
+
+
+def models_for(plan: Plan) -> list[CatalogModel]:
+    """Active catalog models the plan's tiers include, in catalog order."""
+    return [
+        model
+        for model in CatalogModel.objects.filter(is_active=True).order_by("model_id")
+        if plan.allows_tier(model.tier)
+    ]
+
+
+def _cap_field(label: str, plan_cap: int | None) -> forms.IntegerField:
+    help_text = (
+        f"Optional. At most your plan's {plan_cap:,}."
+        if plan_cap
+        else "Optional. Your plan has no cap."
+    )
+    return forms.IntegerField(
+        label=label, required=False, min_value=1, max_value=plan_cap, help_text=help_text
+    )
+
+
+class KeyCreateForm(forms.Form):
+    name = forms.CharField(
+        max_length=100,
+        widget=forms.TextInput(attrs={"placeholder": "e.g. production backend"}),
+    )
+    environment = forms.ChoiceField(choices=ApiKey.Environment.choices, initial="prod")
+    expires_at = forms.DateTimeField(
+        label="Expires (UTC)",
+        required=False,
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+        help_text="Optional. Leave empty for a key that does not expire.",
+    )
+    allowed_models = forms.MultipleChoiceField(
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Optional. None ticked: every model your plan includes.",
+    )
+
+    def __init__(self, *args: Any, plan: Plan, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.plan = plan
+        field = self.fields["allowed_models"]
+        assert isinstance(field, forms.MultipleChoiceField)
+        field.choices = [(m.model_id, m.model_id) for m in models_for(plan)]
+        self.fields["rpm_limit"] = _cap_field("Requests per minute", plan.rpm_limit)
+        self.fields["tpm_limit"] = _cap_field("Tokens per minute", plan.tpm_limit)
+
+
+class KeyRotateForm(forms.Form):
+    grace_hours = forms.IntegerField(
+        label="Grace period (hours)",
+        min_value=0,
+        max_value=168,
+        help_text="How long the old key keeps working: 0 to 168 hours.",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("initial", {"grace_hours": settings.KEY_ROTATION_GRACE_HOURS})
+        super().__init__(*args, **kwargs)
+
+
+class PlanSwitchForm(forms.Form):
+    plan = forms.SlugField(max_length=50)

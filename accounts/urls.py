@@ -1,0 +1,65 @@
+"""Pages (landing, sign-up, log-in, dashboard, keys, plans, the model catalog) and the
+dashboard's key-management API."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.auth import views as auth_views
+from django.urls import URLPattern, URLResolver, path
+
+from accounts import api, views
+from accounts.forms import LoginForm
+from gateway import pages
+
+urlpatterns: list[URLPattern | URLResolver] = [
+    path("", views.landing, name="landing"),
+    path("signup/", views.signup, name="signup"),
+    path(
+        "login/",
+        auth_views.LoginView.as_view(
+            authentication_form=LoginForm, redirect_authenticated_user=True
+        ),
+        name="login",
+    ),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("password/change/", auth_views.PasswordChangeView.as_view(), name="password_change"),
+    path(
+        "password/change/done/",
+        auth_views.PasswordChangeDoneView.as_view(),
+        name="password_change_done",
+    ),
+    path(
+        "password/reset/",
+        auth_views.PasswordResetView.as_view(
+            email_template_name="emails/password_reset.txt",
+            subject_template_name="emails/password_reset_subject.txt",
+            extra_email_context={"site_name": settings.SITE_NAME},
+        ),
+        name="password_reset",
+    ),
+    path(
+        "password/reset/sent/",
+        auth_views.PasswordResetDoneView.as_view(),
+        name="password_reset_done",
+    ),
+    path(
+        "password/reset/<uidb64>/<token>/",
+        auth_views.PasswordResetConfirmView.as_view(),
+        name="password_reset_confirm",
+    ),
+    path(
+        "password/reset/done/",
+        auth_views.PasswordResetCompleteView.as_view(),
+        name="password_reset_complete",
+    ),
+    path("dashboard/", views.dashboard, name="dashboard"),
+    path("keys/", views.keys_page, name="keys"),
+    path("keys/<int:key_id>/rotate/", views.key_rotate, name="key_rotate"),
+    path("keys/<int:key_id>/revoke/", views.key_revoke, name="key_revoke"),
+    path("plans/", views.plans_page, name="plans"),
+    path("models/", pages.catalog, name="catalog"),
+    path("api/keys/", api.KeyListApi.as_view(), name="api_keys"),
+    path("api/keys/<int:key_id>/", api.KeyDetailApi.as_view(), name="api_key"),
+    path("api/keys/<int:key_id>/rotate/", api.KeyRotateApi.as_view(), name="api_key_rotate"),
+    path("api/keys/<int:key_id>/revoke/", api.KeyRevokeApi.as_view(), name="api_key_revoke"),
+]

@@ -1,0 +1,232 @@
+"""Dashboard pages: sign-up, the overview, keys and plans. Each view parses a form, calls one
+function of accounts.services or accounts.keys, and renders."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from functools import partial
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_http_methods
+
+from accounts import keys
+from accounts.forms import KeyCreateForm, KeyRotateForm, PlanSwitchForm, SignupForm, models_for
+from accounts.models import Account, ApiKey, User
+from accounts.services import SignupError, account_for, sign_up
+from billing.models import Plan
+from billing.money import format_usd
+
+# The one-shot reveal of a new key: set after create or rotate, popped by the next keys page.
+REVEAL_SESSION_KEY = "tf_reveal_key"
+DEFAULT_SNIPPET_MODEL = "meta-llama/Llama-3.3-70B-Instruct"
+
+
+def _user(request: HttpRequest) -> User:
+    user = request.user
+    assert isinstance(user, User)
+    return user
+
+
+def _account(request: HttpRequest) -> Account:
+    return account_for(_user(request))
+
+
+def window_text(plan: Plan) -> str:
+    tokens = f"{plan.window_tokens:,} tokens" if plan.window_tokens else "unlimited tokens"
+    if plan.window_kind == Plan.WindowKind.ROLLING:
+        return f"{tokens} per {plan.window_hours}-hour window"
+    if plan.window_kind == Plan.WindowKind.CALENDAR_MONTH:
+        return f"{tokens} per calendar month"
+    return "No token window"
+
+
+def landing(request: HttpRequest) -> HttpResponse:
+    return render(request, "landing.html", {"public_plans": Plan.objects.filter(is_public=True)})
+
+
+@require_http_methods(["GET", "POST"])
+def signup(request: HttpRequest) -> HttpResponse:
+    if request.user.is_authenticated:
+        return redirect("dashboard")
+    form = SignupForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            user = sign_up(
+                email=form.cleaned_data["email"], password=form.cleaned_data["password1"]
+            )
+        except SignupError as exc:
+            form.add_error("password1" if exc.field == "password" else "email", exc.message)
+        else:
+            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+            messages.success(request, "Welcome to Token Factory. Create a key to make a call.")
+            return redirect("dashboard")
+    return render(request, "registration/signup.html", {"form": form})
+
+
+def _snippet_model(account: Account) -> str:
+    chat = [m for m in models_for(account.plan) if m.kind == "chat"]
+    ids = {m.model_id for m in chat}
+    if DEFAULT_SNIPPET_MODEL in ids or not chat:
+        return DEFAULT_SNIPPET_MODEL
+    return chat[0].model_id
+
+
+@login_required
+def dashboard(request: HttpRequest) -> HttpResponse:
+    account = _account(request)
+    key_rows = list(ApiKey.objects.filter(account=account))
+    context: dict[str, Any] = {
+        "account": account,
+        "plan": account.plan,
+        "window": window_text(account.plan),
+        "balance": format_usd(account.balance_micros),
+        "active_keys": sum(1 for k in key_rows if k.is_usable),
+        "snippet_model": _snippet_model(account),
+    }
+    return render(request, "accounts/dashboard.html", context)
+
+
+def _keys_page(
+    request: HttpRequest,
+    account: Account,
+    form: KeyCreateForm | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    reveal = request.session.pop(REVEAL_SESSION_KEY, None)
+    context: dict[str, Any] = {
+        "account": account,
+        "plan": account.plan,
+        "keys": ApiKey.objects.filter(account=account).select_related("replaced_by"),
+        "form": form or KeyCreateForm(plan=account.plan),
+        "rotate_form": KeyRotateForm(),
+        "reveal": reveal,
+    }
+    response = render(request, "accounts/keys.html", context, status=status)
+    # The page may hold a key shown once: never let a cache or the back button keep it.
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _reveal(request: HttpRequest, issued: keys.IssuedKey, action: str) -> None:
+    request.session[REVEAL_SESSION_KEY] = {
+        "id": issued.key.pk,
+        "name": issued.key.name,
+        "secret": issued.secret,
+        "action": action,
+    }
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def keys_page(request: HttpRequest) -> HttpResponse:
+    account = _account(request)
+    if request.method != "POST":
+        return _keys_page(request, account)
+    form = KeyCreateForm(request.POST, plan=account.plan)
+    if form.is_valid():
+        data = form.cleaned_data
+        try:
+            issued = keys.issue(
+                account=account,
+                name=data["name"],
+                environment=data["environment"],
+                created_by=_user(request),
+                expires_at=data["expires_at"],
+                allowed_models=list(data["allowed_models"]),
+                rpm_limit=data["rpm_limit"],
+                tpm_limit=data["tpm_limit"],
+            )
+        except keys.KeyError_ as exc:
+            form.add_error(None, str(exc))
+        else:
+            _reveal(request, issued, "created")
+            return redirect("keys")
+    return _keys_page(request, account, form=form, status=400)
+
+
+def _own_key(request: HttpRequest, key_id: int) -> ApiKey:
+    return get_object_or_404(
+        ApiKey.objects.select_related("account__plan"), pk=key_id, account=_account(request)
+    )
+
+
+@login_required
+@require_http_methods(["POST"])
+def key_rotate(request: HttpRequest, key_id: int) -> HttpResponse:
+    key = _own_key(request, key_id)
+    form = KeyRotateForm(request.POST)
+    if not form.is_valid():
+        errors = "; ".join(str(e) for e in form.errors.get("grace_hours", ["invalid value"]))
+        messages.error(request, f"Grace period: {errors}")
+        return redirect("keys")
+    try:
+        issued = keys.rotate(
+            key=key, grace=timedelta(hours=form.cleaned_data["grace_hours"]), by=_user(request)
+        )
+    except keys.KeyError_ as exc:
+        messages.error(request, str(exc).capitalize() + ".")
+        return redirect("keys")
+    _reveal(request, issued, "rotated")
+    return redirect("keys")
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def key_revoke(request: HttpRequest, key_id: int) -> HttpResponse:
+    """GET, or a POST without ``confirm=yes`` (no JavaScript to ask), shows a confirmation page."""
+    key = _own_key(request, key_id)
+    if request.method == "POST" and request.POST.get("confirm") == "yes":
+        keys.revoke(key=key)
+        messages.success(request, f"Revoked {key.name} ({key.hint}). It stopped working at once.")
+        return redirect("keys")
+    return render(request, "accounts/key_revoke.html", {"key": key})
+
+
+def _plans_page(request: HttpRequest, account: Account, status: int = 200) -> HttpResponse:
+    rows = [
+        {"plan": plan, "window": window_text(plan), "price": format_usd(plan.monthly_price_micros)}
+        for plan in Plan.objects.filter(is_public=True)
+    ]
+    context = {"account": account, "current": account.plan, "rows": rows}
+    return render(request, "accounts/plans.html", context, status=status)
+
+
+def change_plan(*, account: Account, plan: Plan) -> None:
+    with transaction.atomic():
+        Account.objects.filter(pk=account.pk).update(plan=plan)
+        account.plan = plan
+        hashes = list(ApiKey.objects.filter(account=account).values_list("key_hash", flat=True))
+    # Gateway processes cache each key's limits; the new plan's limits apply at once.
+    from gateway import auth
+
+    for key_hash in hashes:
+        transaction.on_commit(partial(auth.invalidate, key_hash))
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def plans_page(request: HttpRequest) -> HttpResponse:
+    account = _account(request)
+    if request.method != "POST":
+        return _plans_page(request, account)
+    form = PlanSwitchForm(request.POST)
+    slug = form.cleaned_data["plan"] if form.is_valid() else request.POST.get("plan", "")
+    plan = Plan.objects.filter(slug=slug, is_public=True).first()
+    if plan is None:
+        offered = ", ".join(Plan.objects.filter(is_public=True).values_list("slug", flat=True))
+        messages.error(
+            request, f"There is no plan called {slug!r} to switch to. Plans on offer: {offered}."
+        )
+        return _plans_page(request, account, status=400)
+    if plan.pk == account.plan_id:
+        messages.info(request, f"You are already on {plan.name}.")
+    else:
+        change_plan(account=account, plan=plan)
+        messages.success(request, f"You are now on {plan.name}. Its limits apply to every key.")
+    return redirect("plans")

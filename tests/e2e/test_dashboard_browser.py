@@ -1,0 +1,128 @@
+"""The dashboard in a real Chromium against the running ASGI app: sign up, create a key that is
+shown once, rotate it, revoke it."""
+
+from __future__ import annotations
+
+import os
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+
+from accounts import keys
+from accounts.models import ApiKey
+from tests import factories
+from tests.conftest import ServerThread
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+pytestmark = [pytest.mark.browser, pytest.mark.e2e]
+
+if not Path(CHROMIUM).exists() and os.environ.get("CI") != "true":
+    pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)", allow_module_level=True)
+
+
+def orm(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run a database call off this thread: Playwright's sync API keeps an event loop running
+    here, and Django refuses ORM calls from a thread with a running loop."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(fn, *args, **kwargs).result()
+
+
+def _serves_static(base_url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{base_url}{settings.STATIC_URL}js/app.js", timeout=5):
+            return True
+    except urllib.error.URLError:
+        return False
+
+
+@pytest.fixture
+def page(transactional_db: None, gateway_server: ServerThread) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    factories.plan()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context(base_url=gateway_server.url)
+        context.grant_permissions(["clipboard-read", "clipboard-write"], origin=gateway_server.url)
+        assert _serves_static(gateway_server.url), "the server must serve its static files"
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        yield page
+        context.close()
+        browser.close()
+
+
+def test_it_signs_up_creates_rotates_and_revokes_a_key(
+    page: Any, gateway_server: ServerThread
+) -> None:
+    from playwright.sync_api import expect
+
+    page.goto("/")
+    page.get_by_role("link", name="Sign up").click()
+    page.get_by_label("E-mail").fill("erin@example.com")
+    page.get_by_label("Password", exact=True).fill("a long pass phrase")
+    page.get_by_label("Confirm password").fill("a long pass phrase")
+    page.get_by_role("button", name="Create account").click()
+
+    expect(page).to_have_url(re.compile(r"/dashboard/$"))
+    expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
+    expect(page.get_by_test_id("rpm")).to_have_text("30")
+    expect(page.locator("#openai-base-url")).to_have_text(f"{gateway_server.url}/openai/v1/")
+    expect(page.locator("#anthropic-base-url")).to_have_text(f"{gateway_server.url}/anthropic/")
+
+    page.get_by_role("link", name="API keys").first.click()
+    page.get_by_label("Name").fill("backend")
+    page.get_by_label("Environment").select_option("dev")
+    page.get_by_role("button", name="Create key").click()
+
+    reveal = page.get_by_test_id("new-key")
+    expect(reveal).to_have_text(re.compile(r"^tf-dev-[a-z0-9]{40}$"))
+    secret = reveal.inner_text().strip()
+    key = orm(keys.verify, secret)
+    assert key is not None and key.name == "backend"
+    page.get_by_role("button", name="Copy key").click()
+    expect(page.get_by_role("button", name="Copied")).to_be_visible()
+    assert page.evaluate("navigator.clipboard.readText()") == secret
+
+    page.reload()
+    expect(page.get_by_test_id("reveal")).to_have_count(0)
+    expect(page.get_by_test_id("hint")).to_have_text(key.hint)
+    assert secret not in page.content()
+
+    row = page.locator(f"#key-{key.pk}")
+    row.get_by_text("Rotate", exact=True).click()
+    row.get_by_label("Grace period (hours)").fill("1")
+    row.get_by_role("button", name="Rotate key").click()
+    successor_secret = page.get_by_test_id("new-key").inner_text().strip()
+    assert successor_secret != secret
+    successor = orm(keys.verify, successor_secret)
+    assert successor is not None
+    assert orm(keys.verify, secret) is not None  # within the grace period
+    expect(page.locator(f"#key-{key.pk}").get_by_test_id("status")).to_have_text("Rotating")
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.locator(f"#key-{successor.pk}").get_by_role("button", name="Revoke").click()
+    expect(page.get_by_text("stopped working at once")).to_be_visible()
+    expect(page.locator(f"#key-{successor.pk}").get_by_test_id("status")).to_have_text("Revoked")
+    assert orm(keys.verify, successor_secret) is None
+    assert orm(ApiKey.objects.get, pk=successor.pk).revoked_at is not None
+    assert successor_secret not in page.content()
