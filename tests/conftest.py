@@ -129,8 +129,9 @@ def gateway_server() -> Iterator[ServerThread]:
 def _fresh_caches() -> Iterator[None]:
     from django.core.cache import cache
 
-    from gateway import auth, catalog
+    from gateway import auth, catalog, metering
 
+    metering.discard_local()
     auth.clear()
     catalog.clear()
     cache.clear()

@@ -1,0 +1,151 @@
+"""Who is calling: tf- keys resolved to a Caller from a per-process cache, so an admitted request
+costs no database query, while a revoked or changed key stops working on every process at once."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.http import HttpRequest
+from django.utils.timezone import now
+
+from accounts import keys
+from accounts.models import ApiKey
+from gateway import store
+
+CHANGE_PREFIX = "tf:keychg:"
+_MAX_ENTRIES = 50_000
+_NEGATIVE_TTL_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    key_id: int
+    key_hash: str
+    account_id: int
+    environment: str
+    plan_slug: str
+    plan_name: str
+    rpm_limit: int | None
+    tpm_limit: int | None
+    window_kind: str
+    window_hours: int
+    window_tokens: int | None
+    model_tiers: frozenset[str]
+    allowed_models: frozenset[str]
+    expires_at: float | None
+    version: int  # the key's change counter when this process loaded it
+
+    def is_expired(self) -> bool:
+        return self.expires_at is not None and self.expires_at <= time.time()
+
+    def may_use(self, model_id: str, tier: str) -> bool:
+        if self.allowed_models and model_id not in self.allowed_models:
+            return False
+        return "*" in self.model_tiers or tier in self.model_tiers
+
+
+_cache: OrderedDict[str, tuple[Caller | None, float]] = OrderedDict()
+
+
+def bearer_from(request: HttpRequest) -> str:
+    header = request.headers.get("authorization", "")
+    if header[:7].lower() == "bearer ":
+        return header[7:].strip()
+    return request.headers.get("x-api-key", "").strip()
+
+
+def _lowest(a: int | None, b: int | None) -> int | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return min(a, b)
+
+
+def caller_for(key: ApiKey, version: int = 0) -> Caller:
+    plan = key.account.plan
+    return Caller(
+        key_id=key.pk,
+        key_hash=key.key_hash,
+        account_id=key.account_id,
+        environment=key.environment,
+        plan_slug=plan.slug,
+        plan_name=plan.name,
+        rpm_limit=_lowest(plan.rpm_limit, key.rpm_limit),
+        tpm_limit=_lowest(plan.tpm_limit, key.tpm_limit),
+        window_kind=plan.window_kind,
+        window_hours=plan.window_hours,
+        window_tokens=plan.window_tokens,
+        model_tiers=frozenset(plan.model_tiers),
+        allowed_models=frozenset(key.allowed_models),
+        expires_at=key.expires_at.timestamp() if key.expires_at else None,
+        version=version,
+    )
+
+
+def _load(secret: str, version: int) -> Caller | None:
+    key = keys.verify(secret)
+    return caller_for(key, version) if key is not None else None
+
+
+async def _version(key_hash: str) -> int:
+    redis = store.client()
+    if redis is None:
+        return 0
+    value = await redis.get(CHANGE_PREFIX + key_hash)
+    return int(value) if value is not None else 0
+
+
+async def authenticate(secret: str, *, refresh: bool = False) -> Caller | None:
+    """The Caller for a raw key, or None when it is unknown, revoked or expired."""
+    if not keys.looks_like_key(secret):
+        return None
+    digest = keys.hash_key(secret)
+    hit = None if refresh else _cache.get(digest)
+    ttl = settings.GATEWAY_KEY_CACHE_SECONDS
+    if hit is not None:
+        caller, loaded = hit
+        age = time.monotonic() - loaded
+        if (caller is not None and age < ttl) or (caller is None and age < _NEGATIVE_TTL_S):
+            if caller is not None and caller.is_expired():
+                return None
+            return caller
+    # Read the change counter before the row, so a change racing this load is seen as stale.
+    version = await _version(digest)
+    caller = await sync_to_async(_load, thread_sensitive=False)(secret, version)
+    _cache[digest] = (caller, time.monotonic())
+    _cache.move_to_end(digest)
+    while len(_cache) > _MAX_ENTRIES:
+        _cache.popitem(last=False)
+    return caller
+
+
+async def is_stale(caller: Caller) -> bool:
+    """True when the key changed after this process cached it (one Redis GET). Admission does the
+    same check inside its own script, so gated requests pay nothing extra for it."""
+    if store.client() is None:
+        return False
+    return await _version(caller.key_hash) != caller.version
+
+
+def invalidate(key_hash: str) -> None:
+    _cache.pop(key_hash, None)
+    redis = store.sync_client()
+    if redis is not None:
+        # Every process compares this counter with the one it saw when it cached the key.
+        pipe = redis.pipeline()
+        pipe.incr(CHANGE_PREFIX + key_hash)
+        pipe.expire(CHANGE_PREFIX + key_hash, 7 * 24 * 3600)
+        pipe.execute()
+
+
+def clear() -> None:
+    _cache.clear()
+
+
+def touch_last_used(key_id: int) -> None:
+    ApiKey.objects.filter(pk=key_id).update(last_used_at=now())

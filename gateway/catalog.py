@@ -1,0 +1,240 @@
+"""The model catalog as the hot path sees it: an in-process snapshot of models and their routes,
+refreshed every few seconds, plus seeding the embedded catalog that routes to the simulator."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import transaction
+from redis.exceptions import RedisError
+
+from gateway import store
+from gateway.models import CatalogModel, Provider, Route
+
+
+@dataclass(frozen=True, slots=True)
+class RouteInfo:
+    route_id: int
+    provider_slug: str
+    protocol: str
+    base_url: str
+    api_key: str
+    upstream_model: str
+    priority: int
+    weight: int
+    connect_timeout_s: float
+    first_byte_timeout_s: float
+    total_timeout_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    model_id: str
+    display_name: str
+    owned_by: str
+    kind: str
+    tier: str
+    supports_tools: bool
+    supports_vision: bool
+    supports_json: bool
+    supports_thinking: bool
+    context_window: int
+    max_output_tokens: int
+    input_price_micros: int | None
+    output_price_micros: int | None
+    cached_input_price_micros: int | None
+    unit: str
+    unit_price_micros: int | None
+    ultrafast: bool
+    is_priced: bool
+    created: int
+    routes: tuple[RouteInfo, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    models: dict[str, ModelInfo]
+    ordered: tuple[ModelInfo, ...]
+    loaded_at: float
+
+
+_snapshot: Snapshot | None = None
+_lock: asyncio.Lock | None = None
+
+
+def _seconds(ms: int | None, default_ms: int) -> float:
+    return (ms if ms else default_ms) / 1000
+
+
+def load() -> Snapshot:
+    routes_by_model: dict[int, list[RouteInfo]] = {}
+    queryset = Route.objects.filter(is_active=True, provider__is_active=True).select_related(
+        "provider"
+    )
+    for route in queryset.order_by("priority", "-weight", "id"):
+        prov = route.provider
+        routes_by_model.setdefault(route.model_id, []).append(
+            RouteInfo(
+                route_id=route.pk,
+                provider_slug=prov.slug,
+                protocol=prov.protocol,
+                base_url=prov.base_url.rstrip("/"),
+                api_key=prov.resolve_api_key(),
+                upstream_model=route.upstream_model,
+                priority=route.priority,
+                weight=route.weight,
+                connect_timeout_s=_seconds(
+                    prov.connect_timeout_ms, settings.GATEWAY_CONNECT_TIMEOUT_MS
+                ),
+                first_byte_timeout_s=_seconds(
+                    prov.first_byte_timeout_ms, settings.GATEWAY_FIRST_BYTE_TIMEOUT_MS
+                ),
+                total_timeout_s=_seconds(prov.total_timeout_ms, settings.GATEWAY_TOTAL_TIMEOUT_MS),
+            )
+        )
+    models: dict[str, ModelInfo] = {}
+    for row in CatalogModel.objects.filter(is_active=True).order_by("model_id"):
+        models[row.model_id] = ModelInfo(
+            model_id=row.model_id,
+            display_name=row.display_name,
+            owned_by=row.owned_by,
+            kind=row.kind,
+            tier=row.tier,
+            supports_tools=row.supports_tools,
+            supports_vision=row.supports_vision,
+            supports_json=row.supports_json,
+            supports_thinking=row.supports_thinking,
+            context_window=row.context_window,
+            max_output_tokens=row.max_output_tokens,
+            input_price_micros=row.input_price_micros,
+            output_price_micros=row.output_price_micros,
+            cached_input_price_micros=row.cached_input_price_micros,
+            unit=row.unit,
+            unit_price_micros=row.unit_price_micros,
+            ultrafast=row.ultrafast,
+            is_priced=row.is_priced,
+            created=int(row.created_at.timestamp()),
+            routes=tuple(routes_by_model.get(row.pk, ())),
+        )
+    return Snapshot(models=models, ordered=tuple(models.values()), loaded_at=time.monotonic())
+
+
+log = logging.getLogger(__name__)
+VERSION_KEY = "tf:catalog:version"
+_CHECK_EVERY_S = 1.0
+_checked_at = 0.0
+_seen_version: bytes | str | None = None
+
+
+async def _changed_elsewhere() -> bool:
+    """True when another process edited the catalog since this one loaded it: one Redis GET at
+    most once a second, so an operator's edit applies everywhere at once, not after the TTL."""
+    global _checked_at, _seen_version
+    redis = store.client()
+    now = time.monotonic()
+    if redis is None or now - _checked_at < _CHECK_EVERY_S:
+        return False
+    _checked_at = now
+    try:
+        version = await redis.get(VERSION_KEY)
+    except RedisError:
+        return False
+    if version == _seen_version:
+        return False
+    _seen_version = version
+    return True
+
+
+def _fresh(current: Snapshot | None) -> bool:
+    return (
+        current is not None
+        and time.monotonic() - current.loaded_at < settings.GATEWAY_CATALOG_CACHE_SECONDS
+    )
+
+
+async def snapshot() -> Snapshot:
+    """The current catalog, reloaded at most every GATEWAY_CATALOG_CACHE_SECONDS, or at once when
+    another process says it changed."""
+    global _snapshot, _lock
+    current = _snapshot
+    if current is not None and _fresh(current) and not await _changed_elsewhere():
+        return current
+    if current is not None and _fresh(current):
+        _snapshot = None  # another process changed the catalog
+    if _lock is None:
+        _lock = asyncio.Lock()
+    try:
+        async with _lock:
+            current = _snapshot
+            if current is None or not _fresh(current):
+                current = await sync_to_async(load, thread_sensitive=False)()
+                _snapshot = current
+    except RuntimeError:
+        # The lock belongs to another event loop (tests run several); load without it.
+        current = await sync_to_async(load, thread_sensitive=False)()
+        _snapshot = current
+    return current
+
+
+def invalidate() -> None:
+    """Drop the catalog here and tell every other process to reload it."""
+    clear()
+    redis = store.sync_client()
+    if redis is not None:
+        try:
+            redis.incr(VERSION_KEY)
+        except RedisError:
+            log.warning("catalog.invalidate_failed", exc_info=True)
+
+
+def clear() -> None:
+    global _snapshot, _lock
+    _snapshot = None
+    _lock = None
+
+
+def seed(*, simulator_url: str | None = None) -> dict[str, int]:
+    """Load the bundled catalog (gateway.catalog_seed), every model routed to the simulator.
+
+    Idempotent: existing models, providers and routes are left as an operator edited them."""
+    from gateway.catalog_seed import MODELS
+
+    base = (simulator_url or settings.SIMULATOR_URL).rstrip("/")
+    counts = {"providers": 0, "models": 0, "routes": 0}
+    with transaction.atomic():
+        providers: dict[str, Provider] = {}
+        for protocol, url in (("openai", f"{base}/v1"), ("anthropic", base)):
+            prov, created = Provider.objects.get_or_create(
+                slug=f"simulator-{protocol}",
+                defaults={
+                    "name": f"Simulator ({protocol})",
+                    "protocol": protocol,
+                    "base_url": url,
+                    "api_key": "simulator",
+                },
+            )
+            providers[protocol] = prov
+            counts["providers"] += created
+        fields = {f.name for f in CatalogModel._meta.get_fields()}
+        for spec in MODELS:
+            data: dict[str, Any] = {
+                k: v for k, v in spec.items() if k in fields and k != "model_id"
+            }
+            model, created = CatalogModel.objects.get_or_create(
+                model_id=spec["model_id"], defaults=data
+            )
+            counts["models"] += created
+            if created:
+                protocol = str(spec.get("upstream_protocol", "openai"))
+                _, route_created = Route.objects.get_or_create(
+                    model=model, provider=providers[protocol], upstream_model=model.model_id
+                )
+                counts["routes"] += route_created
+    invalidate()
+    return counts

@@ -1,0 +1,268 @@
+"""Metering: every request ends in exactly one usage record.
+
+The hot path never writes to the database. With Redis, settlement appends the record to the
+``tf:usage`` stream in the same script call that settles the limits; a drain (a Celery task, or a
+background task of the gateway process when there is no broker) reads the stream through a
+consumer group, bulk-inserts the records (unique request ids make a replay a no-op), posts the
+balance charges to the ledger (idempotent on the request id) and only then acknowledges the
+entries. A drainer that dies leaves its entries pending, and the next one claims them. Without
+Redis the records wait in an in-process buffer that a background task flushes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import threading
+from collections import deque
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+
+from gateway import store
+
+logger = logging.getLogger("tokenfactory.metering")
+
+STREAM = "tf:usage"
+GROUP = "drainers"
+_CLAIM_IDLE_MS = 30_000
+
+_local: deque[bytes] = deque()
+_local_lock = threading.Lock()
+_flusher: dict[int, asyncio.Task[None]] = {}
+
+
+# --- the hot path ---------------------------------------------------------------------------
+
+
+def enqueue_local(record: bytes) -> None:
+    """Embedded mode: keep the record in this process until the background flush."""
+    _local.append(record)
+    _ensure_flusher()
+
+
+async def record_unadmitted(record: dict[str, Any]) -> None:
+    """A request refused before admission (bad model, limits, ...): record it, at no cost."""
+    data = orjson.dumps(record)
+    redis = store.client()
+    if redis is None:
+        enqueue_local(data)
+        return
+    await redis.xadd(STREAM, {"r": data})
+    _ensure_flusher()
+
+
+def discard_local() -> None:
+    """Forget records buffered in this process (tests start each case from an empty buffer)."""
+    with _local_lock:
+        _local.clear()
+
+
+def kick() -> None:
+    """Make sure this process drains soon (when it drains at all)."""
+    _ensure_flusher()
+
+
+def _ensure_flusher() -> None:
+    if not settings.METERING_DRAIN_IN_PROCESS:
+        return
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    task = _flusher.get(id(loop))
+    if task is None or task.done():
+        _flusher[id(loop)] = loop.create_task(_flush_forever())
+
+
+async def _flush_forever() -> None:
+    interval = settings.METERING_FLUSH_INTERVAL_MS / 1000
+    idle_rounds = 0
+    while idle_rounds < 20:
+        await asyncio.sleep(interval)
+        try:
+            moved = await sync_to_async(drain, thread_sensitive=False)()
+        except Exception:
+            logger.exception("metering flush failed; the records stay queued and are retried")
+            moved = 0
+        idle_rounds = 0 if moved else idle_rounds + 1
+
+
+# --- draining ------------------------------------------------------------------------------
+
+
+def drain(max_batches: int = 50, batch_size: int = 500) -> int:
+    """Move queued usage records into the database. Safe to run concurrently and repeatedly."""
+    total = 0
+    total += _drain_local(batch_size)
+    redis = store.sync_client()
+    if redis is not None:
+        total += _drain_stream(redis, max_batches, batch_size)
+    return total
+
+
+def _drain_local(batch_size: int) -> int:
+    moved = 0
+    with _local_lock:
+        while _local:
+            batch = [_local.popleft() for _ in range(min(batch_size, len(_local)))]
+            try:
+                flush([orjson.loads(b) for b in batch])
+            except Exception:
+                # Put them back in order; the next flush tries again.
+                _local.extendleft(reversed(batch))
+                raise
+            moved += len(batch)
+    return moved
+
+
+def _consumer() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{threading.get_ident()}"
+
+
+def _drain_stream(redis: Any, max_batches: int, batch_size: int) -> int:
+    try:
+        redis.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+    except Exception as exc:  # BUSYGROUP: it exists
+        if "BUSYGROUP" not in str(exc):
+            raise
+    consumer = _consumer()
+    moved = 0
+    # Entries a dead drainer left unacknowledged come first.
+    claimed = redis.xautoclaim(STREAM, GROUP, consumer, _CLAIM_IDLE_MS, "0-0", count=batch_size)
+    entries = claimed[1] if claimed else []
+    if entries:
+        moved += _flush_entries(redis, entries)
+    for _ in range(max_batches):
+        found = redis.xreadgroup(GROUP, consumer, {STREAM: ">"}, count=batch_size)
+        if not found:
+            break
+        entries = found[0][1]
+        if not entries:
+            break
+        moved += _flush_entries(redis, entries)
+    return moved
+
+
+def _flush_entries(redis: Any, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> int:
+    records = []
+    ids = []
+    for entry_id, fields in entries:
+        ids.append(entry_id)
+        raw = fields.get(b"r")
+        if raw:
+            records.append(orjson.loads(raw))
+    flush(records)
+    if ids:
+        redis.xack(STREAM, GROUP, *ids)
+        redis.xdel(STREAM, *ids)
+    return len(ids)
+
+
+def flush(records: Iterable[dict[str, Any]]) -> int:
+    """Write records and their balance charges; replays of the same request ids change nothing."""
+    from accounts.models import Account, ApiKey
+    from billing import ledger
+    from gateway.models import UsageRecord
+
+    rows = [_row(r) for r in records]
+    if not rows:
+        return 0
+    with transaction.atomic():
+        UsageRecord.objects.bulk_create(rows, ignore_conflicts=True, batch_size=500)
+    charges = [
+        ledger.Charge(
+            account_id=r.account_id,
+            amount_micros=r.billed_micros,
+            idempotency_key=f"usage:{r.request_id}",
+            description=f"{r.model}: {r.input_tokens} in / {r.output_tokens} out",
+            reference=r.request_id,
+        )
+        for r in rows
+        if r.billed_micros > 0
+    ]
+    try:
+        ledger.charge_many(charges)
+    except IntegrityError:
+        # Another drainer posted some of these between our check and insert: post one by one.
+        for charge in charges:
+            try:
+                ledger.charge_many([charge])
+            except IntegrityError:
+                continue
+    key_times: dict[int, datetime] = {}
+    for r in rows:
+        if r.api_key_id is not None and r.api_key_id > 0:
+            key_times[r.api_key_id] = max(key_times.get(r.api_key_id, r.created_at), r.created_at)
+    for key_id, at in key_times.items():
+        ApiKey.objects.filter(pk=key_id).exclude(last_used_at__gte=at).update(last_used_at=at)
+    _persist_windows({r.account_id for r in rows}, Account)
+    return len(rows)
+
+
+def _persist_windows(account_ids: set[int], account_model: Any) -> None:
+    from gateway import limits
+
+    for account_id in account_ids:
+        state = limits.window_state(account_id)
+        if not state or not state.get("start"):
+            continue
+        started = datetime.fromtimestamp(state["start"] / 1000, tz=UTC)
+        account_model.objects.filter(pk=account_id).update(
+            window_started_at=started, window_used_tokens=state.get("used", 0)
+        )
+
+
+def _row(r: dict[str, Any]) -> Any:
+    from gateway.models import UsageRecord
+
+    return UsageRecord(
+        request_id=r["request_id"],
+        account_id=r["account_id"],
+        api_key_id=r.get("key_id") or None,
+        surface=r["surface"],
+        endpoint=r.get("endpoint", "chat"),
+        model=r["model"][:200],
+        route=r.get("route", "")[:300],
+        status=r["status"],
+        error_code=r.get("error_code", "")[:60],
+        input_tokens=r.get("input_tokens", 0),
+        output_tokens=r.get("output_tokens", 0),
+        cached_tokens=r.get("cached_tokens", 0),
+        reasoning_tokens=r.get("reasoning_tokens", 0),
+        is_estimate=r.get("is_estimate", False),
+        cost_micros=r.get("cost_micros", 0),
+        billed_micros=r.get("billed_micros", 0),
+        in_window=r.get("in_window", True),
+        latency_ms=r.get("latency_ms", 0),
+        ttft_ms=r.get("ttft_ms"),
+        stream=r.get("stream", False),
+        batch_id=r.get("batch_id", ""),
+        created_at=datetime.fromtimestamp(r["created_at_ms"] / 1000, tz=UTC),
+    )
+
+
+def pending() -> int:
+    """Records not yet in the database (for tests and the admin)."""
+    count = len(_local)
+    redis = store.sync_client()
+    if redis is not None:
+        try:
+            count += int(redis.xlen(STREAM))
+        except Exception:
+            logger.warning("could not read the usage stream length")
+    return count
+
+
+def last_record_time(account_id: int) -> datetime | None:
+    from gateway.models import UsageRecord
+
+    return UsageRecord.objects.filter(account_id=account_id).aggregate(at=Max("created_at"))["at"]

@@ -1,0 +1,228 @@
+"""The model catalog: models people call, the upstream providers that serve them, and the routes
+between the two."""
+
+from __future__ import annotations
+
+import os
+
+from django.db import models
+
+
+class Provider(models.Model):
+    class Protocol(models.TextChoices):
+        OPENAI = "openai", "OpenAI-compatible"
+        ANTHROPIC = "anthropic", "Anthropic"
+
+    slug = models.SlugField(unique=True)
+    name = models.CharField(max_length=100)
+    protocol = models.CharField(max_length=20, choices=Protocol)
+    base_url = models.URLField(
+        help_text="e.g. https://api.openai.com/v1 or https://api.anthropic.com"
+    )
+    api_key_env = models.CharField(
+        max_length=100, blank=True, help_text="environment variable holding the upstream API key"
+    )
+    api_key = models.CharField(
+        max_length=300, blank=True, help_text="used when no environment variable is named or set"
+    )
+    connect_timeout_ms = models.PositiveIntegerField(null=True, blank=True)
+    first_byte_timeout_ms = models.PositiveIntegerField(null=True, blank=True)
+    total_timeout_ms = models.PositiveIntegerField(null=True, blank=True)
+    is_active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def resolve_api_key(self) -> str:
+        if self.api_key_env and os.environ.get(self.api_key_env):
+            return os.environ[self.api_key_env]
+        return self.api_key
+
+
+class CatalogModel(models.Model):
+    class Kind(models.TextChoices):
+        CHAT = "chat", "Chat"
+        EMBEDDING = "embedding", "Embedding"
+        TRANSCRIPTION = "transcription", "Transcription"
+        SPEECH = "speech", "Speech"
+        IMAGE = "image", "Image"
+
+    class Unit(models.TextChoices):
+        TOKENS = "tokens", "per 1M tokens"
+        SECONDS = "seconds", "per second of audio"
+        CHARACTERS = "characters", "per 1M characters"
+        IMAGES = "images", "per image"
+
+    model_id = models.CharField(max_length=200, unique=True, help_text="the public id callers send")
+    display_name = models.CharField(max_length=200)
+    owned_by = models.CharField(max_length=100, help_text="the lab that made it, e.g. DeepSeek")
+    description = models.CharField(max_length=300, blank=True)
+    kind = models.CharField(max_length=20, choices=Kind, default=Kind.CHAT)
+    supports_tools = models.BooleanField(default=False)
+    supports_vision = models.BooleanField(default=False)
+    supports_json = models.BooleanField(default=False)
+    supports_thinking = models.BooleanField(default=False)
+    context_window = models.PositiveIntegerField(default=0, help_text="tokens")
+    max_output_tokens = models.PositiveIntegerField(default=4096)
+    # Prices are micro-dollars (1 USD = 1,000,000) per 1M tokens; empty means "not priced", and an
+    # unpriced model is refused rather than served for free.
+    input_price_micros = models.BigIntegerField(null=True, blank=True)
+    output_price_micros = models.BigIntegerField(null=True, blank=True)
+    cached_input_price_micros = models.BigIntegerField(null=True, blank=True)
+    # Non-token kinds: micro-dollars per `unit` (per second, per image, per 1M characters).
+    unit = models.CharField(max_length=20, choices=Unit, default=Unit.TOKENS)
+    unit_price_micros = models.BigIntegerField(null=True, blank=True)
+    ultrafast = models.BooleanField(default=False, help_text="served on LPU hardware")
+    tier = models.CharField(
+        max_length=20, default="standard", help_text="plans list the tiers they allow"
+    )
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["model_id"]
+        verbose_name = "model"
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(input_price_micros__gte=0) | models.Q(input_price_micros=None),
+                name="model_input_price_not_negative",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(output_price_micros__gte=0) | models.Q(output_price_micros=None),
+                name="model_output_price_not_negative",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.model_id
+
+    @property
+    def is_priced(self) -> bool:
+        if self.unit == self.Unit.TOKENS:
+            if self.kind == self.Kind.EMBEDDING:
+                return self.input_price_micros is not None
+            return self.input_price_micros is not None and self.output_price_micros is not None
+        return self.unit_price_micros is not None
+
+
+class Route(models.Model):
+    """How one catalog model is served by one provider. Lower priority numbers are tried first;
+    among equal priorities, traffic splits by weight."""
+
+    model = models.ForeignKey(CatalogModel, on_delete=models.CASCADE, related_name="routes")
+    provider = models.ForeignKey(Provider, on_delete=models.CASCADE, related_name="routes")
+    upstream_model = models.CharField(max_length=200, help_text="the name the provider knows it by")
+    priority = models.PositiveIntegerField(default=0)
+    weight = models.PositiveIntegerField(default=1)
+    is_active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["model", "priority", "-weight", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["model", "provider", "upstream_model"], name="one_route_per_upstream_model"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model} → {self.provider.slug}:{self.upstream_model}"
+
+
+class UsageRecord(models.Model):
+    """One request, as metered: exactly one row per request id, whatever its outcome."""
+
+    request_id = models.CharField(max_length=64, unique=True)
+    account = models.ForeignKey("accounts.Account", on_delete=models.CASCADE, related_name="usage")
+    api_key = models.ForeignKey(
+        "accounts.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="usage"
+    )
+    surface = models.CharField(max_length=20)
+    endpoint = models.CharField(max_length=40, default="chat")
+    model = models.CharField(max_length=200)
+    route = models.CharField(max_length=300, blank=True)
+    status = models.PositiveSmallIntegerField()
+    error_code = models.CharField(max_length=60, blank=True)
+    input_tokens = models.PositiveIntegerField(default=0)
+    output_tokens = models.PositiveIntegerField(default=0)
+    cached_tokens = models.PositiveIntegerField(default=0)
+    reasoning_tokens = models.PositiveIntegerField(default=0)
+    is_estimate = models.BooleanField(default=False, help_text="counted by our tokenizer")
+    # List-price value of the request and what was taken from the prepaid balance, in micro-dollars
+    # (1 USD = 1,000,000); requests inside the plan's token window are not taken from the balance.
+    cost_micros = models.BigIntegerField(default=0)
+    billed_micros = models.BigIntegerField(default=0)
+    in_window = models.BooleanField(default=True)
+    latency_ms = models.PositiveIntegerField(default=0)
+    ttft_ms = models.PositiveIntegerField(null=True, blank=True)
+    stream = models.BooleanField(default=False)
+    batch_id = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["account", "created_at"]),
+            models.Index(fields=["account", "model", "created_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.request_id} {self.model} {self.status}"
+
+
+class UsageRollup(models.Model):
+    """Usage records summed per account, key, model and surface over one hour or one day (UTC).
+
+    Written only by ``gateway.usage.roll_up``, which adds every record exactly once: the records
+    up to ``RollupWatermark.last_record_id`` are in here, the ones after it are not yet.
+    """
+
+    class Granularity(models.TextChoices):
+        HOUR = "hour", "Hour"
+        DAY = "day", "Day"
+
+    # No index of its own: the unique constraint below leads with the account.
+    account = models.ForeignKey(
+        "accounts.Account", on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    # The key's id, or 0 for a request without one: a number rather than a nullable foreign key,
+    # because NULLs never collide in a unique constraint and the upsert relies on collisions.
+    key_id = models.BigIntegerField(default=0)
+    model = models.CharField(max_length=200)
+    surface = models.CharField(max_length=20)
+    granularity = models.CharField(max_length=4, choices=Granularity)
+    bucket = models.DateTimeField(help_text="start of the hour or day, UTC")
+    requests = models.BigIntegerField(default=0)
+    errors = models.BigIntegerField(default=0, help_text="requests answered with a 4xx or 5xx")
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    cached_tokens = models.BigIntegerField(default=0)
+    # Micro-dollars (1 USD = 1,000,000), summed from the records' cost_micros and billed_micros.
+    cost_micros = models.BigIntegerField(default=0)
+    billed_micros = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            # Leading with (account, granularity, bucket) lets this index serve /v1/usage too.
+            models.UniqueConstraint(
+                fields=["account", "granularity", "bucket", "key_id", "model", "surface"],
+                name="one_rollup_per_bucket",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.account_id} {self.granularity} {self.bucket:%Y-%m-%d %H:00} {self.model}"
+
+
+class RollupWatermark(models.Model):
+    """How far the rollups have got: every usage record with an id up to ``last_record_id`` is
+    counted in ``UsageRollup``, and none after it. One row, locked while a rollup runs."""
+
+    name = models.CharField(max_length=40, unique=True)
+    last_record_id = models.BigIntegerField(default=0)
+    rolled_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} ≤ {self.last_record_id}"

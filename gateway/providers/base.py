@@ -1,0 +1,146 @@
+"""What every upstream provider does: build the request, send it through the process's one pooled
+HTTP client, and turn an upstream failure into an UpstreamError the router can act on."""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, ClassVar
+
+import httpx
+import orjson
+
+from gateway.catalog import RouteInfo
+
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def http_client() -> httpx.AsyncClient:
+    """One pooled client per event loop (one per worker process in production)."""
+    loop = asyncio.get_running_loop()
+    found = _clients.get(loop)
+    if found is None:
+        found = httpx.AsyncClient(
+            limits=httpx.Limits(
+                max_connections=1024, max_keepalive_connections=256, keepalive_expiry=30
+            ),
+            timeout=httpx.Timeout(60.0, connect=5.0),
+            follow_redirects=False,
+        )
+        _clients[loop] = found
+    return found
+
+
+class UpstreamError(Exception):
+    """An upstream attempt failed. ``retryable`` failures may go to the next route."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retryable: bool,
+        retry_after: float | None = None,
+        body: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.body = body
+
+
+class Provider:
+    protocol: ClassVar[str]
+    # Paths of the operations, relative to the provider's base URL.
+    paths: ClassVar[dict[str, str]]
+
+    def headers(self, route: RouteInfo, forwarded: Mapping[str, str]) -> dict[str, str]:
+        raise NotImplementedError
+
+    def error_message(self, body: Any) -> str:
+        raise NotImplementedError
+
+    def build(
+        self, route: RouteInfo, operation: str, body: bytes, forwarded: Mapping[str, str]
+    ) -> httpx.Request:
+        headers = self.headers(route, forwarded)
+        headers["content-type"] = "application/json"
+        timeout = httpx.Timeout(
+            connect=route.connect_timeout_s,
+            read=route.first_byte_timeout_s,
+            write=route.connect_timeout_s,
+            pool=route.connect_timeout_s,
+        )
+        return http_client().build_request(
+            "POST",
+            route.base_url + self.paths[operation],
+            content=body,
+            headers=headers,
+            timeout=timeout,
+        )
+
+    async def send(self, request: httpx.Request, *, stream: bool) -> httpx.Response:
+        """Send and return a 2xx response (its body unread when ``stream``); raise UpstreamError."""
+        try:
+            response = await http_client().send(request, stream=True)
+        except httpx.TimeoutException as exc:
+            raise UpstreamError(
+                f"upstream timed out ({type(exc).__name__})", retryable=True
+            ) from exc
+        except httpx.TransportError as exc:
+            raise UpstreamError(
+                f"could not reach the upstream ({type(exc).__name__})", retryable=True
+            ) from exc
+        if response.status_code < 300:
+            if not stream:
+                try:
+                    await response.aread()
+                except httpx.HTTPError as exc:
+                    await response.aclose()
+                    raise UpstreamError(
+                        f"the upstream connection broke ({type(exc).__name__})", retryable=True
+                    ) from exc
+            return response
+        try:
+            content = await response.aread()
+        except httpx.HTTPError:
+            content = b""
+        finally:
+            await response.aclose()
+        raise self.failure(response.status_code, content, response.headers)
+
+    def failure(self, status: int, content: bytes, headers: Mapping[str, str]) -> UpstreamError:
+        try:
+            body = orjson.loads(content) if content else None
+        except orjson.JSONDecodeError:
+            body = None
+        message = self.error_message(body) if body is not None else ""
+        if not message:
+            message = content[:300].decode(errors="replace") or f"HTTP {status}"
+        retry_after = _retry_after(headers)
+        retryable = status in (408, 409, 425, 429) or status >= 500
+        return UpstreamError(
+            message, status=status, retryable=retryable, retry_after=retry_after, body=body
+        )
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value:
+            try:
+                return max(0.0, float(value) * scale)
+            except ValueError:
+                continue
+    return None
+
+
+async def iter_bytes(response: httpx.Response) -> AsyncIterator[bytes]:
+    async for chunk in response.aiter_raw():
+        if chunk:
+            yield chunk

@@ -1,0 +1,43 @@
+"""OpenAI-compatible upstreams: OpenAI, DeepSeek, Groq, Together, Mistral, Gemini's OpenAI
+endpoint, vLLM, Ollama, llama.cpp server... and the simulator's OpenAI side."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from gateway.catalog import RouteInfo
+from gateway.providers.base import Provider
+
+
+class OpenAIProvider(Provider):
+    protocol = "openai"
+    paths = {
+        "chat": "/chat/completions",
+        "embeddings": "/embeddings",
+        "transcriptions": "/audio/transcriptions",
+        "speech": "/audio/speech",
+        "images": "/images/generations",
+    }
+
+    def headers(self, route: RouteInfo, forwarded: Mapping[str, str]) -> dict[str, str]:
+        headers = {"accept": "application/json, text/event-stream"}
+        if route.api_key:
+            headers["authorization"] = f"Bearer {route.api_key}"
+        if "x-request-id" in forwarded:
+            # Lets an operator find our request in the upstream's logs (and the simulator's stats).
+            headers["x-request-id"] = forwarded["x-request-id"]
+        if "x-sim-options" in forwarded:
+            headers["x-sim-options"] = forwarded["x-sim-options"]
+        return headers
+
+    def error_message(self, body: Any) -> str:
+        if isinstance(body, dict):
+            error = body.get("error")
+            if isinstance(error, dict):
+                return str(error.get("message") or "")
+            if isinstance(error, str):
+                return error
+            if isinstance(body.get("message"), str):
+                return str(body["message"])
+        return ""

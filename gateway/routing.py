@@ -1,0 +1,114 @@
+"""Which upstream serves a request: routes in priority order (weighted among equals), with retries
+and fallback on failures that happen before the first byte reached the client."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import httpx
+from django.conf import settings
+
+from gateway import errors
+from gateway.catalog import ModelInfo, RouteInfo
+from gateway.providers import Provider, UpstreamError, get
+
+_MAX_HONOURED_RETRY_AFTER_S = 2.0
+
+
+def ordered(routes: Sequence[RouteInfo]) -> list[RouteInfo]:
+    """Routes by priority; inside one priority, a weighted random order."""
+    out: list[RouteInfo] = []
+    by_priority: dict[int, list[RouteInfo]] = {}
+    for route in routes:
+        by_priority.setdefault(route.priority, []).append(route)
+    for priority in sorted(by_priority):
+        group = by_priority[priority]
+        if len(group) == 1:
+            out.extend(group)
+            continue
+        pool = list(group)
+        while pool:
+            pick = random.choices(pool, weights=[max(r.weight, 1) for r in pool])[0]
+            pool.remove(pick)
+            out.append(pick)
+    return out
+
+
+@dataclass
+class Opened:
+    route: RouteInfo
+    provider: Provider
+    response: httpx.Response
+    attempts: int
+
+
+BuildFn = Callable[[RouteInfo, Provider], httpx.Request]
+
+
+async def open_upstream(model: ModelInfo, build: BuildFn, *, stream: bool) -> Opened:
+    """Send to the first route that answers 2xx. Raises a GatewayError in the caller's terms."""
+    routes = ordered(model.routes)
+    if not routes:
+        raise errors.ModelUnavailable(
+            f"{model.model_id} has no active upstream route right now. Try another model."
+        )
+    max_attempts = max(1, settings.GATEWAY_MAX_ATTEMPTS)
+    plan = [routes[i % len(routes)] for i in range(max(max_attempts, len(routes)))][:max_attempts]
+    last: UpstreamError | None = None
+    for attempt, route in enumerate(plan):
+        provider = get(route.protocol)
+        if attempt:
+            await asyncio.sleep(_backoff(attempt, last, same_route=route is plan[attempt - 1]))
+        try:
+            response = await provider.send(build(route, provider), stream=stream)
+        except UpstreamError as exc:
+            last = exc
+            if not exc.retryable:
+                raise _to_gateway_error(exc, model) from exc
+            continue
+        return Opened(route=route, provider=provider, response=response, attempts=attempt + 1)
+    assert last is not None
+    raise _to_gateway_error(last, model)
+
+
+def _backoff(attempt: int, last: UpstreamError | None, *, same_route: bool) -> float:
+    if not same_route:
+        return 0.0
+    if last is not None and last.retry_after is not None:
+        return min(last.retry_after, _MAX_HONOURED_RETRY_AFTER_S)
+    return min(0.05 * 2**attempt, 1.0) * (0.75 + random.random() / 2)
+
+
+def _to_gateway_error(exc: UpstreamError, model: ModelInfo) -> errors.GatewayError:
+    status = exc.status
+    detail = exc.message
+    if status is None:
+        return errors.ModelUnavailable(
+            f"{model.model_id} is temporarily unavailable: {detail}. Retry, or try another model."
+        )
+    if status in (401, 403):
+        # The upstream refused *our* credentials; the caller's key is fine and must not look bad.
+        return errors.UpstreamFailed(
+            f"The upstream provider for {model.model_id} rejected the gateway's credentials. "
+            "This is our problem, not your key's; an operator has to fix the provider's API key.",
+            status=502,
+        )
+    if status == 404:
+        return errors.UnknownModel(
+            f"The upstream provider does not know {model.model_id}: {detail}", param="model"
+        )
+    if status == 429:
+        retry = max(1, round(exc.retry_after)) if exc.retry_after is not None else 1
+        return errors.RateLimited(
+            f"The upstream provider for {model.model_id} is rate limiting us: {detail}",
+            retry_after=retry,
+        )
+    if status >= 500:
+        return errors.UpstreamFailed(
+            f"The upstream provider for {model.model_id} failed (HTTP {status}): {detail}",
+            status=502,
+        )
+    return errors.UpstreamRejected(detail, status=400 if status in (409, 422) else status)
