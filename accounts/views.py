@@ -7,6 +7,7 @@ from datetime import timedelta
 from functools import partial
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
@@ -226,6 +227,14 @@ def plans_page(request: HttpRequest) -> HttpResponse:
         return _plans_page(request, account, status=400)
     if plan.pk == account.plan_id:
         messages.info(request, f"You are already on {plan.name}.")
+    elif settings.STRIPE_SECRET_KEY and plan.monthly_price_micros > 0:
+        # With billing on, a paid plan starts with a payment: the billing page subscribes.
+        messages.info(
+            request,
+            f"{plan.name} is {format_usd(plan.monthly_price_micros)} a month: subscribe below "
+            "and it applies as soon as Stripe confirms the payment.",
+        )
+        return redirect("billing:billing")
     else:
         change_plan(account=account, plan=plan)
         messages.success(request, f"You are now on {plan.name}. Its limits apply to every key.")

@@ -12,7 +12,7 @@ from django.db import models
 from django.http import HttpRequest
 
 from billing import money
-from billing.models import LedgerEntry, Plan
+from billing.models import LedgerEntry, Plan, StripeEvent, Subscription
 
 
 def dollars_text(micros: int) -> str:
@@ -158,3 +158,38 @@ class LedgerEntryAdmin(admin.ModelAdmin[LedgerEntry]):
     @admin.display(description="balance after", ordering="balance_after_micros")
     def balance_after(self, obj: LedgerEntry) -> str:
         return money.format_usd(obj.balance_after_micros)
+
+
+class _ReadOnly(admin.ModelAdmin[Any]):
+    """Stripe's record of what happened: operators read it, only webhooks write it."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(StripeEvent)
+class StripeEventAdmin(_ReadOnly):
+    list_display = ("received_at", "type", "event_id", "account", "outcome")
+    list_filter = ("type",)
+    search_fields = ("event_id", "account__name", "outcome")
+    date_hierarchy = "received_at"
+
+
+@admin.register(Subscription)
+class SubscriptionAdmin(_ReadOnly):
+    list_display = (
+        "account",
+        "plan",
+        "status",
+        "current_period_end",
+        "grace_until",
+        "stripe_subscription_id",
+    )
+    list_filter = ("status", "plan")
+    search_fields = ("account__name", "stripe_subscription_id", "stripe_customer_id")

@@ -81,3 +81,59 @@ class LedgerEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} {self.amount_micros:+d}µ$ ({self.account_id})"
+
+
+class StripeEvent(models.Model):
+    """A Stripe webhook event that has been applied. The row is inserted in the same transaction as
+    the event's effect, and its id is unique, so a replayed event changes nothing."""
+
+    event_id = models.CharField(max_length=255, unique=True)
+    type = models.CharField(max_length=100)
+    # Stripe's own `created` time of the event (seconds resolution), not when it reached us.
+    created = models.DateTimeField()
+    account = models.ForeignKey(
+        "accounts.Account",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="stripe_events",
+    )
+    # What applying it did: "credited", "plan moved", "stale", "ignored", ...
+    outcome = models.CharField(max_length=200, blank=True)
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.event_id}"
+
+
+class Subscription(models.Model):
+    """An account's Stripe subscription as the latest applied event describes it. Events carry
+    Stripe's `created` time; an event older than ``last_event_created`` never overrides a newer one,
+    so out-of-order delivery ends in the right state."""
+
+    account = models.OneToOneField(
+        "accounts.Account", on_delete=models.CASCADE, related_name="subscription"
+    )
+    # Stripe's subscription status: active, trialing, past_due, unpaid, canceled, incomplete, ...
+    status = models.CharField(max_length=30, blank=True)
+    plan = models.ForeignKey(
+        Plan, null=True, blank=True, on_delete=models.PROTECT, related_name="subscriptions"
+    )
+    stripe_subscription_id = models.CharField(max_length=100, blank=True, db_index=True)
+    stripe_customer_id = models.CharField(max_length=100, blank=True)
+    stripe_price_id = models.CharField(max_length=100, blank=True)
+    current_period_end = models.DateTimeField(null=True, blank=True)
+    # After a failed payment the plan is kept until then; billing.tasks moves the account to Test.
+    grace_until = models.DateTimeField(null=True, blank=True)
+    last_event_created = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.account_id}: {self.plan or '-'} ({self.status or 'none'})"
+
+    @property
+    def is_live(self) -> bool:
+        return self.status in ("active", "trialing", "past_due")

@@ -253,6 +253,8 @@ SIMULATOR_HOST = envstr("SIMULATOR_HOST", "127.0.0.1")
 SIMULATOR_PORT = envint("SIMULATOR_PORT", 9100)
 SIMULATOR_URL = envstr("SIMULATOR_URL", f"http://{SIMULATOR_HOST}:{SIMULATOR_PORT}")
 KEY_ROTATION_GRACE_HOURS = envint("KEY_ROTATION_GRACE_HOURS", 24)
+# Days a paid plan stays on after a failed payment before the account falls back to Test.
+BILLING_GRACE_DAYS = envint("BILLING_GRACE_DAYS", 7)
 # Gateway processes drain the usage buffer themselves unless Celery workers do (a broker is set).
 METERING_DRAIN_IN_PROCESS = envbool("METERING_DRAIN_IN_PROCESS", not CELERY_BROKER_URL)
 METERING_FLUSH_INTERVAL_MS = envint("METERING_FLUSH_INTERVAL_MS", 500)

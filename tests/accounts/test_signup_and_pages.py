@@ -189,6 +189,16 @@ def test_it_switches_to_a_public_plan(signed_in: Client, alice: User) -> None:
     assert "You are now on Token Pro" in signed_in.get("/plans/").content.decode()
 
 
+def test_with_billing_on_a_paid_plan_goes_through_the_billing_page(
+    signed_in: Client, alice: User, settings: Any
+) -> None:
+    settings.STRIPE_SECRET_KEY = "sk_test_123"
+    response = signed_in.post("/plans/", {"plan": "pro"})
+    assert response.status_code == 302
+    assert response["Location"] == "/billing/"
+    assert account_for(alice).plan.slug == "test", "no paid plan without a payment"
+
+
 def test_it_refuses_an_unknown_or_private_plan(signed_in: Client, alice: User) -> None:
     for slug in ("platinum", "enterprise"):
         response = signed_in.post("/plans/", {"plan": slug})
