@@ -18,7 +18,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
 from billing import money
-from gateway import auth, catalog, errors, limits, metering, routing, tokens
+from gateway import auth, auto, catalog, errors, limits, metering, routing, tokens
 from gateway.auth import Caller
 from gateway.catalog import ModelInfo, RouteInfo
 from gateway.errors import ANTHROPIC, OPENAI, GatewayError
@@ -123,6 +123,8 @@ async def resolve_model(body: dict[str, Any], caller: Caller, *, kind: str) -> M
     if not isinstance(name, str) or not name:
         raise errors.BadRequest("'model' is required and must be a string.", param="model")
     snap = await catalog.snapshot()
+    if name == auto.AUTO:
+        return auto.choose(snap, caller, body, kind=kind)
     model = snap.models.get(name)
     if model is None:
         raise errors.UnknownModel(

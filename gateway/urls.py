@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from django.urls import URLPattern, URLResolver, path
+from django.urls import URLPattern, URLResolver, include, path
 
 from gateway.views import anthropic, openai, shared
 
@@ -20,6 +20,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("v1/messages/count_tokens", anthropic.count_tokens),
     path("v1/models", shared.models),
     path("v1/models/<path:model_id>", shared.model_detail),
+    path("", include("gateway.urls_media")),
     path("healthz", shared.healthz),
     path("readyz", shared.readyz),
 ]

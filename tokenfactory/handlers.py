@@ -8,19 +8,70 @@ same URLs and views but no middleware at all.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 from asgiref.wsgi import WsgiToAsgi
 from django.conf import settings
 from django.contrib.staticfiles import finders
-from django.core.handlers.asgi import ASGIHandler
+from django.core.exceptions import RequestAborted
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.exception import convert_exception_to_response
+from django.http import HttpResponseBase
+from django.urls import set_script_prefix
 from whitenoise import WhiteNoise
 
 GATEWAY_PREFIXES = ("/openai/", "/anthropic/", "/v1/")
 
 
 class MiddlewareFreeASGIHandler(ASGIHandler):
+    """Django's ASGI handler without the per-request thread hops.
+
+    The stock handler sends ``request_started``/``request_finished`` (whose receivers are
+    sync: each a trip through a thread) and closes every response in a thread. The views
+    behind this handler keep no database connection in the event loop (their database work
+    runs in worker threads that manage their own connections), so neither is needed: a
+    measured 1.5-2 ms of event-loop time per request at 64 concurrent clients."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.handle(scope, receive, send)
+
+    async def handle(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        set_script_prefix(get_script_prefix(scope))
+        request, error_response = self.create_request(scope, body_file)
+        if request is None:
+            assert error_response is not None
+            body_file.close()
+            await self.send_response(error_response, send)
+            return
+
+        async def process_request() -> HttpResponseBase:
+            response = await self.run_get_response(request)
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.send_response(response, send)
+            return response
+
+        # As Django does: a disconnect while the view runs cancels it (and its upstream call).
+        listener = asyncio.create_task(self.listen_for_disconnect(receive))
+        worker = asyncio.create_task(process_request())
+        await asyncio.wait((listener, worker), return_when=asyncio.FIRST_COMPLETED)
+        for task in (listener, worker):
+            if task.done():
+                with contextlib.suppress(RequestAborted):
+                    task.result()
+            else:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if not worker.cancelled() and worker.exception() is None:
+            _close_quietly(worker.result())
+        body_file.close()
+
     def load_middleware(self, is_async: bool = False) -> None:
         self._view_middleware: list[Any] = []
         self._template_response_middleware: list[Any] = []
@@ -32,6 +83,15 @@ class MiddlewareFreeASGIHandler(ASGIHandler):
         )
         handler = convert_exception_to_response(get_response)
         self._middleware_chain = self.adapt_method_mode(is_async, handler, is_async)
+
+
+def _close_quietly(response: HttpResponseBase) -> None:
+    """HttpResponse.close() without the request_finished signal (see the handler above)."""
+    for closer in response._resource_closers:  # type: ignore[attr-defined]
+        with contextlib.suppress(Exception):
+            closer()
+    response._resource_closers.clear()  # type: ignore[attr-defined]
+    response.closed = True
 
 
 def _not_found(environ: dict[str, Any], start_response: Any) -> list[bytes]:

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 import httpx
 import orjson
+from httpx_aiohttp import AiohttpTransport
 
 from gateway.catalog import RouteInfo
 
@@ -19,14 +20,20 @@ _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient
 
 
 def http_client() -> httpx.AsyncClient:
-    """One pooled client per event loop (one per worker process in production)."""
+    """One pooled client per event loop (one per worker process in production).
+
+    The httpx API over aiohttp's connection pool: httpcore's pool rescans every connection
+    (with a poll() each) on every request, which cost 2-5 ms of CPU per request at 64
+    concurrent upstream calls here; aiohttp's connector keeps that near 0.3 ms."""
     loop = asyncio.get_running_loop()
     found = _clients.get(loop)
     if found is None:
+        limits = httpx.Limits(
+            max_connections=1024, max_keepalive_connections=256, keepalive_expiry=30
+        )
         found = httpx.AsyncClient(
-            limits=httpx.Limits(
-                max_connections=1024, max_keepalive_connections=256, keepalive_expiry=30
-            ),
+            transport=AiohttpTransport(limits=limits),
+            limits=limits,
             timeout=httpx.Timeout(60.0, connect=5.0),
             follow_redirects=False,
         )

@@ -1,0 +1,205 @@
+"""Responses API <-> chat completions, as pure functions: requests, whole responses, and streams
+checked against the openai SDK's own event types."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from openai.types.responses import Response, ResponseStreamEvent
+from pydantic import TypeAdapter
+
+from gateway.translate import responses_api
+from gateway.translate.errors import TranslationError
+
+EVENTS: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)
+
+
+def test_it_turns_a_string_input_and_instructions_into_messages():
+    chat = responses_api.to_chat(
+        {"model": "m", "instructions": "Be brief.", "input": "Hi", "max_output_tokens": 50}
+    )
+    assert chat["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"},
+    ]
+    assert chat["max_completion_tokens"] == 50
+    assert "stream" not in chat
+
+
+def test_it_translates_items_tools_and_options():
+    chat = responses_api.to_chat(
+        {
+            "model": "m",
+            "input": [
+                {"role": "developer", "content": [{"type": "input_text", "text": "Rules."}]},
+                {
+                    "type": "message",
+                    "role": "user",
+                    "content": [
+                        {"type": "input_text", "text": "Look"},
+                        {"type": "input_image", "image_url": "https://x/y.png", "detail": "low"},
+                    ],
+                },
+                {"type": "reasoning", "id": "rs_1", "summary": []},
+                {"role": "assistant", "content": [{"type": "output_text", "text": "Calling."}]},
+                {"type": "function_call", "call_id": "call_1", "name": "f", "arguments": "{}"},
+                {"type": "function_call", "call_id": "call_2", "name": "g", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "call_1", "output": "one"},
+                {"type": "function_call_output", "call_id": "call_2", "output": "two"},
+            ],
+            "tools": [{"type": "function", "name": "f", "parameters": {"type": "object"}}],
+            "tool_choice": {"type": "function", "name": "f"},
+            "reasoning": {"effort": "high"},
+            "text": {
+                "format": {"type": "json_schema", "name": "out", "schema": {"type": "object"}}
+            },
+            "stream": True,
+            "store": False,
+        }
+    )
+    messages = chat["messages"]
+    assert messages[0] == {"role": "system", "content": "Rules."}
+    assert messages[1]["content"][1] == {
+        "type": "image_url",
+        "image_url": {"url": "https://x/y.png", "detail": "low"},
+    }
+    assert messages[2]["role"] == "assistant" and messages[2]["content"] == "Calling."
+    assert [c["id"] for c in messages[2]["tool_calls"]] == ["call_1", "call_2"]
+    assert messages[3] == {"role": "tool", "tool_call_id": "call_1", "content": "one"}
+    assert chat["tools"][0]["function"]["name"] == "f"
+    assert chat["tool_choice"] == {"type": "function", "function": {"name": "f"}}
+    assert chat["reasoning_effort"] == "high"
+    assert chat["response_format"]["json_schema"]["name"] == "out"
+    assert chat["stream_options"] == {"include_usage": True}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"input": "Hi", "previous_response_id": "resp_1"},
+        {"input": []},
+        {"input": "Hi", "tools": [{"type": "web_search_preview"}]},
+        {"input": [{"type": "item_reference", "id": "x"}]},
+        {"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "f"}]}]},
+    ],
+)
+def test_it_refuses_what_chat_completions_cannot_express(body):
+    with pytest.raises(TranslationError):
+        responses_api.to_chat({"model": "m", **body})
+
+
+def test_it_turns_a_chat_completion_into_a_response_the_sdk_parses():
+    completion = {
+        "id": "chatcmpl-1",
+        "created": 1_700_000_000,
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "tool_calls",
+                "message": {
+                    "role": "assistant",
+                    "content": "Let me check.",
+                    "reasoning_content": "thinking",
+                    "tool_calls": [
+                        {
+                            "id": "call_9",
+                            "type": "function",
+                            "function": {"name": "f", "arguments": '{"a":1}'},
+                        }
+                    ],
+                },
+            }
+        ],
+        "usage": {
+            "prompt_tokens": 10,
+            "completion_tokens": 5,
+            "completion_tokens_details": {"reasoning_tokens": 2},
+        },
+    }
+    out = responses_api.to_response(completion, {"input": "x"}, model="m")
+    parsed = Response.model_validate(out)
+    assert parsed.status == "completed"
+    assert parsed.output_text == "Let me check."
+    assert [i.type for i in parsed.output] == ["reasoning", "message", "function_call"]
+    assert parsed.usage is not None and parsed.usage.total_tokens == 15
+    assert parsed.usage.output_tokens_details.reasoning_tokens == 2
+
+
+def test_it_marks_a_length_cut_response_incomplete():
+    completion = {"choices": [{"finish_reason": "length", "message": {"content": "abc"}}]}
+    out = responses_api.to_response(completion, {}, model="m")
+    assert out["status"] == "incomplete"
+    assert out["incomplete_details"] == {"reason": "max_output_tokens"}
+
+
+def _chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+    return {"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+
+def _validate(events: list[responses_api.Event]) -> list[Any]:
+    parsed = []
+    for kind, payload in events:
+        event = EVENTS.validate_python(payload)
+        assert event.type == kind
+        parsed.append(event)
+    return parsed
+
+
+def test_it_streams_text_reasoning_and_tool_calls_as_valid_sdk_events():
+    stream = responses_api.ChatToResponses({"input": "x"}, model="m")
+    events = stream.start()
+    events += stream.feed(_chunk({"role": "assistant", "reasoning_content": "Hmm"}))
+    events += stream.feed(_chunk({"content": "Hel"}))
+    events += stream.feed(_chunk({"content": "lo"}))
+    events += stream.feed(
+        _chunk(
+            {
+                "tool_calls": [
+                    {"index": 0, "id": "call_1", "function": {"name": "f", "arguments": '{"a"'}}
+                ]
+            }
+        )
+    )
+    events += stream.feed(_chunk({"tool_calls": [{"index": 0, "function": {"arguments": ":1}"}}]}))
+    events += stream.feed(_chunk({}, "tool_calls"))
+    events += stream.feed({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4}})
+    events += stream.done()
+    parsed = _validate(events)
+    kinds = [e.type for e in parsed]
+    assert kinds[:2] == ["response.created", "response.in_progress"]
+    assert kinds[-1] == "response.completed"
+    assert [e.sequence_number for e in parsed] == list(range(len(parsed)))
+    final = parsed[-1].response
+    assert [i.type for i in final.output] == ["reasoning", "message", "function_call"]
+    assert final.output_text == "Hello"
+    assert final.output[2].arguments == '{"a":1}'
+    assert final.usage.total_tokens == 7
+    added = [e.output_index for e in parsed if e.type == "response.output_item.added"]
+    finished = [e.output_index for e in parsed if e.type == "response.output_item.done"]
+    assert added == finished == [0, 1, 2]
+
+
+def test_it_ends_a_broken_stream_with_response_failed():
+    stream = responses_api.ChatToResponses({}, model="m")
+    events = stream.start() + stream.feed(_chunk({"content": "partial"}))
+    events += stream.fail("upstream_error", "The upstream broke off.")
+    parsed = _validate(events)
+    assert parsed[-1].type == "response.failed"
+    assert parsed[-1].response.error.message == "The upstream broke off."
+    assert stream.done() == []
+
+
+def test_the_sdk_stream_state_accepts_the_events():
+    from openai import omit
+    from openai.lib.streaming.responses._responses import ResponseStreamState
+
+    stream = responses_api.ChatToResponses({}, model="m")
+    events = (
+        stream.start() + stream.feed(_chunk({"content": "ok"})) + stream.feed(_chunk({}, "stop"))
+    )
+    events += stream.done()
+    state: Any = ResponseStreamState(input_tools=omit, text_format=omit)
+    for _, payload in events:
+        state.handle_event(EVENTS.validate_python(payload))
+    assert state._completed_response.output_text == "ok"
