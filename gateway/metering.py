@@ -173,7 +173,7 @@ def flush(records: Iterable[dict[str, Any]]) -> int:
     from billing import ledger
     from gateway.models import UsageRecord
 
-    rows = [_row(r) for r in records]
+    rows = _without_orphans([_row(r) for r in records], Account, ApiKey)
     if not rows:
         return 0
     with transaction.atomic():
@@ -205,7 +205,50 @@ def flush(records: Iterable[dict[str, Any]]) -> int:
     for key_id, at in key_times.items():
         ApiKey.objects.filter(pk=key_id).exclude(last_used_at__gte=at).update(last_used_at=at)
     _persist_windows({r.account_id for r in rows}, Account)
+    # Live meters, and the rollups when no Celery worker runs them; never fails the flush.
+    from gateway import usage
+
+    usage.after_flush({r.account_id for r in rows})
     return len(rows)
+
+
+DEAD_LETTERS = "tf:usage:dead"
+
+
+def _without_orphans(rows: list[Any], account_model: Any, key_model: Any) -> list[Any]:
+    """Rows whose account no longer exists cannot be inserted, and one of them must not hold up
+    every other record: park them (Redis list tf:usage:dead, or the log) and go on. A deleted key
+    only loses the link, as its foreign key says."""
+    account_ids = {r.account_id for r in rows}
+    key_ids = {r.api_key_id for r in rows if r.api_key_id}
+    known_accounts = set(
+        account_model.objects.filter(pk__in=account_ids).values_list("pk", flat=True)
+    )
+    known_keys = set(key_model.objects.filter(pk__in=key_ids).values_list("pk", flat=True))
+    kept = []
+    for r in rows:
+        if r.account_id not in known_accounts:
+            _park(r)
+            continue
+        if r.api_key_id and r.api_key_id not in known_keys:
+            r.api_key_id = None
+        kept.append(r)
+    return kept
+
+
+def _park(row: Any) -> None:
+    record = {
+        "request_id": row.request_id,
+        "account_id": row.account_id,
+        "model": row.model,
+        "input_tokens": row.input_tokens,
+        "output_tokens": row.output_tokens,
+        "billed_micros": row.billed_micros,
+    }
+    logger.error("metering.orphan_record", extra=record)
+    redis = store.sync_client()
+    if redis is not None:
+        redis.rpush(DEAD_LETTERS, orjson.dumps(record))
 
 
 def _persist_windows(account_ids: set[int], account_model: Any) -> None:

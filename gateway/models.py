@@ -226,3 +226,128 @@ class RollupWatermark(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ≤ {self.last_record_id}"
+
+
+class BatchFile(models.Model):
+    """A file of the OpenAI Files API (a batch's input, output or errors): the row describes it,
+    the bytes live in Django's default storage under ``storage_name``."""
+
+    class Purpose(models.TextChoices):
+        BATCH = "batch", "Batch input"
+        BATCH_OUTPUT = "batch_output", "Batch output"
+
+    id = models.CharField(primary_key=True, max_length=40)  # "file-..."
+    account = models.ForeignKey(
+        "accounts.Account", on_delete=models.CASCADE, related_name="batch_files"
+    )
+    purpose = models.CharField(max_length=20, choices=Purpose)
+    filename = models.CharField(max_length=255)
+    bytes = models.BigIntegerField(default=0)
+    line_count = models.PositiveIntegerField(default=0)
+    storage_name = models.CharField(max_length=300)
+    created_at = models.DateTimeField(db_index=True)
+    deleted = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.id} {self.filename}"
+
+
+class Batch(models.Model):
+    """One batch of either surface. ``status`` keeps OpenAI's states (Anthropic's
+    processing_status is derived from it); the counts move as lines finish."""
+
+    class Status(models.TextChoices):
+        VALIDATING = "validating"
+        IN_PROGRESS = "in_progress"
+        FINALIZING = "finalizing"
+        COMPLETED = "completed"
+        FAILED = "failed"
+        EXPIRED = "expired"
+        CANCELLING = "cancelling"
+        CANCELLED = "cancelled"
+
+    id = models.CharField(primary_key=True, max_length=40)  # "batch_..." or "msgbatch_..."
+    account = models.ForeignKey(
+        "accounts.Account", on_delete=models.CASCADE, related_name="batches"
+    )
+    api_key = models.ForeignKey(
+        "accounts.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="batches"
+    )
+    surface = models.CharField(max_length=20)
+    endpoint = models.CharField(max_length=60)
+    input_file = models.ForeignKey(
+        BatchFile, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    output_file = models.ForeignKey(
+        BatchFile, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    error_file = models.ForeignKey(
+        BatchFile, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    status = models.CharField(max_length=20, choices=Status, default=Status.VALIDATING)
+    total_count = models.PositiveIntegerField(default=0)
+    completed_count = models.PositiveIntegerField(default=0)  # lines that succeeded
+    failed_count = models.PositiveIntegerField(default=0)
+    cancelled_count = models.PositiveIntegerField(default=0)
+    expired_count = models.PositiveIntegerField(default=0)
+    errors = models.JSONField(null=True, blank=True)
+    metadata = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(db_index=True)
+    expires_at = models.DateTimeField()
+    in_progress_at = models.DateTimeField(null=True, blank=True)
+    finalizing_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    failed_at = models.DateTimeField(null=True, blank=True)
+    expired_at = models.DateTimeField(null=True, blank=True)
+    cancelling_at = models.DateTimeField(null=True, blank=True)
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+    # The lease: the one runner (host-pid-thread) driving the batch, and when it last said so.
+    runner = models.CharField(max_length=200, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["account", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.id} {self.status}"
+
+
+class BatchLine(models.Model):
+    """One request of a batch. ``request_id`` is fixed when the line is created, so its usage
+    record and ledger charge are idempotent however often a crashed worker retries it."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+        EXPIRED = "expired"
+
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="lines")
+    index = models.PositiveIntegerField()
+    custom_id = models.CharField(max_length=200, blank=True)
+    request_id = models.CharField(max_length=64, unique=True)
+    body = models.JSONField(null=True, blank=True)
+    status = models.CharField(max_length=20, choices=Status, default=Status.PENDING)
+    runner = models.CharField(max_length=200, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    result = models.JSONField(null=True, blank=True)
+    # {"status", "type", "code", "message", "param"}; set at creation for a line that cannot run.
+    error = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["batch", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["batch", "index"], name="batch_line_unique_index")
+        ]
+        indexes = [models.Index(fields=["batch", "status"])]
+
+    def __str__(self) -> str:
+        return f"{self.batch_id}#{self.index} {self.status}"

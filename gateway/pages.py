@@ -1,16 +1,17 @@
-"""The public model catalog page: every active model, its prices and what it can do."""
+"""The public model catalog page: every active model, its prices, what it can do and which plans
+include it, filtered by the page's GET parameters (static/js/catalog.js repeats the same filters
+in the browser, so typing narrows the list without a reload)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import Q
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import render
 
+from billing import money
 from billing.models import Plan
-from billing.money import format_price_per_million, format_usd
 from gateway.models import CatalogModel
 
 CAPABILITIES = {
@@ -20,6 +21,23 @@ CAPABILITIES = {
     "thinking": ("supports_thinking", "Thinking"),
     "ultrafast": ("ultrafast", "UltraFast"),
 }
+SORTS = {"name": "Name", "price": "Input price", "context": "Context window"}
+MAX_QUERY_CHARS = 100
+
+
+@dataclass(frozen=True)
+class Filters:
+    query: str = ""
+    kind: str = ""
+    provider: str = ""
+    capabilities: tuple[str, ...] = ()
+    max_price: str = ""  # as typed, in dollars per 1M input tokens
+    max_price_micros: int | None = None
+    sort: str = "name"
+
+    @property
+    def is_filtering(self) -> bool:
+        return bool(self.query or self.kind or self.provider or self.capabilities or self.max_price)
 
 
 @dataclass(frozen=True)
@@ -30,56 +48,132 @@ class Row:
     cached_price: str
     unit_price: str
     capabilities: list[str]
+    capability_slugs: list[str]
     plans: list[str]
+    search: str
+    shown: bool
 
 
-def _row(model: CatalogModel, plans: list[Plan]) -> Row:
-    unit_price = ""
-    if model.unit != CatalogModel.Unit.TOKENS:
-        unit_price = (
-            "—"
-            if model.unit_price_micros is None
-            else f"{format_usd(model.unit_price_micros)} {model.get_unit_display()}"
+def parse_filters(params: QueryDict, *, providers: list[str]) -> tuple[Filters, str]:
+    """The filters a visitor asked for, ignoring values we do not know, and an error message for a
+    maximum price that is not a dollar amount."""
+    kind = params.get("kind", "")
+    provider = params.get("provider", "")
+    sort = params.get("sort", "")
+    max_price = params.get("max_price", "").strip()[:20]
+    max_price_micros: int | None = None
+    error = ""
+    if max_price:
+        try:
+            max_price_micros = money.from_dollars(max_price)
+        except ValueError:
+            max_price_micros = None
+        if max_price_micros is None or max_price_micros < 0:
+            max_price_micros = None
+            error = "Enter a price in dollars, like 0.50."
+    filters = Filters(
+        query=" ".join(params.get("q", "").split())[:MAX_QUERY_CHARS],
+        kind=kind if kind in CatalogModel.Kind.values else "",
+        provider=provider if provider in providers else "",
+        capabilities=tuple(slug for slug in CAPABILITIES if slug in params.getlist("cap")),
+        max_price=max_price if max_price_micros is not None else "",
+        max_price_micros=max_price_micros,
+        sort=sort if sort in SORTS else "name",
+    )
+    return filters, error
+
+
+def search_text(model: CatalogModel) -> str:
+    return " ".join(
+        (model.display_name, model.model_id, model.owned_by, model.description)
+    ).casefold()
+
+
+def matches(model: CatalogModel, filters: Filters) -> bool:
+    """Whether a model passes every filter: each word of the query appears in its name, id, lab or
+    description; a maximum price keeps only models priced per input token at or under it."""
+    haystack = search_text(model)
+    if any(word not in haystack for word in filters.query.casefold().split()):
+        return False
+    if filters.kind and model.kind != filters.kind:
+        return False
+    if filters.provider and model.owned_by != filters.provider:
+        return False
+    if any(not getattr(model, CAPABILITIES[slug][0]) for slug in filters.capabilities):
+        return False
+    if filters.max_price_micros is not None:
+        price = model.input_price_micros
+        if model.unit != CatalogModel.Unit.TOKENS or price is None:
+            return False
+        if price > filters.max_price_micros:
+            return False
+    return True
+
+
+def _sort_key(sort: str) -> Any:
+    def by_name(model: CatalogModel) -> tuple[str, str]:
+        return (model.display_name.casefold(), model.model_id)
+
+    if sort == "price":
+        return lambda m: (
+            m.unit != CatalogModel.Unit.TOKENS or m.input_price_micros is None,
+            m.input_price_micros or 0,
+            by_name(m),
         )
+    if sort == "context":
+        return lambda m: (-m.context_window, by_name(m))
+    return by_name
+
+
+def _unit_price(model: CatalogModel) -> str:
+    if model.unit == CatalogModel.Unit.TOKENS:
+        return ""
+    if model.unit_price_micros is None:
+        return "—"
+    return f"{money.format_usd(model.unit_price_micros)} {model.get_unit_display()}"
+
+
+def _row(model: CatalogModel, *, plans: list[str], shown: bool) -> Row:
+    capability_slugs = [slug for slug, (field, _) in CAPABILITIES.items() if getattr(model, field)]
     return Row(
         model=model,
-        input_price=format_price_per_million(model.input_price_micros),
-        output_price=format_price_per_million(model.output_price_micros),
-        cached_price=format_price_per_million(model.cached_input_price_micros),
-        unit_price=unit_price,
-        capabilities=[
-            label for field, label in CAPABILITIES.values() if getattr(model, field, False)
-        ],
-        plans=[plan.name for plan in plans if plan.allows_tier(model.tier)],
+        input_price=money.format_price_per_million(model.input_price_micros),
+        output_price=money.format_price_per_million(model.output_price_micros),
+        cached_price=money.format_price_per_million(model.cached_input_price_micros),
+        unit_price=_unit_price(model),
+        capabilities=[CAPABILITIES[slug][1] for slug in capability_slugs],
+        capability_slugs=capability_slugs,
+        plans=plans,
+        search=search_text(model),
+        shown=shown,
     )
 
 
 def catalog(request: HttpRequest) -> HttpResponse:
-    kind = request.GET.get("kind", "")
-    wanted = [c for c in request.GET.getlist("cap") if c in CAPABILITIES]
-    query = request.GET.get("q", "").strip()[:100]
-    models = CatalogModel.objects.filter(is_active=True)
-    if kind in CatalogModel.Kind.values:
-        models = models.filter(kind=kind)
-    else:
-        kind = ""
-    for cap in wanted:
-        models = models.filter(**{CAPABILITIES[cap][0]: True})
-    if query:
-        models = models.filter(
-            Q(model_id__icontains=query)
-            | Q(display_name__icontains=query)
-            | Q(owned_by__icontains=query)
-        )
-    plans = list(Plan.objects.filter(is_public=True))
-    rows = [_row(model, plans) for model in models.order_by("kind", "owned_by", "model_id")]
+    # Two queries in all: the active models and the public plans. Every model is rendered, the
+    # ones filtered out hidden, so the browser can widen the filters again without a request.
+    models = list(CatalogModel.objects.filter(is_active=True))
+    public_plans = list(Plan.objects.filter(is_public=True))
+    providers = sorted({m.owned_by for m in models}, key=str.casefold)
+    filters, price_error = parse_filters(request.GET, providers=providers)
+
+    plans_by_tier: dict[str, list[str]] = {}
+    for tier in {m.tier for m in models}:
+        plans_by_tier[tier] = [plan.name for plan in public_plans if plan.allows_tier(tier)]
+
+    entries = [
+        _row(model, plans=plans_by_tier[model.tier], shown=matches(model, filters))
+        for model in sorted(models, key=_sort_key(filters.sort))
+    ]
     context: dict[str, Any] = {
-        "rows": rows,
+        "entries": entries,
+        "rows": [entry for entry in entries if entry.shown],
+        "total": len(entries),
+        "filters": filters,
+        "price_error": price_error,
         "kinds": CatalogModel.Kind.choices,
-        "kind": kind,
+        "providers": providers,
         "capabilities": [(slug, label) for slug, (_, label) in CAPABILITIES.items()],
-        "wanted": wanted,
-        "query": query,
-        "total": CatalogModel.objects.filter(is_active=True).count(),
+        "sorts": list(SORTS.items()),
     }
     return render(request, "gateway/catalog.html", context)

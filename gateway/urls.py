@@ -21,6 +21,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("v1/models", shared.models),
     path("v1/models/<path:model_id>", shared.model_detail),
     path("", include("gateway.urls_media")),
+    path("", include("gateway.urls_batches")),
     path("healthz", shared.healthz),
     path("readyz", shared.readyz),
 ]

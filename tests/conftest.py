@@ -75,7 +75,7 @@ class ServerThread:
             lifespan="off",
             loop="asyncio",
             http="httptools",
-            ws="websockets",
+            ws="websockets-sansio",
         )
         self.server = uvicorn.Server(config)
         self.loop = asyncio.new_event_loop()

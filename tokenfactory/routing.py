@@ -4,4 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-websocket_urlpatterns: list[Any] = []
+from django.urls import path
+
+from gateway.consumers import MeterConsumer
+
+websocket_urlpatterns: list[Any] = [
+    path("ws/meter/", MeterConsumer.as_asgi()),
+]

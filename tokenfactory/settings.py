@@ -253,6 +253,13 @@ SIMULATOR_HOST = envstr("SIMULATOR_HOST", "127.0.0.1")
 SIMULATOR_PORT = envint("SIMULATOR_PORT", 9100)
 SIMULATOR_URL = envstr("SIMULATOR_URL", f"http://{SIMULATOR_HOST}:{SIMULATOR_PORT}")
 KEY_ROTATION_GRACE_HOURS = envint("KEY_ROTATION_GRACE_HOURS", 24)
+# Batches: lines in flight per batch, how long a runner's lease lasts without a heartbeat
+# (then another worker takes the batch over), and the largest input file.
+BATCH_CONCURRENCY = envint("BATCH_CONCURRENCY", 8)
+BATCH_LEASE_SECONDS = envint("BATCH_LEASE_SECONDS", 30)
+BATCH_MAX_FILE_BYTES = envint("BATCH_MAX_FILE_BYTES", 200 * 1024 * 1024)
+# Raw usage records older than this are deleted, but only once they are in the rollups.
+USAGE_RETENTION_DAYS = envint("USAGE_RETENTION_DAYS", 90)
 # Days a paid plan stays on after a failed payment before the account falls back to Test.
 BILLING_GRACE_DAYS = envint("BILLING_GRACE_DAYS", 7)
 # Gateway processes drain the usage buffer themselves unless Celery workers do (a broker is set).

@@ -10,6 +10,8 @@ from gateway.urls import fallback_patterns
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("gateway.urls")),
+    # The documented public API (django-ninja): /v1/usage and its OpenAPI document.
+    path("", include("gateway.api")),
     path("", include("accounts.urls")),
     path("", include("gateway.dashboard_urls")),
     path("billing/", include("billing.urls")),

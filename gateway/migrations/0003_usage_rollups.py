@@ -5,42 +5,72 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('accounts', '0003_account_window_started_at_account_window_used_tokens'),
-        ('gateway', '0002_usagerecord'),
+        ("accounts", "0003_account_window_started_at_account_window_used_tokens"),
+        ("gateway", "0002_usagerecord"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='RollupWatermark',
+            name="RollupWatermark",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=40, unique=True)),
-                ('last_record_id', models.BigIntegerField(default=0)),
-                ('rolled_at', models.DateTimeField(blank=True, null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=40, unique=True)),
+                ("last_record_id", models.BigIntegerField(default=0)),
+                ("rolled_at", models.DateTimeField(blank=True, null=True)),
             ],
         ),
         migrations.CreateModel(
-            name='UsageRollup',
+            name="UsageRollup",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key_id', models.BigIntegerField(default=0)),
-                ('model', models.CharField(max_length=200)),
-                ('surface', models.CharField(max_length=20)),
-                ('granularity', models.CharField(choices=[('hour', 'Hour'), ('day', 'Day')], max_length=4)),
-                ('bucket', models.DateTimeField(help_text='start of the hour or day, UTC')),
-                ('requests', models.BigIntegerField(default=0)),
-                ('errors', models.BigIntegerField(default=0, help_text='requests answered with a 4xx or 5xx')),
-                ('input_tokens', models.BigIntegerField(default=0)),
-                ('output_tokens', models.BigIntegerField(default=0)),
-                ('cached_tokens', models.BigIntegerField(default=0)),
-                ('cost_micros', models.BigIntegerField(default=0)),
-                ('billed_micros', models.BigIntegerField(default=0)),
-                ('account', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='accounts.account')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("key_id", models.BigIntegerField(default=0)),
+                ("model", models.CharField(max_length=200)),
+                ("surface", models.CharField(max_length=20)),
+                (
+                    "granularity",
+                    models.CharField(choices=[("hour", "Hour"), ("day", "Day")], max_length=4),
+                ),
+                ("bucket", models.DateTimeField(help_text="start of the hour or day, UTC")),
+                ("requests", models.BigIntegerField(default=0)),
+                (
+                    "errors",
+                    models.BigIntegerField(
+                        default=0, help_text="requests answered with a 4xx or 5xx"
+                    ),
+                ),
+                ("input_tokens", models.BigIntegerField(default=0)),
+                ("output_tokens", models.BigIntegerField(default=0)),
+                ("cached_tokens", models.BigIntegerField(default=0)),
+                ("cost_micros", models.BigIntegerField(default=0)),
+                ("billed_micros", models.BigIntegerField(default=0)),
+                (
+                    "account",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="accounts.account",
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('account', 'granularity', 'bucket', 'key_id', 'model', 'surface'), name='one_rollup_per_bucket')],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("account", "granularity", "bucket", "key_id", "model", "surface"),
+                        name="one_rollup_per_bucket",
+                    )
+                ],
             },
         ),
     ]

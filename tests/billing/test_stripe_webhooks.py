@@ -334,11 +334,11 @@ def test_a_failed_payment_leaves_a_grace_period_then_falls_back_to_test(
 
     # The task runs every hour; nothing happens until the grace period is over.
     with time_machine.travel(failed_at + timedelta(days=6), tick=False):
-        assert tasks.end_grace_periods.delay().get() == 0
+        assert tasks.end_grace_periods.apply().get() == 0
     assert _plan(account) == "pro"
     with time_machine.travel(failed_at + timedelta(days=7, seconds=1), tick=False):
-        assert tasks.end_grace_periods.delay().get() == 1
-        assert tasks.end_grace_periods.delay().get() == 0
+        assert tasks.end_grace_periods.apply().get() == 1
+        assert tasks.end_grace_periods.apply().get() == 0
     assert _plan(account) == "test"
     assert Subscription.objects.get(account=account).status == "unpaid"
 

@@ -29,7 +29,7 @@ def records(**filters: Any) -> list[UsageRecord]:
     return list(UsageRecord.objects.filter(**filters))
 
 
-def wait_for_records(count: int, timeout: float = 10.0, **filters: Any) -> list[UsageRecord]:
+def wait_for_records(count: int, timeout: float = 30.0, **filters: Any) -> list[UsageRecord]:
     deadline = time.monotonic() + timeout
     while True:
         found = records(**filters)
@@ -77,7 +77,7 @@ def test_it_admits_exactly_the_rpm_and_refuses_the_rest_with_retry_after(live):
         body = refused.json()
         assert body["error"]["code"] == "rate_limit_exceeded"
         retry_after = int(refused.headers["retry-after"])
-        assert 1 <= retry_after <= 55
+        assert 1 <= retry_after <= 56  # whole seconds to the next minute, rounded up
         assert refused.headers["X-RateLimit-Limit"] == "30"
         assert refused.headers["X-RateLimit-Remaining"] == "0"
     # Every request, admitted or not, leaves exactly one record.
@@ -252,7 +252,7 @@ def test_it_meters_every_token_exactly_under_mixed_traffic_with_faults(live):
 
     rng = random.Random(7)
     models = ["sim-gpt", "sim-claude", "sim-flap", "sim-cut"]
-    total = 120
+    total = 1000
 
     async def one(client: httpx.AsyncClient, i: int) -> None:
         model = rng.choice(models)

@@ -1,0 +1,126 @@
+"""The live meter over Channels: a signed-in dashboard receives its account's window, balance and
+requests this minute on connect and again each time metering writes records."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from django.test import Client
+
+from gateway import metering
+from gateway.models import UsageRecord
+from tests import factories
+from tokenfactory.asgi import application
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def signed_in(plan_slug: str = "test", balance_micros: int = 0) -> dict[str, Any]:
+    user = factories.UserFactory.create()
+    acct = factories.account(owner=user, plan_slug=plan_slug, balance_micros=balance_micros)
+    key, _ = factories.api_key(acct)
+    client = Client()
+    client.force_login(user)
+    cookie = client.cookies[settings.SESSION_COOKIE_NAME].value
+    return {"account": acct, "key": key, "cookie": cookie}
+
+
+def socket(cookie: str | None) -> WebsocketCommunicator:
+    headers = [(b"origin", b"http://testserver"), (b"host", b"testserver")]
+    if cookie:
+        headers.append((b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie}".encode()))
+    return WebsocketCommunicator(application, "/ws/meter/", headers=headers)
+
+
+def record(account_id: int, key_id: int, **fields: Any) -> dict[str, Any]:
+    return {
+        "request_id": uuid.uuid4().hex,
+        "account_id": account_id,
+        "key_id": key_id,
+        "surface": "openai",
+        "model": "sim-gpt",
+        "status": 200,
+        "input_tokens": 120,
+        "output_tokens": 30,
+        "cost_micros": 150,
+        "billed_micros": 0,
+        "created_at_ms": int(time.time() * 1000),
+        **fields,
+    }
+
+
+async def test_it_sends_the_state_on_connect_and_an_update_after_a_request_is_metered():
+    alice = await sync_to_async(signed_in)(balance_micros=5_000_000)
+    acct = alice["account"]
+    ws = socket(alice["cookie"])
+    connected, _ = await ws.connect()
+    assert connected
+    first = await ws.receive_json_from(timeout=5)
+    assert first["type"] == "meter"
+    assert first["requests_this_minute"] == 0
+    assert first["balance_micros"] == 5_000_000
+    assert first["balance"] == "$5.00"
+
+    assert await sync_to_async(metering.flush)([record(acct.pk, alice["key"].pk)]) == 1
+    update = await ws.receive_json_from(timeout=5)
+    assert update["account_id"] == acct.pk
+    assert update["requests_this_minute"] == 1
+
+    await sync_to_async(metering.flush)(
+        [record(acct.pk, alice["key"].pk), record(acct.pk, alice["key"].pk)]
+    )
+    update = await ws.receive_json_from(timeout=5)
+    assert update["requests_this_minute"] == 3
+    await ws.disconnect()
+
+
+async def test_it_shows_the_window_remaining_on_a_plan_with_a_window():
+    alice = await sync_to_async(signed_in)(plan_slug="test")
+    plan = await sync_to_async(lambda: alice["account"].plan)()
+    ws = socket(alice["cookie"])
+    connected, _ = await ws.connect()
+    assert connected
+    first = await ws.receive_json_from(timeout=5)
+    assert first["window_tokens"] == plan.window_tokens
+    if plan.window_tokens is not None:
+        assert first["window_remaining_tokens"] == plan.window_tokens
+    await ws.disconnect()
+
+
+async def test_it_pushes_nothing_about_other_accounts():
+    alice = await sync_to_async(signed_in)()
+    charlie = await sync_to_async(signed_in)()
+    ws = socket(charlie["cookie"])
+    connected, _ = await ws.connect()
+    assert connected
+    await ws.receive_json_from(timeout=5)
+
+    await sync_to_async(metering.flush)([record(alice["account"].pk, alice["key"].pk)])
+    assert await ws.receive_nothing(timeout=0.5)
+    await ws.disconnect()
+
+
+async def test_it_refuses_a_socket_without_a_session():
+    ws = socket(None)
+    connected, code = await ws.connect()
+    assert not connected
+    assert code == 4401
+
+
+def test_metering_still_writes_when_the_channel_layer_is_broken(settings):
+    alice = signed_in()
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # Nothing listens on port 1: every push fails.
+            "CONFIG": {"hosts": ["redis://127.0.0.1:1/0"]},
+        }
+    }
+    assert metering.flush([record(alice["account"].pk, alice["key"].pk)]) == 1
+    assert UsageRecord.objects.filter(account=alice["account"]).count() == 1

@@ -1,0 +1,53 @@
+"""Flushing usage records: exactly once, charged once, and one bad record never blocks the rest."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from billing.models import LedgerEntry
+from gateway import metering
+from gateway.models import UsageRecord
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+
+
+def record(account_id: int, request_id: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "request_id": request_id,
+        "account_id": account_id,
+        "key_id": None,
+        "surface": "openai",
+        "model": "sim-gpt",
+        "status": 200,
+        "input_tokens": 10,
+        "output_tokens": 5,
+        "created_at_ms": int(time.time() * 1000),
+        **extra,
+    }
+
+
+def test_a_replayed_record_is_written_and_charged_once() -> None:
+    acct = factories.account(balance_micros=1_000_000)
+    r = record(acct.pk, "req_once", billed_micros=700, cost_micros=700, in_window=False)
+    assert metering.flush([r]) == 1
+    metering.flush([r])
+    assert UsageRecord.objects.filter(request_id="req_once").count() == 1
+    charges = LedgerEntry.objects.filter(account=acct, kind="usage")
+    assert [c.amount_micros for c in charges] == [-700]
+
+
+def test_a_record_for_a_vanished_account_is_parked_and_the_others_land() -> None:
+    acct = factories.account()
+    key, _ = factories.api_key(acct)
+    good = record(acct.pk, "req_good", key_id=key.pk)
+    lost_key = record(acct.pk, "req_lost_key", key_id=987_654)
+    orphan = record(987_654, "req_orphan")
+    assert metering.flush([orphan, good, lost_key]) == 2
+    found = {r.request_id: r for r in UsageRecord.objects.all()}
+    assert set(found) == {"req_good", "req_lost_key"}
+    assert found["req_good"].api_key_id == key.pk
+    assert found["req_lost_key"].api_key_id is None
