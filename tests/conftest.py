@@ -200,3 +200,19 @@ def charlie(db: None) -> Any:
     user = factories.UserFactory.create(email="charlie@example.com")
     factories.account(owner=user)
     return user
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _release_server_connections(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
+    """The in-process servers' worker threads keep database connections open; end them so the
+    test database can be dropped at the end of the session."""
+    yield
+    from django.db import connection
+
+    with django_db_blocker.unblock():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
