@@ -1,13 +1,13 @@
 """The documented public API (django-ninja): usage statistics at /v1/usage (also under /openai/
 and /anthropic/), authorised by a tf- key, with its OpenAPI document at /v1/openapi.json and the
-docs page at /v1/docs. Errors use the OpenAI envelope."""
+docs page at /v1/docs. Errors use the OpenAI envelope (the Anthropic one under /anthropic/)."""
 
 from __future__ import annotations
 
+import functools
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-import orjson
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, path
@@ -20,6 +20,7 @@ from ninja.security import HttpBearer
 from accounts.models import ApiKey
 from gateway import auth, errors, usage
 from gateway.auth import Caller
+from gateway.views.common import reply_error
 
 API_VERSION = "1.0.0"
 
@@ -52,10 +53,10 @@ api = NinjaAPI(
 )
 
 
-def _error(err: errors.GatewayError) -> HttpResponse:
-    return HttpResponse(
-        orjson.dumps(errors.openai_body(err)), status=err.status, content_type="application/json"
-    )
+def _error(request: HttpRequest, err: errors.GatewayError) -> HttpResponse:
+    # The caller's envelope and request id headers, as on the inference endpoints.
+    surface = errors.ANTHROPIC if request.path.startswith("/anthropic/") else errors.OPENAI
+    return reply_error(err, surface)
 
 
 @api.exception_handler(ValidationError)
@@ -65,7 +66,9 @@ def _invalid(request: HttpRequest, exc: ValidationError) -> HttpResponse:
     param = loc[0] if loc else None
     message = str(first.get("msg", "Invalid request."))
     text = f"Invalid '{param}': {message}." if param else f"{message}."
-    return _error(errors.BadRequest(text.replace("..", "."), param=param, code="invalid_parameter"))
+    return _error(
+        request, errors.BadRequest(text.replace("..", "."), param=param, code="invalid_parameter")
+    )
 
 
 @api.exception_handler(AuthenticationError)
@@ -79,17 +82,17 @@ def _unauthenticated(request: HttpRequest, exc: AuthenticationError) -> HttpResp
             "No API key. Send your tf- key as 'Authorization: Bearer tf-...' "
             "or as 'x-api-key: tf-...'."
         )
-    return _error(errors.Unauthorized(message))
+    return _error(request, errors.Unauthorized(message))
 
 
 @api.exception_handler(HttpError)
 def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
-    return _error(errors.GatewayError(exc.message, status=exc.status_code, code=None))
+    return _error(request, errors.GatewayError(exc.message, status=exc.status_code, code=None))
 
 
 @api.exception_handler(errors.GatewayError)
 def _gateway_error(request: HttpRequest, exc: errors.GatewayError) -> HttpResponse:
-    return _error(exc)
+    return _error(request, exc)
 
 
 # --- schemas ----------------------------------------------------------------------------------
@@ -293,9 +296,27 @@ def _view(route: str) -> Any:
     raise LookupError(route)
 
 
+def _get_only(route: str) -> Any:
+    """The view for ``route``, answering a wrong method in the caller's envelope with a request
+    id (ninja's own 405 is a bare text page)."""
+    callback = _view(route)
+
+    @functools.wraps(callback)
+    async def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if request.method not in ("GET", "HEAD"):
+            return _error(
+                request, errors.MethodNotAllowed(f"{request.method} is not allowed here; use GET.")
+            )
+        response: HttpResponse = await callback(request, *args, **kwargs)
+        return response
+
+    return view
+
+
 # The same view under each surface's prefix, so either SDK's base URL reaches it.
 urlpatterns: list[Any] = [
+    path("v1/usage", _get_only("usage")),
     path("v1/", api.urls),
-    path("openai/v1/usage", _view("usage"), name="usage_openai"),
-    path("anthropic/v1/usage", _view("usage"), name="usage_anthropic"),
+    path("openai/v1/usage", _get_only("usage"), name="usage_openai"),
+    path("anthropic/v1/usage", _get_only("usage"), name="usage_anthropic"),
 ]

@@ -145,7 +145,12 @@ def create_file(*, account_id: int, filename: str, data: bytes, purpose: str) ->
 
 
 def get_file(*, account_id: int, file_id: str) -> BatchFile:
-    found = BatchFile.objects.filter(pk=file_id, account_id=account_id, deleted=False).first()
+    # A NUL cannot be in an id, and PostgreSQL refuses it in a query.
+    found = (
+        BatchFile.objects.filter(pk=file_id, account_id=account_id, deleted=False).first()
+        if "\x00" not in file_id
+        else None
+    )
     if found is None:
         raise errors.NotFound(f"No such File object: {file_id}", param="id")
     return found
@@ -401,7 +406,11 @@ def _create(
 
 
 def get_batch(*, account_id: int, batch_id: str, surface: str) -> Batch:
-    found = Batch.objects.filter(pk=batch_id, account_id=account_id, surface=surface).first()
+    found = (
+        Batch.objects.filter(pk=batch_id, account_id=account_id, surface=surface).first()
+        if "\x00" not in batch_id
+        else None
+    )
     if found is None:
         raise errors.NotFound(f"No such batch: {batch_id}", param="batch_id")
     return found

@@ -104,6 +104,12 @@ class ModelUnavailable(GatewayError):
     status, type, code = 503, "server_error", "model_unavailable"
 
 
+class LimitsUnavailable(GatewayError):
+    """The shared limits store cannot be reached, and the gateway fails closed."""
+
+    status, type, code = 503, "server_error", "service_unavailable"
+
+
 class UpstreamRejected(GatewayError):
     """The upstream refused the request itself (a 4xx about the request): passed to the caller."""
 

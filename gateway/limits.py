@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from redis.exceptions import NoScriptError, RedisError
 
 from billing import money, windows
@@ -37,6 +38,10 @@ _SHAS: dict[str, str] = {}
 
 class Stale(Exception):
     """The key changed since this process cached it; reload it and admit again."""
+
+
+class Unavailable(Exception):
+    """Redis cannot be reached and GATEWAY_REDIS_DOWN is "closed": nothing may be admitted."""
 
 
 class Refused(Exception):
@@ -60,6 +65,7 @@ class Admission:
     reserved_micros: int
     headers: dict[str, str] = field(default_factory=dict)
     settled: bool = False
+    local: bool = False  # admitted on this process's counters while Redis was down
 
 
 def _limit(value: int | None) -> int:
@@ -113,6 +119,27 @@ async def admit(
         {"a": caller.account_id, "k": caller.key_id, "m": model.model_id, "t": now_ms}
     ).decode()
     limiter = _limiter()
+    try:
+        return await _admit_on(limiter, caller, model, args, inflight)
+    except RedisError as exc:
+        logger.warning(
+            "limits.redis_down", extra={"request_id": request_id, "error": type(exc).__name__}
+        )
+        if settings.GATEWAY_REDIS_DOWN != "open":
+            raise Unavailable() from exc
+    # Fail open: this process's own counters decide until Redis answers again.
+    admission = await _admit_on(_memory, caller, model, args, inflight)
+    admission.local = True
+    return admission
+
+
+async def _admit_on(
+    limiter: RedisLimiter | MemoryLimiter,
+    caller: Caller,
+    model: ModelInfo,
+    args: _AdmitArgs,
+    inflight: str,
+) -> Admission:
     for _ in range(3):
         result = await limiter.admit(caller, args, inflight)
         status = result[0]
@@ -230,7 +257,8 @@ async def settle(
 
     data = orjson.dumps(record)
     try:
-        await _limiter().settle(admission, tokens, billed_micros, data)
+        limiter = _memory if admission.local else _limiter()
+        await limiter.settle(admission, tokens, billed_micros, data)
     except RedisError:
         # Redis went away after admission: the reservation lapses with its keys' TTLs, but the
         # record must not be lost; this process writes it to the database itself.

@@ -26,6 +26,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Max
+from redis.exceptions import RedisError
 
 from gateway import store
 
@@ -56,7 +57,12 @@ async def record_unadmitted(record: dict[str, Any]) -> None:
     if redis is None:
         enqueue_local(data)
         return
-    await redis.xadd(STREAM, {"r": data})
+    try:
+        await redis.xadd(STREAM, {"r": data})
+    except RedisError:
+        # Redis is down: this process writes the record to the database itself.
+        enqueue_local(data)
+        return
     _ensure_flusher()
 
 
@@ -72,7 +78,9 @@ def kick() -> None:
 
 
 def _ensure_flusher() -> None:
-    if not settings.METERING_DRAIN_IN_PROCESS:
+    # Records buffered here (Redis was down) can only be flushed by this process, even when
+    # a worker drains the stream.
+    if not settings.METERING_DRAIN_IN_PROCESS and not _local:
         return
     try:
         loop = asyncio.get_running_loop()
@@ -88,12 +96,18 @@ async def _flush_forever() -> None:
     idle_rounds = 0
     while idle_rounds < 20:
         await asyncio.sleep(interval)
+        work = drain if settings.METERING_DRAIN_IN_PROCESS else _drain_local_only
         try:
-            moved = await sync_to_async(drain, thread_sensitive=False)()
+            moved = await sync_to_async(work, thread_sensitive=False)()
         except Exception:
             logger.exception("metering flush failed; the records stay queued and are retried")
             moved = 0
-        idle_rounds = 0 if moved else idle_rounds + 1
+        # Keep going while records wait here (the database may be down for a while).
+        idle_rounds = 0 if moved or _local else idle_rounds + 1
+
+
+def _drain_local_only() -> int:
+    return _drain_local(500)
 
 
 # --- draining ------------------------------------------------------------------------------
@@ -264,6 +278,12 @@ def _persist_windows(account_ids: set[int], account_model: Any) -> None:
         )
 
 
+def _text(value: Any, limit: int) -> str:
+    # A model name is whatever the caller sent; PostgreSQL refuses NUL in text, and one such
+    # record would hold up every record drained with it.
+    return str(value).replace("\x00", "")[:limit]
+
+
 def _row(r: dict[str, Any]) -> Any:
     from gateway.models import UsageRecord
 
@@ -273,10 +293,10 @@ def _row(r: dict[str, Any]) -> Any:
         api_key_id=r.get("key_id") or None,
         surface=r["surface"],
         endpoint=r.get("endpoint", "chat"),
-        model=r["model"][:200],
-        route=r.get("route", "")[:300],
+        model=_text(r["model"], 200),
+        route=_text(r.get("route", ""), 300),
         status=r["status"],
-        error_code=r.get("error_code", "")[:60],
+        error_code=_text(r.get("error_code", ""), 60),
         input_tokens=r.get("input_tokens", 0),
         output_tokens=r.get("output_tokens", 0),
         cached_tokens=r.get("cached_tokens", 0),

@@ -33,6 +33,10 @@ from gateway.translate.errors import TranslationError
 
 logger = logging.getLogger("tokenfactory.gateway")
 
+_ROLES = {
+    OPENAI: ("system", "developer", "user", "assistant", "tool", "function"),
+    ANTHROPIC: ("user", "assistant"),
+}
 _FORWARDED = ("anthropic-version", "anthropic-beta", "x-sim-options")
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -168,10 +172,17 @@ def check_chat(body: dict[str, Any], surface: str) -> tuple[bool, int | None]:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise errors.BadRequest("'messages' must be a non-empty array.", param="messages")
+    roles = _ROLES[surface]
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
             raise errors.BadRequest(
                 f"messages[{i}] must be an object with a 'role'.", param=f"messages[{i}]"
+            )
+        if message["role"] not in roles:
+            # Translation refuses these already; a same-protocol route must not pass them on.
+            raise errors.BadRequest(
+                f"messages[{i}].role: '{message['role'][:40]}' is not one of {', '.join(roles)}.",
+                param=f"messages[{i}].role",
             )
     stream = body.get("stream", False)
     if stream is None:
@@ -293,6 +304,12 @@ async def admit(ex: Exchange, request: HttpRequest, input_tokens: int, ceiling: 
         except limits.Refused as refused:
             ex.refusal_headers = refused.headers
             raise refusal_error(refused, ex) from None
+        except limits.Unavailable:
+            raise errors.LimitsUnavailable(
+                "Rate limits are unavailable right now (the limits store cannot be reached), so "
+                "the request was not run. Retry in a few seconds.",
+                retry_after=2,
+            ) from None
     raise errors.ModelUnavailable("Admission kept finding the key changed; retry the request.")
 
 

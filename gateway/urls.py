@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from django.urls import URLPattern, URLResolver, include, path
+from django.urls import URLPattern, URLResolver, include, path, re_path
 
 from gateway.views import anthropic, openai, shared
 
@@ -28,6 +28,8 @@ urlpatterns: list[URLPattern | URLResolver] = [
 
 # Included last by tokenfactory/urls.py, so every other route under these prefixes wins.
 fallback_patterns: list[URLPattern | URLResolver] = [
-    path("openai/<path:rest>", shared.not_found_openai),
-    path("anthropic/<path:rest>", shared.not_found_anthropic),
+    # Leading slashes repeated ("//openai/v1/...") still get a 404 in the surface's envelope.
+    re_path(r"^/*openai/", shared.not_found_openai),
+    re_path(r"^/*anthropic/", shared.not_found_anthropic),
+    re_path(r"^/*v1/", shared.not_found_v1),
 ]

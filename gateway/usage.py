@@ -79,13 +79,16 @@ def period_range(period: str, *, at: datetime) -> Range:
 
 
 def _instant(text: str, param: str, *, is_end: bool) -> datetime:
-    day = parse_date(text) if len(text) == 10 else None
-    if day is not None:
-        # An end date is inclusive: end=2025-01-31 covers the whole of the 31st.
-        return _midnight(day + timedelta(days=1) if is_end else day)
+    moment: datetime | None = None
     try:
+        # parse_date and parse_datetime raise ValueError for a well-formed impossible date
+        # (2024-13-45); the day after 9999-12-31 overflows.
+        day = parse_date(text) if len(text) == 10 else None
+        if day is not None:
+            # An end date is inclusive: end=2025-01-31 covers the whole of the 31st.
+            return _midnight(day + timedelta(days=1) if is_end else day)
         moment = parse_datetime(text)
-    except ValueError:
+    except (ValueError, OverflowError):
         moment = None
     if moment is None:
         raise InvalidQuery(

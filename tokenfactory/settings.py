@@ -249,6 +249,13 @@ GATEWAY_CONNECT_TIMEOUT_MS = envint("GATEWAY_CONNECT_TIMEOUT_MS", 5_000)
 GATEWAY_FIRST_BYTE_TIMEOUT_MS = envint("GATEWAY_FIRST_BYTE_TIMEOUT_MS", 60_000)
 GATEWAY_TOTAL_TIMEOUT_MS = envint("GATEWAY_TOTAL_TIMEOUT_MS", 600_000)
 GATEWAY_MAX_ATTEMPTS = envint("GATEWAY_MAX_ATTEMPTS", 3)
+# When Redis cannot be reached at admission: "closed" answers 503 (limits are unavailable),
+# "open" admits on this process's own counters until Redis is back.
+GATEWAY_REDIS_DOWN = envstr("GATEWAY_REDIS_DOWN", "closed")
+if GATEWAY_REDIS_DOWN not in ("closed", "open"):
+    raise ImproperlyConfigured(
+        f"GATEWAY_REDIS_DOWN must be closed or open, not {GATEWAY_REDIS_DOWN!r}"
+    )
 SIMULATOR_HOST = envstr("SIMULATOR_HOST", "127.0.0.1")
 SIMULATOR_PORT = envint("SIMULATOR_PORT", 9100)
 SIMULATOR_URL = envstr("SIMULATOR_URL", f"http://{SIMULATOR_HOST}:{SIMULATOR_PORT}")

@@ -10,7 +10,9 @@ from typing import Any
 
 import orjson
 from asgiref.sync import sync_to_async
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.http.multipartparser import MultiPartParserError
 
 from gateway import batches, errors
 from gateway.errors import ANTHROPIC, OPENAI
@@ -80,7 +82,12 @@ async def files(request: HttpRequest) -> HttpResponseBase:
             "last_id": data[-1]["id"] if data else None,
         }
         return reply_json(page, OPENAI)
-    upload = request.FILES.get("file")
+    try:
+        upload = request.FILES.get("file")
+    except (MultiPartParserError, RequestDataTooBig) as exc:
+        raise errors.BadRequest(
+            f"The upload is not a well-formed multipart form: {exc}", param="file"
+        ) from exc
     if upload is None:
         raise errors.BadRequest("Send the JSONL file as the multipart field 'file'.", param="file")
     purpose = request.POST.get("purpose", "")

@@ -45,6 +45,14 @@ async def not_found_anthropic(request: HttpRequest, rest: str = "") -> HttpRespo
     )
 
 
+@csrf_exempt
+async def not_found_v1(request: HttpRequest, rest: str = "") -> HttpResponseBase:
+    anthropic_path = request.path.lstrip("/").startswith("v1/messages")
+    if anthropic_path or _is_anthropic(request):
+        return await not_found_anthropic(request, rest)
+    return await not_found_openai(request, rest)
+
+
 async def healthz(request: HttpRequest) -> HttpResponseBase:
     """Liveness: the process answers. Cheap enough for a load balancer to poll every second."""
     return HttpResponse(b'{"status":"ok"}', content_type="application/json")
