@@ -61,7 +61,8 @@ def manage(env: dict[str, str], *args: str) -> str:
 
 
 def children(pid: int) -> list[int]:
-    found = [pid]
+    """`pid` and every process below it (workers, their helpers), from /proc."""
+    parents: dict[int, int] = {}
     for p in Path("/proc").iterdir():
         if not p.name.isdigit():
             continue
@@ -69,8 +70,15 @@ def children(pid: int) -> list[int]:
             stat = (p / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(stat[1]) in found and int(p.name) not in found:
-            found.append(int(p.name))
+        parents[int(p.name)] = int(stat[1])
+    found = [pid]
+    grew = True
+    while grew:
+        grew = False
+        for child, parent in parents.items():
+            if parent in found and child not in found:
+                found.append(child)
+                grew = True
     return found
 
 
@@ -202,21 +210,83 @@ async def measure(args: argparse.Namespace, sim: str, gw: str, key: str, gw_pid:
 
 
 def start_gateway(
-    args: argparse.Namespace, env: dict[str, str], port: int
+    server: str, workers: int, env: dict[str, str], port: int
 ) -> subprocess.Popen[bytes]:
-    if args.server == "granian":
+    if server == "granian":
         cmd = [
             PY, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1",
-            "--port", str(port), "--workers", str(args.workers), "--loop", "uvloop",
+            "--port", str(port), "--workers", str(workers), "--loop", "uvloop",
             "--no-ws", "--log-level", "warning", "tokenfactory.asgi:application",
         ]  # fmt: skip
     else:
         cmd = [
             PY, "-m", "uvicorn", "tokenfactory.asgi:application", "--host", "127.0.0.1",
-            "--port", str(port), "--workers", str(args.workers), "--loop", "uvloop",
+            "--port", str(port), "--workers", str(workers), "--loop", "uvloop",
             "--http", "httptools", "--no-access-log", "--log-level", "warning",
         ]  # fmt: skip
     return subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
+
+
+def bench_env(tmp: Path, sim_port: int, database_url: str = "", redis: str = "") -> dict[str, str]:
+    """The gateway's environment: a throwaway SQLite database under `tmp` unless `database_url`,
+    in-process limits unless `redis`, the catalog routed to the simulator on `sim_port`."""
+    env = {
+        **os.environ,
+        "TF_VAR_DIR": str(tmp),
+        "DEBUG": "false",
+        "SECRET_KEY": "bench-" + "x" * 50,
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "SIMULATOR_URL": f"http://127.0.0.1:{sim_port}",
+        "LOG_LEVEL": "WARNING",
+    }
+    env.pop("REDIS_URL", None)
+    env.pop("CELERY_BROKER_URL", None)
+    env["DATABASE_URL"] = database_url or f"sqlite:///{tmp}/bench.sqlite3"
+    if redis:
+        env["REDIS_URL"] = redis
+    return env
+
+
+def start_simulator(
+    env: dict[str, str], port: int, *, latency_ms: int = 0, ttft_ms: int = 0
+) -> subprocess.Popen[bytes]:
+    """The upstream simulator on `port`; `latency_ms`/`ttft_ms` are its defaults per request."""
+    cmd = [PY, "manage.py", "simulator", "--port", str(port)]
+    if latency_ms:
+        cmd += ["--latency-ms", str(latency_ms)]
+    if ttft_ms:
+        cmd += ["--ttft-ms", str(ttft_ms)]
+    return subprocess.Popen(
+        cmd, cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL
+    )
+
+
+def provision(env: dict[str, str], sim_url: str) -> str:
+    """Migrate and seed the catalog (routed to `sim_url`), make an Enterprise account with a
+    bottomless balance, and return a fresh prod key for it."""
+    manage(env, "bootstrap", "--simulator-url", sim_url)
+    email = "bench@example.com"
+    manage(env, "createaccount", "--email", email, "--password", "bench-Pass-1234!",
+           "--plan", "Enterprise")  # fmt: skip
+    key = manage(env, "issuekey", "--email", email, "--env", "prod", "--name", "bench")
+    manage(env, "shell", "-c",
+           "from accounts.models import Account; "
+           "Account.objects.update(balance_micros=10**15)")  # fmt: skip
+    return key
+
+
+def stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM each process group, then SIGKILL whatever has not left within 10 seconds."""
+    for p in procs:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
 
 
 def main() -> None:
@@ -235,41 +305,14 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="tf-bench-"))
     sim_port, gw_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "TF_VAR_DIR": str(tmp),
-        "DEBUG": "false",
-        "SECRET_KEY": "bench-" + "x" * 50,
-        "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "SIMULATOR_URL": f"http://127.0.0.1:{sim_port}",
-        "LOG_LEVEL": "WARNING",
-    }
-    env.pop("REDIS_URL", None)
-    env.pop("CELERY_BROKER_URL", None)
-    env["DATABASE_URL"] = args.database_url or f"sqlite:///{tmp}/bench.sqlite3"
-    if args.redis:
-        env["REDIS_URL"] = args.redis
+    env = bench_env(tmp, sim_port, args.database_url, args.redis)
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        procs.append(
-            subprocess.Popen(
-                [PY, "manage.py", "simulator", "--port", str(sim_port)],
-                cwd=ROOT,
-                env=env,
-                start_new_session=True,
-            )
-        )
-        manage(env, "bootstrap", "--simulator-url", f"http://127.0.0.1:{sim_port}")
-        email = "bench@example.com"
-        manage(env, "createaccount", "--email", email, "--password", "bench-Pass-1234!",
-               "--plan", "Enterprise")  # fmt: skip
-        key = manage(env, "issuekey", "--email", email, "--env", "prod", "--name", "bench")
-        manage(env, "shell", "-c",
-               "from accounts.models import Account; "
-               "Account.objects.update(balance_micros=10**15)")  # fmt: skip
-        gateway = start_gateway(args, env, gw_port)
-        procs.append(gateway)
+        procs.append(start_simulator(env, sim_port))
         sim, gw = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{gw_port}"
+        key = provision(env, sim)
+        gateway = start_gateway(args.server, args.workers, env, gw_port)
+        procs.append(gateway)
         wait_http(f"{sim}/_sim/stats")
         wait_http(f"{gw}/healthz")
         rows = asyncio.run(measure(args, sim, gw, key, gateway.pid))
@@ -285,14 +328,7 @@ def main() -> None:
         if args.json:
             Path(args.json).write_text(json.dumps(report, indent=2))
     finally:
-        for p in procs:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
+        stop(procs)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -92,6 +92,7 @@ async def admit(
     request_id: str,
     counts_rpm: bool = True,
     price_factor_percent: int = 100,
+    surface: str = "",
 ) -> Admission:
     """Admit and reserve, or raise Refused (or Stale). ``price_factor_percent`` scales the balance
     reservation (batch lines cost half)."""
@@ -116,7 +117,7 @@ async def admit(
         counts_rpm=counts_rpm,
     )
     inflight = orjson.dumps(
-        {"a": caller.account_id, "k": caller.key_id, "m": model.model_id, "t": now_ms}
+        {"a": caller.account_id, "k": caller.key_id, "m": model.model_id, "t": now_ms, "s": surface}
     ).decode()
     limiter = _limiter()
     try:
@@ -383,7 +384,9 @@ if tpm_limit >= 0 then
   redis.call('INCRBY', KEYS[2], reserve)
   redis.call('EXPIRE', KEYS[2], 120)
 end
-redis.call('HSET', KEYS[6], ARGV[12], ARGV[13])
+-- What a reaper needs to release this reservation if the process serving it dies.
+redis.call('HSET', KEYS[6], ARGV[12],
+  ARGV[13] .. '|' .. wstart .. '|' .. wreserve .. '|' .. paid .. '|' .. cost)
 return {'OK', rpm_used, reset_s, remaining, paid, wstart, reserve, wreserve, cost}
 """
 
@@ -606,3 +609,56 @@ _memory = MemoryLimiter()
 
 def _limiter() -> RedisLimiter | MemoryLimiter:
     return _redis_limiter if store.enabled() else _memory
+
+
+# --- reservations of processes that died ------------------------------------------------------
+
+
+def reap_abandoned(*, older_than_ms: int | None = None) -> int:
+    """Release reservations whose gateway process died before settling them (SIGKILL, OOM):
+    the window and balance they held come back, and each leaves a usage record (status 499,
+    ``gateway_lost``, nothing billed: what the dead process delivered is unknown). Settlement
+    deletes the in-flight entry first, so a request settled meanwhile is never settled twice.
+    Run by the metering drain; returns how many it released."""
+    redis = store.sync_client()
+    if redis is None:
+        return 0
+    if older_than_ms is None:
+        older_than_ms = settings.GATEWAY_TOTAL_TIMEOUT_MS + 60_000
+    cutoff = int(time.time() * 1000) - older_than_ms
+    released = 0
+    for raw_id, raw in redis.hgetall(INFLIGHT_KEY).items():
+        request_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
+        text = raw.decode() if isinstance(raw, bytes) else str(raw)
+        head, _, tail = text.partition("|")
+        try:
+            entry = orjson.loads(head)
+            wstart, wreserved, paid, cost = (int(float(x)) for x in tail.split("|"))
+        except (orjson.JSONDecodeError, ValueError):
+            continue
+        if int(entry.get("t", 0)) > cutoff:
+            continue
+        account_id = int(entry["a"])
+        record = {
+            "request_id": request_id,
+            "account_id": account_id,
+            "key_id": entry.get("k"),
+            "surface": str(entry.get("s") or "openai"),
+            "endpoint": "chat",
+            "model": str(entry.get("m", "")),
+            "status": 499,
+            "error_code": "gateway_lost",
+            "created_at_ms": int(entry.get("t", 0)),
+        }
+        keys = [
+            f"tf:tpm:{entry.get('k')}:0",
+            f"tf:win:{account_id}",
+            f"tf:bal:{account_id}",
+            INFLIGHT_KEY,
+            USAGE_STREAM,
+        ]
+        argv: list[Any] = [request_id, 0, 0, wstart, wreserved, paid, cost, 0, orjson.dumps(record)]
+        released += int(redis.eval(_SETTLE, len(keys), *keys, *argv) or 0)
+    if released:
+        logger.warning("limits.reaped_abandoned", extra={"released": released})
+    return released

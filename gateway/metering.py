@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -119,8 +120,25 @@ def drain(max_batches: int = 50, batch_size: int = 500) -> int:
     total += _drain_local(batch_size)
     redis = store.sync_client()
     if redis is not None:
+        _reap_now_and_then()
         total += _drain_stream(redis, max_batches, batch_size)
     return total
+
+
+_REAP_EVERY_S = 30.0
+_last_reap = 0.0
+
+
+def _reap_now_and_then() -> None:
+    """Release the reservations of gateway processes that died mid-request (see limits)."""
+    global _last_reap
+    now = time.monotonic()
+    if now - _last_reap < _REAP_EVERY_S:
+        return
+    _last_reap = now
+    from gateway import limits
+
+    limits.reap_abandoned()
 
 
 def _drain_local(batch_size: int) -> int:

@@ -290,6 +290,7 @@ async def admit(ex: Exchange, request: HttpRequest, input_tokens: int, ceiling: 
                 input_tokens=input_tokens,
                 max_output_tokens=ceiling,
                 request_id=ex.request_id,
+                surface=ex.surface,
             )
             return
         except limits.Stale:
@@ -432,12 +433,14 @@ async def _stream(ex: Exchange) -> StreamingHttpResponse:
                         pending = await chunks.__anext__()
                     except StopAsyncIteration:
                         break
-                for event, data in decoder.feed(pending):
-                    out = relay.feed(event, data)
-                    if out:
-                        if ex.ttft_ms is None:
-                            ex.ttft_ms = _elapsed_ms(ex)
-                        yield out
+                # Everything that arrived in one read goes out in one write: chunk by chunk as the
+                # upstream sends, without a write per event when it sends many at once.
+                outs = [relay.feed(event, data) for event, data in decoder.feed(pending)]
+                out = b"".join(outs)
+                if out:
+                    if ex.ttft_ms is None:
+                        ex.ttft_ms = _elapsed_ms(ex)
+                    yield out
                 pending = None
                 if time.monotonic() > deadline:
                     raise errors.UpstreamFailed("The upstream stream ran past the total timeout.")

@@ -3,6 +3,7 @@ static files to WhiteNoise, websockets (the live meter) to Channels."""
 
 from __future__ import annotations
 
+import gc
 import os
 
 import django
@@ -26,3 +27,11 @@ application = ProtocolTypeRouter(
         ),
     }
 )
+
+# Everything loaded so far (Django, the apps, the URL map) lives as long as the process: move it
+# out of the collector's way, and collect the young generation less often. With the defaults,
+# a full collection every couple of seconds paused the event loop for about 100 ms and delayed
+# every request in flight (p99 at 64 clients: 310 ms against a 200 ms upstream; 235 ms frozen).
+gc.collect()
+gc.freeze()
+gc.set_threshold(50_000, 20, 20)

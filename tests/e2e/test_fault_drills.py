@@ -24,7 +24,7 @@ from django.db import connection
 
 from billing import ledger
 from billing.models import LedgerEntry, Plan
-from gateway import metering
+from gateway import limits, metering
 from gateway.models import UsageRecord
 from tests import factories
 from tests.conftest import free_port
@@ -458,10 +458,17 @@ def test_drill_d_gateway_killed_mid_stream(pg):
         assert after[0].status == 200
         served = settled | {o.request_id for o in after}
         _assert_books(acct, served, pg["sim"])
-        time.sleep(1)
+        # The reaper (run by every metering drain, every 30 s) releases what the dead process
+        # held once it is older than the longest a request may run; here, at once.
+        assert limits.reap_abandoned(older_than_ms=0) == len(in_flight_ids)
+        assert limits.reap_abandoned(older_than_ms=0) == 0
         metering.drain()
         dead = UsageRecord.objects.filter(request_id__in=in_flight_ids)
-        assert dead.count() <= len(in_flight_ids)
-        assert not dead.filter(billed_micros__gt=0).exists()
+        assert dead.count() == len(in_flight_ids)
+        assert {(r.status, r.error_code, r.billed_micros) for r in dead} == {
+            (499, "gateway_lost", 0)
+        }
+        window = limits.window_state(acct.pk)
+        assert window is None or window["reserved"] == 0
     finally:
         successor.stop()

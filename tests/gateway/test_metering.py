@@ -6,13 +6,14 @@ import time
 from typing import Any
 
 import pytest
+from django.conf import settings
 
 from billing.models import LedgerEntry
 from gateway import metering
 from gateway.models import UsageRecord
 from tests import factories
 
-pytestmark = pytest.mark.django_db
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def record(account_id: int, request_id: str, **extra: Any) -> dict[str, Any]:
@@ -51,3 +52,46 @@ def test_a_record_for_a_vanished_account_is_parked_and_the_others_land() -> None
     assert set(found) == {"req_good", "req_lost_key"}
     assert found["req_good"].api_key_id == key.pk
     assert found["req_lost_key"].api_key_id is None
+
+
+@pytest.mark.skipif(not settings.REDIS_URL, reason="needs REDIS_URL (CI sets it)")
+async def test_a_dead_processes_reservation_is_released_once_and_recorded() -> None:
+    """A gateway killed mid-request leaves its reservation in Redis; the reaper gives the window
+    back, records the request as lost (nothing billed), and never does it twice."""
+    from asgiref.sync import sync_to_async
+
+    from gateway import auth, catalog, limits
+
+    @sync_to_async
+    def setup() -> tuple[Any, str]:
+        acct = factories.account(plan_slug="pro")
+        _, secret = factories.api_key(acct)
+        factories.model("sim-reap")
+        return acct, secret
+
+    acct, secret = await setup()
+    caller = await auth.authenticate(secret)
+    assert caller is not None
+    model = (await catalog.snapshot()).models["sim-reap"]
+    await limits.admit(
+        caller,
+        model,
+        input_tokens=100,
+        max_output_tokens=900,
+        request_id="req_dead",
+        surface="anthropic",
+    )
+    before = limits.window_state(acct.pk)
+    assert before is not None and before["reserved"] == 1000
+    assert await sync_to_async(limits.reap_abandoned)(older_than_ms=0) == 1
+    assert await sync_to_async(limits.reap_abandoned)(older_than_ms=0) == 0
+    after = limits.window_state(acct.pk)
+    assert after is not None and after["reserved"] == 0
+    await sync_to_async(metering.drain)()
+    lost = await UsageRecord.objects.aget(request_id="req_dead")
+    assert (lost.status, lost.error_code, lost.billed_micros, lost.surface) == (
+        499,
+        "gateway_lost",
+        0,
+        "anthropic",
+    )
