@@ -485,14 +485,21 @@ async def _close_stream(ex: Exchange, upstream: httpx.Response, relay: StreamRel
         await _finish(ex)
 
 
-async def _finish(ex: Exchange) -> None:
-    """Settle the reservation and write the usage record: exactly once per request."""
+async def _finish(
+    ex: Exchange, *, cost_micros: int | None = None, extra: dict[str, Any] | None = None
+) -> None:
+    """Settle the reservation and write the usage record: exactly once per request.
+
+    ``cost_micros`` replaces the token price for unit-priced models (seconds, characters,
+    images); ``extra`` adds fields to the record (the unit and how many)."""
     if ex.recorded:
         return
     ex.recorded = True
     usage = ex.usage or Usage()
     cost = 0
-    if ex.model is not None and usage.total_tokens and ex.model.is_priced:
+    if cost_micros is not None:
+        cost = cost_micros
+    elif ex.model is not None and usage.total_tokens and ex.model.is_priced:
         cost = money.token_cost_micros(
             input_tokens=usage.input_tokens,
             cached_tokens=usage.cached_tokens,
@@ -527,6 +534,7 @@ async def _finish(ex: Exchange) -> None:
         "ttft_ms": ex.ttft_ms,
         "stream": ex.stream,
         "created_at_ms": int(time.time() * 1000),
+        **(extra or {}),
     }
     if admission is not None:
         await limits.settle(

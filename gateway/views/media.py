@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,7 +13,7 @@ import httpx
 import orjson
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 
-from gateway import auto, catalog, errors, limits, media, metering, relay, routing, tokens
+from gateway import auto, catalog, errors, media, relay, routing, tokens
 from gateway.auth import Caller
 from gateway.catalog import ModelInfo, RouteInfo
 from gateway.errors import OPENAI, GatewayError
@@ -67,45 +66,7 @@ def _reply(ex: Exchange, content: bytes, content_type: str) -> HttpResponse:
 async def finish_units(ex: Exchange, *, unit: str, units: int, cost_micros: int) -> None:
     """Settle a unit-priced request (seconds, characters, images): the same settlement and usage
     record as relay._finish, with the cost counted in the model's unit instead of tokens."""
-    if ex.recorded:
-        return
-    ex.recorded = True
-    if ex.caller is None:
-        return
-    usage = ex.usage or Usage()
-    admission = ex.admission
-    billed = cost_micros if admission is not None and admission.paid else 0
-    record = {
-        "request_id": ex.request_id,
-        "account_id": ex.caller.account_id,
-        "key_id": ex.caller.key_id,
-        "surface": ex.surface,
-        "endpoint": ex.endpoint,
-        "model": ex.model.model_id if ex.model else str(ex.body.get("model", ""))[:200],
-        "route": f"{ex.route.provider_slug}:{ex.route.upstream_model}" if ex.route else "",
-        "status": ex.status,
-        "error_code": ex.error_code,
-        "input_tokens": usage.input_tokens,
-        "output_tokens": usage.output_tokens,
-        "cached_tokens": 0,
-        "reasoning_tokens": 0,
-        "is_estimate": usage.is_estimate,
-        "unit": unit,
-        "units": units,
-        "cost_micros": cost_micros,
-        "billed_micros": billed,
-        "in_window": not (admission is not None and admission.paid),
-        "latency_ms": int((time.monotonic() - ex.started) * 1000),
-        "ttft_ms": ex.ttft_ms,
-        "stream": ex.stream,
-        "created_at_ms": int(time.time() * 1000),
-    }
-    if admission is not None:
-        await limits.settle(
-            admission, tokens=usage.total_tokens, billed_micros=billed, record=record
-        )
-    else:
-        await metering.record_unadmitted(record)
+    await relay._finish(ex, cost_micros=cost_micros, extra={"unit": unit, "units": units})
 
 
 # --- embeddings --------------------------------------------------------------------------------

@@ -5,11 +5,8 @@ shows."""
 from __future__ import annotations
 
 import json
-import os
 import re
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -24,31 +21,12 @@ from tests.billing.fake_stripe import (  # noqa: F401
     event,
     signed,
 )
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, orm, skip_without_chromium
 from tests.conftest import ServerThread
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
-if not Path(CHROMIUM).exists() and os.environ.get("CI") != "true":
-    pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)", allow_module_level=True)
-
-
-def orm(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Run a database call off this thread: Playwright's sync API keeps an event loop running
-    here, and Django refuses ORM calls from a thread with a running loop."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(fn, *args, **kwargs).result()
+skip_without_chromium()
 
 
 def _alice() -> Account:

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from tests import factories
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, serves_static
 from tests.conftest import ServerThread
-from tests.e2e.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, _serves_static
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
@@ -75,7 +75,7 @@ def page(transactional_db: None, gateway_server: ServerThread) -> Iterator[Any]:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         context = browser.new_context(base_url=gateway_server.url)
         context.grant_permissions(["clipboard-read", "clipboard-write"], origin=gateway_server.url)
-        assert _serves_static(gateway_server.url), "the server must serve its static files"
+        assert serves_static(gateway_server.url), "the server must serve its static files"
         page = context.new_page()
         page.set_default_timeout(15_000)
         yield page

@@ -3,55 +3,21 @@ shown once, rotate it, revoke it."""
 
 from __future__ import annotations
 
-import os
 import re
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.conf import settings
 
 from accounts import keys
 from accounts.models import ApiKey
 from tests import factories
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, orm, serves_static, skip_without_chromium
 from tests.conftest import ServerThread
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
-if not Path(CHROMIUM).exists() and os.environ.get("CI") != "true":
-    pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)", allow_module_level=True)
-
-
-def orm(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Run a database call off this thread: Playwright's sync API keeps an event loop running
-    here, and Django refuses ORM calls from a thread with a running loop."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(fn, *args, **kwargs).result()
-
-
-def _serves_static(base_url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{base_url}{settings.STATIC_URL}js/app.js", timeout=5):
-            return True
-    except urllib.error.URLError:
-        return False
+skip_without_chromium()
 
 
 @pytest.fixture
@@ -63,7 +29,9 @@ def page(transactional_db: None, gateway_server: ServerThread) -> Iterator[Any]:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         context = browser.new_context(base_url=gateway_server.url)
         context.grant_permissions(["clipboard-read", "clipboard-write"], origin=gateway_server.url)
-        assert _serves_static(gateway_server.url), "the server must serve its static files"
+        assert serves_static(gateway_server.url, "js/app.js"), (
+            "the server must serve its static files"
+        )
         page = context.new_page()
         page.set_default_timeout(15_000)
         yield page

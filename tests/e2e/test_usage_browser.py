@@ -4,14 +4,9 @@ is metered."""
 
 from __future__ import annotations
 
-import os
 import re
-import urllib.error
-import urllib.parse
-import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -19,58 +14,18 @@ from typing import Any
 import pytest
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.contrib.staticfiles import finders
 from django.test import Client
 from django.utils.timezone import now
 
 from gateway import metering, usage
 from gateway.models import UsageRecord
 from tests import factories
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, serves_static, skip_without_chromium
 from tests.conftest import ServerThread
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
-if not Path(CHROMIUM).exists() and os.environ.get("CI") != "true":
-    pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)", allow_module_level=True)
-
-
-def orm(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Run a database call off this thread: Playwright's sync API keeps an event loop running
-    here, and Django refuses ORM calls from a thread with a running loop."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(fn, *args, **kwargs).result()
-
-
-def _serves_static(base_url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{base_url}{settings.STATIC_URL}js/usage.js", timeout=5):
-            return True
-    except urllib.error.URLError:
-        return False
-
-
-def _static_from_finders(route: Any) -> None:
-    # pytest-django runs with DEBUG off and nothing collected, so the server has no static files
-    # to serve; hand the browser the same files the finders would.
-    path = urllib.parse.urlparse(route.request.url).path.removeprefix(settings.STATIC_URL)
-    found = finders.find(path)
-    if not found:
-        route.fulfill(status=404)
-        return
-    types = {".css": "text/css", ".js": "text/javascript"}
-    route.fulfill(path=str(found), content_type=types.get(Path(str(found)).suffix))
+skip_without_chromium()
 
 
 def _seed() -> dict[str, Any]:
@@ -131,8 +86,9 @@ def signed_in(transactional_db: None, gateway_server: ServerThread) -> Iterator[
                 }
             ]
         )
-        if not _serves_static(gateway_server.url):
-            context.route("**/static/**", _static_from_finders)
+        assert serves_static(gateway_server.url, "js/usage.js"), (
+            "the server must serve its static files"
+        )
         page = context.new_page()
         page.set_default_timeout(15_000)
         yield page, seeded
