@@ -46,6 +46,7 @@ from gateway.auth import Caller
 from gateway.catalog import ModelInfo
 from gateway.errors import ANTHROPIC, OPENAI, GatewayError
 from gateway.models import Batch, BatchFile, BatchLine
+from gateway.providers.base import close_http_client
 from gateway.relay import Exchange
 from gateway.tokens import Usage
 from gateway.translate import responses as tresp
@@ -558,7 +559,7 @@ class _Runner:
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
             await _db(_release)(self.batch_id, self.me)
-            await _close_clients()
+            await close_http_client()
             await _db(connections.close_all)()
 
     async def _heartbeat(self) -> None:
@@ -803,16 +804,6 @@ def _record(ex: Exchange, *, batch_id: str, cost: int, billed: int) -> dict[str,
         "batch_id": batch_id,
         "created_at_ms": int(time.time() * 1000),
     }
-
-
-async def _close_clients() -> None:
-    from gateway.providers import base
-
-    loop = asyncio.get_running_loop()
-    client = base._clients.pop(loop, None)
-    if client is not None:
-        with contextlib.suppress(Exception):
-            await client.aclose()
 
 
 # --- the runner's database steps (sync; each one short) -------------------------------------------

@@ -4,6 +4,7 @@ and three personas (an owner, a teammate, a stranger)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import threading
@@ -103,6 +104,10 @@ class ServerThread:
         return self
 
     def stop(self) -> None:
+        from gateway.providers.base import close_http_client
+
+        with contextlib.suppress(Exception):
+            self.call(close_http_client())
         self.server.should_exit = True
         self.thread.join(timeout=10)
 

@@ -4,6 +4,7 @@ HTTP client, and turn an upstream failure into an UpstreamError the router can a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import weakref
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar
@@ -46,6 +47,14 @@ def http_client() -> httpx.AsyncClient:
         _clients[loop] = found
         _transports[found] = transport
     return found
+
+
+async def close_http_client() -> None:
+    """Close this event loop's pooled client (a loop that ends: a batch run, a test server)."""
+    client = _clients.pop(asyncio.get_running_loop(), None)
+    if client is not None:
+        with contextlib.suppress(Exception):
+            await client.aclose()
 
 
 class UpstreamError(Exception):
