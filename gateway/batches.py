@@ -49,8 +49,6 @@ from gateway.models import Batch, BatchFile, BatchLine
 from gateway.providers.base import close_http_client
 from gateway.relay import Exchange
 from gateway.tokens import Usage
-from gateway.translate import responses as tresp
-from gateway.translate.errors import TranslationError
 
 logger = logging.getLogger("tokenfactory.batches")
 
@@ -655,7 +653,7 @@ class _Runner:
                 _openai_only(ex.model), relay.builder(ex, "embeddings"), stream=False
             )
             ex.route = opened.route
-            data = _json_object(opened.response.content)
+            data = relay.upstream_json(opened.response.content)
             reported = Usage.from_openai(data.get("usage"))
             if reported is not None and reported.input_tokens:
                 ex.usage = Usage(input_tokens=reported.input_tokens)
@@ -675,7 +673,7 @@ class _Runner:
         await self._admit(ex, tokens.count_request(body), ceiling)
         opened = await routing.open_upstream(ex.model, relay.builder(ex, "chat"), stream=False)
         ex.route = opened.route
-        out = _translate(ex, _json_object(opened.response.content), opened.route.protocol)
+        out = relay.answer(ex, relay.upstream_json(opened.response.content), opened.route.protocol)
         return _Outcome(BatchLine.Status.SUCCEEDED, 200, out)
 
     async def _admit(self, ex: Exchange, input_tokens: int, ceiling: int) -> None:
@@ -724,43 +722,6 @@ def _openai_only(model: ModelInfo) -> ModelInfo:
             param="model",
         )
     return dataclasses.replace(model, routes=routes)
-
-
-def _json_object(content: bytes) -> dict[str, Any]:
-    try:
-        data = orjson.loads(content)
-    except orjson.JSONDecodeError as exc:
-        raise errors.UpstreamFailed(
-            "The upstream answered with something that is not JSON."
-        ) from exc
-    if not isinstance(data, dict):
-        raise errors.UpstreamFailed("The upstream answered with an unexpected JSON value.")
-    return data
-
-
-def _translate(ex: Exchange, data: dict[str, Any], protocol: str) -> dict[str, Any]:
-    """The upstream's answer in the batch surface's shape, with usage (as relay._complete)."""
-    assert ex.model is not None
-    client_model = ex.model.model_id
-    try:
-        if protocol == ex.surface:
-            data["model"] = client_model
-            out = data
-        elif ex.surface == OPENAI:
-            out = tresp.anthropic_to_openai(data, model=client_model)
-        else:
-            out = tresp.openai_to_anthropic(data, model=client_model)
-    except (TranslationError, TypeError, KeyError, AttributeError, ValueError) as exc:
-        raise errors.UpstreamFailed(
-            f"The upstream's answer could not be translated: {exc}"
-        ) from exc
-    reported = data.get("usage")
-    usage = Usage.from_openai(reported) if protocol == OPENAI else Usage.from_anthropic(reported)
-    if usage is None:
-        usage = relay._estimate(ex, relay._response_text(out, ex.surface))
-        out["usage"] = usage.to_openai() if ex.surface == OPENAI else usage.to_anthropic()
-    ex.usage = usage
-    return out
 
 
 def _failure(ex: Exchange, err: GatewayError) -> _Outcome:

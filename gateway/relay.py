@@ -358,20 +358,24 @@ async def _fail(ex: Exchange, err: GatewayError) -> HttpResponse:
     return response
 
 
-async def _complete(ex: Exchange) -> HttpResponse:
-    assert ex.model is not None
-    opened = await routing.open_upstream(ex.model, builder(ex, "chat"), stream=False)
-    ex.route = opened.route
+def upstream_json(content: bytes) -> dict[str, Any]:
+    """An upstream's non-stream answer as a JSON object, or UpstreamFailed."""
     try:
-        data = orjson.loads(opened.response.content)
+        data = orjson.loads(content)
     except orjson.JSONDecodeError as exc:
         raise errors.UpstreamFailed(
             "The upstream answered with something that is not JSON."
         ) from exc
     if not isinstance(data, dict):
         raise errors.UpstreamFailed("The upstream answered with an unexpected JSON value.")
+    return data
+
+
+def answer(ex: Exchange, data: dict[str, Any], protocol: str) -> dict[str, Any]:
+    """The upstream's answer in the caller's surface shape, with its usage (counted by our
+    tokenizer and marked an estimate when the upstream gave none); sets ``ex.usage``."""
+    assert ex.model is not None
     client_model = ex.model.model_id
-    protocol = opened.route.protocol
     try:
         if protocol == ex.surface:
             data["model"] = client_model
@@ -384,19 +388,20 @@ async def _complete(ex: Exchange) -> HttpResponse:
         raise errors.UpstreamFailed(
             f"The upstream's answer could not be translated: {exc}"
         ) from exc
-    upstream_usage = data.get("usage")
-    usage = (
-        Usage.from_openai(upstream_usage)
-        if protocol == OPENAI
-        else Usage.from_anthropic(upstream_usage)
-    )
+    reported = data.get("usage")
+    usage = Usage.from_openai(reported) if protocol == OPENAI else Usage.from_anthropic(reported)
     if usage is None:
         usage = _estimate(ex, _response_text(out, ex.surface))
-        if ex.surface == OPENAI:
-            out["usage"] = usage.to_openai()
-        else:
-            out["usage"] = usage.to_anthropic()
+        out["usage"] = usage.to_openai() if ex.surface == OPENAI else usage.to_anthropic()
     ex.usage = usage
+    return out
+
+
+async def _complete(ex: Exchange) -> HttpResponse:
+    assert ex.model is not None
+    opened = await routing.open_upstream(ex.model, builder(ex, "chat"), stream=False)
+    ex.route = opened.route
+    out = answer(ex, upstream_json(opened.response.content), opened.route.protocol)
     ex.ttft_ms = _elapsed_ms(ex)
     await _finish(ex)
     response = HttpResponse(orjson.dumps(out), content_type="application/json")

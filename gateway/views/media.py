@@ -44,18 +44,6 @@ def openai_routes(model: ModelInfo) -> ModelInfo:
     return dataclasses.replace(model, routes=routes)
 
 
-def _json_object(content: bytes) -> dict[str, Any]:
-    try:
-        data = orjson.loads(content)
-    except orjson.JSONDecodeError as exc:
-        raise errors.UpstreamFailed(
-            "The upstream answered with something that is not JSON."
-        ) from exc
-    if not isinstance(data, dict):
-        raise errors.UpstreamFailed("The upstream answered with an unexpected JSON value.")
-    return data
-
-
 def _reply(ex: Exchange, content: bytes, content_type: str) -> HttpResponse:
     response = HttpResponse(content, content_type=content_type)
     for name, value in ex.headers().items():
@@ -89,7 +77,7 @@ async def embeddings(request: HttpRequest) -> HttpResponseBase:
         await relay.admit(ex, request, counted, 0)
         opened = await routing.open_upstream(model, relay.builder(ex, "embeddings"), stream=False)
         ex.route = opened.route
-        data = _json_object(opened.response.content)
+        data = relay.upstream_json(opened.response.content)
         reported = Usage.from_openai(data.get("usage"))
         if reported is not None and reported.input_tokens:
             ex.usage = Usage(input_tokens=reported.input_tokens)
@@ -133,7 +121,7 @@ async def transcriptions(request: HttpRequest) -> HttpResponseBase:
         content_type = opened.response.headers.get("content-type", "application/json")
         content = opened.response.content
         if content_type.startswith("application/json"):
-            answer = _json_object(content)
+            answer = relay.upstream_json(content)
             answer["usage"] = {"type": "duration", "seconds": units}
             content = orjson.dumps(answer)
         ex.ttft_ms = relay._elapsed_ms(ex)
@@ -286,7 +274,7 @@ async def images(request: HttpRequest) -> HttpResponseBase:
         await relay.admit(ex, request, tokens.count_text(str(ex.body["prompt"])), 0)
         opened = await routing.open_upstream(model, relay.builder(ex, "images"), stream=False)
         ex.route = opened.route
-        data = _json_object(opened.response.content)
+        data = relay.upstream_json(opened.response.content)
         produced = data.get("data")
         count = min(len(produced), wanted) if isinstance(produced, list) else 0
         ex.ttft_ms = relay._elapsed_ms(ex)
