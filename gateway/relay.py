@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
+import os
+import random
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -41,8 +42,17 @@ _FORWARDED = ("anthropic-version", "anthropic-beta", "x-sim-options")
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
+# Our own generator: nobody else seeds it (test tools seed the module-level one), and each
+# forked child (Celery's prefork pool) reseeds it from the OS.
+_ids = random.Random()
+os.register_at_fork(after_in_child=_ids.seed)
+
+
 def new_request_id() -> str:
-    return "req_" + secrets.token_hex(12)
+    """A request's id: 96 random bits. Not a secret, but it keys the usage record's idempotency,
+    so it must not repeat; a Mersenne Twister seeded from the OS costs no system call, where
+    ``secrets`` costs a getrandom(2) per id (a measured 5% of the event loop's time)."""
+    return f"req_{_ids.getrandbits(96):024x}"
 
 
 @dataclass
