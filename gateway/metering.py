@@ -205,11 +205,20 @@ def flush(records: Iterable[dict[str, Any]]) -> int:
     from billing import ledger
     from gateway.models import UsageRecord
 
-    rows = _without_orphans([_row(r) for r in records], Account, ApiKey)
+    rows = [_row(r) for r in records]
     if not rows:
         return 0
-    with transaction.atomic():
-        UsageRecord.objects.bulk_create(rows, ignore_conflicts=True, batch_size=500)
+    try:
+        with transaction.atomic():
+            UsageRecord.objects.bulk_create(rows, ignore_conflicts=True, batch_size=500)
+    except IntegrityError:
+        # A record's account or key is gone (the foreign keys are checked at commit): look for
+        # them only now, not on every flush.
+        rows = _without_orphans(rows, Account, ApiKey)
+        if not rows:
+            return 0
+        with transaction.atomic():
+            UsageRecord.objects.bulk_create(rows, ignore_conflicts=True, batch_size=500)
     charges = [
         ledger.Charge(
             account_id=r.account_id,

@@ -20,6 +20,7 @@ from time import monotonic
 from typing import Any, cast
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import BigIntegerField, Case, Count, F, Max, QuerySet, Sum, Value, When
 from django.db.models.functions import Coalesce, TruncDay, TruncHour
@@ -586,6 +587,44 @@ def meter_group(account_id: int) -> str:
     return f"meter.{account_id}"
 
 
+# Who has a live meter open, per account: a count in the cache, so a flush only works out and
+# pushes the meters somebody is looking at. A process that dies with meters open leaves its count
+# behind, which costs pushes nobody receives until the entry expires; never a missed one.
+_WATCHING_TTL_S = 12 * 3600
+
+
+def _watching_key(account_id: int) -> str:
+    return f"tf:meter:watching:{account_id}"
+
+
+def watch_meter(account_id: int, *, opened: bool) -> None:
+    """A dashboard opened (or closed) its live meter for this account."""
+    key = _watching_key(account_id)
+    try:
+        if opened:
+            cache.add(key, 0, _WATCHING_TTL_S)
+            cache.incr(key)
+            cache.touch(key, _WATCHING_TTL_S)
+        elif cache.decr(key) <= 0:
+            cache.delete(key)
+    except ValueError:
+        pass  # closed after the entry expired
+    except Exception:
+        logger.exception("could not count the live meter's watchers")
+
+
+def watched_meters(account_ids: Iterable[int]) -> list[int]:
+    ids = list(account_ids)
+    if not ids:
+        return []
+    try:
+        counts = cache.get_many([_watching_key(a) for a in ids])
+    except Exception:
+        logger.exception("could not read the live meter's watchers; pushing to all")
+        return ids
+    return [a for a in ids if counts.get(_watching_key(a), 0) > 0]
+
+
 def meter_state(account_id: int, *, at: datetime | None = None) -> dict[str, Any]:
     """What the dashboard's live meter shows: token window remaining, balance, requests this
     minute."""
@@ -643,7 +682,7 @@ def publish_meter(account_ids: Iterable[int]) -> None:
         return
     if layer is None:
         return
-    for account_id in account_ids:
+    for account_id in watched_meters(account_ids):
         try:
             state = meter_state(account_id)
             async_to_sync(layer.group_send)(

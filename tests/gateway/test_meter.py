@@ -13,7 +13,7 @@ from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.test import Client
 
-from gateway import metering
+from gateway import metering, usage
 from gateway.models import UsageRecord
 from tests import factories
 from tokenfactory.asgi import application
@@ -104,6 +104,26 @@ async def test_it_pushes_nothing_about_other_accounts():
     await sync_to_async(metering.flush)([record(alice["account"].pk, alice["key"].pk)])
     assert await ws.receive_nothing(timeout=0.5)
     await ws.disconnect()
+
+
+async def test_a_flush_works_out_only_the_meters_somebody_has_open():
+    alice = await sync_to_async(signed_in)()
+    acct_id = alice["account"].pk
+    watched = sync_to_async(usage.watched_meters)
+    assert await watched([acct_id]) == []
+    first, second = socket(alice["cookie"]), socket(alice["cookie"])
+    for ws in (first, second):
+        connected, _ = await ws.connect()
+        assert connected
+        await ws.receive_json_from(timeout=5)
+    assert await watched([acct_id]) == [acct_id]
+    await first.disconnect()
+    # The other tab still watches, and still receives.
+    assert await watched([acct_id]) == [acct_id]
+    await sync_to_async(metering.flush)([record(acct_id, alice["key"].pk)])
+    assert (await second.receive_json_from(timeout=5))["requests_this_minute"] == 1
+    await second.disconnect()
+    assert await watched([acct_id]) == []
 
 
 async def test_it_refuses_a_socket_without_a_session():
