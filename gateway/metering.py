@@ -20,12 +20,12 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Max
 from redis.exceptions import RedisError
 
@@ -203,22 +203,19 @@ def flush(records: Iterable[dict[str, Any]]) -> int:
     """Write records and their balance charges; replays of the same request ids change nothing."""
     from accounts.models import Account, ApiKey
     from billing import ledger
-    from gateway.models import UsageRecord
 
     rows = [_row(r) for r in records]
     if not rows:
         return 0
     try:
-        with transaction.atomic():
-            UsageRecord.objects.bulk_create(rows, ignore_conflicts=True, batch_size=500)
+        _insert(rows)
     except IntegrityError:
         # A record's account or key is gone (the foreign keys are checked at commit): look for
         # them only now, not on every flush.
         rows = _without_orphans(rows, Account, ApiKey)
         if not rows:
             return 0
-        with transaction.atomic():
-            UsageRecord.objects.bulk_create(rows, ignore_conflicts=True, batch_size=500)
+        _insert(rows)
     charges = [
         ledger.Charge(
             account_id=r.account_id,
@@ -256,7 +253,7 @@ def flush(records: Iterable[dict[str, Any]]) -> int:
 DEAD_LETTERS = "tf:usage:dead"
 
 
-def _without_orphans(rows: list[Any], account_model: Any, key_model: Any) -> list[Any]:
+def _without_orphans(rows: list[Row], account_model: Any, key_model: Any) -> list[Row]:
     """Rows whose account no longer exists cannot be inserted, and one of them must not hold up
     every other record: park them (Redis list tf:usage:dead, or the log) and go on. A deleted key
     only loses the link, as its foreign key says."""
@@ -272,12 +269,12 @@ def _without_orphans(rows: list[Any], account_model: Any, key_model: Any) -> lis
             _park(r)
             continue
         if r.api_key_id and r.api_key_id not in known_keys:
-            r.api_key_id = None
+            r = r._replace(api_key_id=None)
         kept.append(r)
     return kept
 
 
-def _park(row: Any) -> None:
+def _park(row: Row) -> None:
     record = {
         "request_id": row.request_id,
         "account_id": row.account_id,
@@ -311,10 +308,35 @@ def _text(value: Any, limit: int) -> str:
     return str(value).replace("\x00", "")[:limit]
 
 
-def _row(r: dict[str, Any]) -> Any:
-    from gateway.models import UsageRecord
+class Row(NamedTuple):
+    """A usage record on its way in: ``gateway.models.UsageRecord``'s columns, in this order."""
 
-    return UsageRecord(
+    request_id: str
+    account_id: int
+    api_key_id: int | None
+    surface: str
+    endpoint: str
+    model: str
+    route: str
+    status: int
+    error_code: str
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    reasoning_tokens: int
+    is_estimate: bool
+    cost_micros: int
+    billed_micros: int
+    in_window: bool
+    latency_ms: int
+    ttft_ms: int | None
+    stream: bool
+    batch_id: str
+    created_at: datetime
+
+
+def _row(r: dict[str, Any]) -> Row:
+    return Row(
         request_id=r["request_id"],
         account_id=r["account_id"],
         api_key_id=r.get("key_id") or None,
@@ -338,6 +360,29 @@ def _row(r: dict[str, Any]) -> Any:
         batch_id=r.get("batch_id", ""),
         created_at=datetime.fromtimestamp(r["created_at_ms"] / 1000, tz=UTC),
     )
+
+
+def _insert(rows: list[Row]) -> None:
+    """One INSERT ... ON CONFLICT DO NOTHING for all rows (a replayed request id changes nothing),
+    in one transaction. Plain SQL rather than ``bulk_create``: the ORM compiled each value of each
+    row in Python, which held the interpreter lock for tens of milliseconds per flush beside the
+    event loop (the gateway's p50 at 64 clients: 10 ms better with no flush running)."""
+    from gateway.models import UsageRecord
+
+    meta = UsageRecord._meta
+    quote = connection.ops.quote_name
+    column = {f.attname: str(f.column) for f in meta.concrete_fields}
+    # Identifiers from the model's metadata, values as parameters.
+    sql = (
+        f"INSERT INTO {quote(meta.db_table)} "  # noqa: S608
+        f"({', '.join(quote(column[name]) for name in Row._fields)}) "
+        f"VALUES ({', '.join(['%s'] * len(Row._fields))}) "
+        f"ON CONFLICT ({quote(column['request_id'])}) DO NOTHING"
+    )
+    adapt = connection.ops.adapt_datetimefield_value
+    params = [(*row[:-1], adapt(row.created_at)) for row in rows]
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.executemany(sql, params)
 
 
 def pending() -> int:
