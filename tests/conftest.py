@@ -152,11 +152,29 @@ def _fresh_caches() -> Iterator[None]:
 
 
 @pytest.fixture
+def _metering_held() -> Iterator[list[bool]]:
+    """Released after the database is emptied, when ``live`` took metering's buffer lock: the
+    server thread's background flush must not write while the tables are emptied (SQLite's
+    shared in-memory cache refuses the teardown's BEGIN IMMEDIATE: 'database table is locked')."""
+    from gateway import metering
+
+    held: list[bool] = []
+    yield held
+    if held:
+        metering._local_lock.release()
+
+
+@pytest.fixture
 def live(
-    transactional_db: None, gateway_server: ServerThread, simulator: ServerThread
-) -> dict[str, Any]:
+    _metering_held: list[bool],
+    transactional_db: None,
+    gateway_server: ServerThread,
+    simulator: ServerThread,
+) -> Iterator[dict[str, Any]]:
     """A running gateway with a small catalog routed to the simulator over a socket, and an
     account with a key: what most end-to-end tests start from."""
+    from gateway import metering
+
     openai_up = factories.provider(base_url=f"{simulator.url}/v1", protocol="openai")
     anthropic_up = factories.provider(base_url=simulator.url, protocol="anthropic")
     factories.model("sim-gpt", routes=[(openai_up, "sim-gpt")], owned_by="OpenAI")
@@ -169,7 +187,7 @@ def live(
     owner = factories.UserFactory.create(email="alice@example.com")
     acct = factories.account(owner=owner, plan_slug="enterprise")
     key, secret = factories.api_key(acct)
-    return {
+    yield {
         "url": gateway_server.url,
         "sim": simulator.url,
         "openai": openai_up,
@@ -179,6 +197,10 @@ def live(
         "key": key,
         "secret": secret,
     }
+    # Waits for a flush in progress; the next one waits until the tables are emptied.
+    metering._local_lock.acquire()
+    _metering_held.append(True)
+    metering._local.clear()
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import httpx
 import orjson
 
 from gateway.catalog import RouteInfo
-from gateway.providers.transport import UpstreamTransport
+from gateway.providers.transport import READ_WHOLE, UpstreamTransport
 
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
     weakref.WeakKeyDictionary()
@@ -119,6 +119,8 @@ class Provider:
 
     async def send(self, request: httpx.Request, *, stream: bool) -> httpx.Response:
         """Send and return a 2xx response (its body unread when ``stream``); raise UpstreamError."""
+        if not stream:
+            request.extensions[READ_WHOLE] = True
         try:
             # Straight to the pooled transport: no redirects, auth or cookie handling to run.
             client = http_client()
@@ -132,14 +134,6 @@ class Provider:
                 f"could not reach the upstream ({type(exc).__name__})", retryable=True
             ) from exc
         if response.status_code < 300:
-            if not stream:
-                try:
-                    await response.aread()
-                except httpx.HTTPError as exc:
-                    await response.aclose()
-                    raise UpstreamError(
-                        f"the upstream connection broke ({type(exc).__name__})", retryable=True
-                    ) from exc
             return response
         try:
             content = await response.aread()

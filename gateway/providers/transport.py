@@ -20,6 +20,9 @@ import httpx
 from yarl import URL
 
 _HTTP11 = {"http_version": b"HTTP/1.1"}
+# A request extension: read the whole body before returning (a non-stream call), which saves
+# httpx's chain of async iterators over a body that arrives in one piece.
+READ_WHOLE = "tf.read_whole"
 # Set by httpx when it built the request; aiohttp writes its own from the URL and the body.
 _DROPPED = frozenset({"host", "content-length", "transfer-encoding"})
 
@@ -126,6 +129,15 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
                 allow_redirects=False,
                 timeout=self._timeout(request),
             )
+            if request.extensions.get(READ_WHOLE):
+                body = await response.read()
+                return httpx.Response(
+                    status_code=response.status,
+                    headers=response.raw_headers,
+                    content=body,
+                    request=request,
+                    extensions=_HTTP11,
+                )
         except _FAILURES as exc:
             raise _mapped(exc) from exc
         return httpx.Response(
