@@ -41,27 +41,33 @@ class SSEDecoder:
             self._skip_lf = False
             text = text.removeprefix("\n")
         buffer = self._pending + text
-        lines = _LINE_BREAK.split(buffer)
+        # Nearly every upstream ends lines with "\n" alone: str.split is several times faster
+        # than the regular expression that also takes "\r\n" and "\r".
+        lines = _LINE_BREAK.split(buffer) if "\r" in buffer else buffer.split("\n")
         self._pending = lines.pop()
         # A "\r" at the very end may be the first half of "\r\n": swallow the "\n" if it follows.
         self._skip_lf = buffer.endswith("\r")
         out: list[tuple[str | None, str]] = []
+        event, data = self._event, self._data
         for line in lines:
             if not line:
-                if self._event is not None or self._data:
-                    out.append((self._event, "\n".join(self._data)))
-                self._event = None
-                self._data = []
+                if event is not None or data:
+                    out.append((event, data[0] if len(data) == 1 else "\n".join(data)))
+                    event, data = None, []
                 continue
-            if line.startswith(":"):
+            if line[0] == ":":
                 continue
-            name, colon, value = line.partition(":")
-            if colon and value.startswith(" "):
-                value = value[1:]
-            if name == "data":
-                self._data.append(value)
-            elif name == "event":
-                self._event = value
+            if line.startswith("data:"):
+                value = line[5:]
+                data.append(value[1:] if value[:1] == " " else value)
+                continue
+            name, _, value = line.partition(":")
+            value = value[1:] if value[:1] == " " else value
+            if name == "event":
+                event = value
+            elif name == "data":  # a bare "data" line: an empty data line
+                data.append(value)
+        self._event, self._data = event, data
         return out
 
 

@@ -115,6 +115,13 @@ def test_it_decodes_a_stream_fed_one_byte_at_a_time():
     assert decode_in_pieces(MIXED_SSE, list(range(1, len(MIXED_SSE)))) == MIXED_EVENTS
 
 
+def test_it_decodes_newline_only_streams_with_bare_fields_split_anywhere():
+    data = b"event: a\ndata\ndata: x\n\ndata:y\n\n: ping\nevent\ndata: {}\n\n"
+    expected = [("a", "\nx"), (None, "y"), ("", "{}")]
+    for cut in range(len(data) + 1):
+        assert decode_in_pieces(data, [cut]) == expected, cut
+
+
 def test_it_holds_an_event_until_its_blank_line_arrives():
     decoder = sse.SSEDecoder()
     assert decoder.feed(b"data: {}\n") == []
