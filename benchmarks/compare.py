@@ -320,7 +320,8 @@ def print_report(report: dict[str, Any]) -> None:
         f"workers={report['workers']} redis={report['redis']} seconds={report['seconds']} "
         f"stagger={report['stagger_s']}s "
         f"litellm={report['litellm']} "
-        f"load before={report['load_before']} after={report['load_after']}"
+        f"load before={report['load_before']} after={report['load_after']} "
+        f"python 1M-step loop={report.get('python_loop_ms')} ms"
     )
     print()
     print(
@@ -401,6 +402,20 @@ def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
+def python_speed_ms() -> float:
+    """How fast this machine runs Python right now: the best of five timings of a one-million-
+    step loop. Shared and virtual machines vary from day to day (seen here: 40 to 160 ms), and
+    every figure in a run moves with it; compare runs only with this beside them."""
+    best = math.inf
+    for _ in range(5):
+        start = time.perf_counter()
+        total = 0
+        for i in range(1_000_000):
+            total += i
+        best = min(best, time.perf_counter() - start)
+    return round(best * 1000, 1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, default=1)
@@ -427,6 +442,7 @@ def main() -> None:
 
     litellm_exe, litellm_version = (None, "") if args.skip_litellm else ensure_litellm()
     load_before = loadavg()
+    speed_ms = python_speed_ms()
     tmp = Path(tempfile.mkdtemp(prefix="tf-compare-"))
     fast_port, slow_port, gw_port, lt_port = (go.free_port() for _ in range(4))
     fast, slow = f"http://127.0.0.1:{fast_port}", f"http://127.0.0.1:{slow_port}"
@@ -492,6 +508,7 @@ def main() -> None:
             "litellm": litellm_version or "skipped",
             "load_before": load_before,
             "load_after": loadavg(),
+            "python_loop_ms": speed_ms,
             "peak_rss_mb_per_process": {
                 t.name: [round(v, 1) for v in t.peak_rss.values()] for t in targets
             },
