@@ -9,13 +9,13 @@ from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection
 from django.http import HttpRequest
 from django.utils.timezone import now
 
 from accounts import keys
 from accounts.models import ApiKey
 from gateway import store
+from tokenfactory.db import reconnecting
 
 CHANGE_PREFIX = "tf:keychg:"
 _MAX_ENTRIES = 50_000
@@ -88,14 +88,9 @@ def caller_for(key: ApiKey, version: int = 0) -> Caller:
     )
 
 
+@reconnecting
 def _load(secret: str, version: int) -> Caller | None:
-    try:
-        key = keys.verify(secret)
-    except (OperationalError, InterfaceError):
-        # This worker thread's connection died with the database (no request_started signal on
-        # the middleware-free path closes it for us): drop it and try once on a new one.
-        connection.close()
-        key = keys.verify(secret)
+    key = keys.verify(secret)
     return caller_for(key, version) if key is not None else None
 
 

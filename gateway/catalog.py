@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 
 from gateway import store
 from gateway.models import CatalogModel, Provider, Route
+from tokenfactory.db import reconnecting
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +73,7 @@ def _seconds(ms: int | None, default_ms: int) -> float:
     return (ms if ms else default_ms) / 1000
 
 
+@reconnecting
 def load() -> Snapshot:
     routes_by_model: dict[int, list[RouteInfo]] = {}
     queryset = Route.objects.filter(is_active=True, provider__is_active=True).select_related(

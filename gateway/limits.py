@@ -27,6 +27,7 @@ from billing import money, windows
 from gateway import store
 from gateway.auth import CHANGE_PREFIX, Caller
 from gateway.catalog import ModelInfo
+from tokenfactory.db import reconnecting
 
 INFLIGHT_KEY = "tf:inflight"
 USAGE_STREAM = "tf:usage"
@@ -269,6 +270,7 @@ async def settle(
     metering.kick()
 
 
+@reconnecting
 def _persisted_window(account_id: int) -> tuple[int, int]:
     from accounts.models import Account
 
@@ -282,6 +284,7 @@ def _persisted_window(account_id: int) -> tuple[int, int]:
     return windows.to_ms(row[0]), int(row[1])
 
 
+@reconnecting
 def _persisted_balance(account_id: int) -> int:
     from accounts.models import Account
 
