@@ -588,9 +588,9 @@ def meter_group(account_id: int) -> str:
 
 
 # Who has a live meter open, per account: a count in the cache, so a flush only works out and
-# pushes the meters somebody is looking at. A process that dies with meters open leaves its count
-# behind, which costs pushes nobody receives until the entry expires; never a missed one.
-_WATCHING_TTL_S = 12 * 3600
+# pushes the meters somebody is looking at. The count never expires (a tab may stay open for
+# days with no traffic): a process that dies with meters open leaves its share behind, which
+# costs pushes nobody receives, never a missed one.
 
 
 def _watching_key(account_id: int) -> str:
@@ -602,13 +602,12 @@ def watch_meter(account_id: int, *, opened: bool) -> None:
     key = _watching_key(account_id)
     try:
         if opened:
-            cache.add(key, 0, _WATCHING_TTL_S)
+            cache.add(key, 0, None)
             cache.incr(key)
-            cache.touch(key, _WATCHING_TTL_S)
         elif cache.decr(key) <= 0:
             cache.delete(key)
     except ValueError:
-        pass  # closed after the entry expired
+        pass  # the cache lost the entry (restarted, or evicted it)
     except Exception:
         logger.exception("could not count the live meter's watchers")
 
