@@ -3,6 +3,7 @@ function of accounts.services or accounts.keys, and renders."""
 
 from __future__ import annotations
 
+import secrets
 from datetime import timedelta
 from functools import partial
 from typing import Any
@@ -14,6 +15,7 @@ from django.contrib.auth.decorators import login_required
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
 from accounts import keys
@@ -23,8 +25,13 @@ from accounts.services import SignupError, account_for, sign_up
 from billing.models import Plan
 from billing.money import format_usd
 
-# The one-shot reveal of a new key: set after create or rotate, popped by the next keys page.
+# The one-shot reveal of a new key, set after create or rotate and taken by the next keys page.
+# The secret is split so that no server-side store ever holds it: the session (a database row)
+# keeps it XORed with a random pad, and the pad lives only in a short-lived cookie in the
+# browser that asked for the key. Either half alone is noise.
 REVEAL_SESSION_KEY = "tf_reveal_key"
+REVEAL_COOKIE = "tf_reveal_pad"
+REVEAL_COOKIE_MAX_AGE_S = 300
 DEFAULT_SNIPPET_MODEL = "meta-llama/Llama-3.3-70B-Instruct"
 
 
@@ -99,7 +106,7 @@ def _keys_page(
     form: KeyCreateForm | None = None,
     status: int = 200,
 ) -> HttpResponse:
-    reveal = request.session.pop(REVEAL_SESSION_KEY, None)
+    reveal = _unseal(request)
     context: dict[str, Any] = {
         "account": account,
         "plan": account.plan,
@@ -111,15 +118,58 @@ def _keys_page(
     response = render(request, "accounts/keys.html", context, status=status)
     # The page may hold a key shown once: never let a cache or the back button keep it.
     response["Cache-Control"] = "no-store"
+    if REVEAL_COOKIE in request.COOKIES:
+        response.delete_cookie(REVEAL_COOKIE, path=reverse("keys"), samesite="Strict")
     return response
 
 
-def _reveal(request: HttpRequest, issued: keys.IssuedKey, action: str) -> None:
+def _reveal_redirect(request: HttpRequest, issued: keys.IssuedKey, action: str) -> HttpResponse:
+    """Back to the keys page, which shows ``issued``'s secret once (see REVEAL_SESSION_KEY)."""
+    secret = issued.secret.encode()
+    pad = secrets.token_bytes(len(secret))
     request.session[REVEAL_SESSION_KEY] = {
         "id": issued.key.pk,
         "name": issued.key.name,
-        "secret": issued.secret,
+        "sealed": bytes(a ^ b for a, b in zip(secret, pad, strict=True)).hex(),
         "action": action,
+    }
+    response = redirect("keys")
+    response.set_cookie(
+        REVEAL_COOKIE,
+        pad.hex(),
+        max_age=REVEAL_COOKIE_MAX_AGE_S,
+        path=reverse("keys"),
+        secure=request.is_secure(),
+        httponly=True,
+        samesite="Strict",
+    )
+    return response
+
+
+def _unseal(request: HttpRequest) -> dict[str, Any] | None:
+    """The new key to show, once: the session's half and the browser's half put together."""
+    stored = request.session.pop(REVEAL_SESSION_KEY, None)
+    if not isinstance(stored, dict):
+        return None
+    try:
+        sealed = bytes.fromhex(stored["sealed"])
+        pad = bytes.fromhex(request.COOKIES.get(REVEAL_COOKIE, ""))
+    except (KeyError, TypeError, ValueError):
+        return None
+    if len(pad) != len(sealed):
+        # The cookie expired or was refused: the key cannot be shown again, only replaced.
+        messages.error(
+            request,
+            f"The new key “{stored.get('name', '')}” could not be shown (this browser did not "
+            "keep the cookie that holds half of it). Rotate it to get a new one.",
+        )
+        return None
+    secret = bytes(a ^ b for a, b in zip(sealed, pad, strict=True)).decode()
+    return {
+        "id": stored.get("id"),
+        "name": stored.get("name"),
+        "secret": secret,
+        "action": stored.get("action"),
     }
 
 
@@ -146,8 +196,7 @@ def keys_page(request: HttpRequest) -> HttpResponse:
         except keys.KeyError_ as exc:
             form.add_error(None, str(exc))
         else:
-            _reveal(request, issued, "created")
-            return redirect("keys")
+            return _reveal_redirect(request, issued, "created")
     return _keys_page(request, account, form=form, status=400)
 
 
@@ -173,8 +222,7 @@ def key_rotate(request: HttpRequest, key_id: int) -> HttpResponse:
     except keys.KeyError_ as exc:
         messages.error(request, str(exc).capitalize() + ".")
         return redirect("keys")
-    _reveal(request, issued, "rotated")
-    return redirect("keys")
+    return _reveal_redirect(request, issued, "rotated")
 
 
 @login_required

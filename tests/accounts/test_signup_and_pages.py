@@ -237,6 +237,36 @@ def test_the_keys_page_shows_a_new_key_once(signed_in: Client, alice: User) -> N
     assert key.hint in again
 
 
+def test_no_server_side_store_holds_a_new_key_before_it_is_shown(
+    signed_in: Client, alice: User
+) -> None:
+    from django.contrib.sessions.models import Session
+
+    response = signed_in.post("/keys/", {"name": "backend", "environment": "prod"})
+    assert response.status_code == 302
+    pad = response.cookies["tf_reveal_pad"]
+    assert pad["httponly"] and pad["samesite"] == "Strict" and pad["path"] == "/keys/"
+    # Every stored session, decoded: the key is not in any of them, whole or in hex.
+    stored = " ".join(str(s.get_decoded()) for s in Session.objects.all())
+    page = signed_in.get("/keys/")
+    secret = page.context["reveal"]["secret"]
+    assert secret.startswith("tf-prod-")
+    assert secret not in stored and secret.encode().hex() not in stored
+    assert secret not in pad.value and secret.encode().hex() not in pad.value
+    # The page took both halves: the cookie is cleared, and a reload shows only the hint.
+    assert page.cookies["tf_reveal_pad"]["max-age"] == 0
+    assert secret not in signed_in.get("/keys/").content.decode()
+
+
+def test_a_new_key_is_not_shown_without_the_browsers_half(signed_in: Client) -> None:
+    signed_in.post("/keys/", {"name": "backend", "environment": "prod"})
+    del signed_in.cookies["tf_reveal_pad"]
+    page = signed_in.get("/keys/")
+    assert page.context["reveal"] is None
+    assert "could not be shown" in page.content.decode()
+    assert re.search(r"tf-prod-[a-z0-9]{40}", page.content.decode()) is None
+
+
 def test_the_keys_page_refuses_caps_above_the_plan(signed_in: Client) -> None:
     response = signed_in.post("/keys/", {"name": "x", "environment": "prod", "rpm_limit": 31})
     assert response.status_code == 400
