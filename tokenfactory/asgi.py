@@ -15,7 +15,9 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.core.handlers.asgi import ASGIHandler  # noqa: E402
+from django.urls import get_resolver  # noqa: E402
 
+from gateway.providers.transport import ssl_context  # noqa: E402
 from tokenfactory.handlers import MiddlewareFreeASGIHandler, Router, static_app  # noqa: E402
 from tokenfactory.routing import websocket_urlpatterns  # noqa: E402
 
@@ -27,6 +29,12 @@ application = ProtocolTypeRouter(
         ),
     }
 )
+
+# Load now what Django and the upstream client would load on the first request: the URL map
+# imports every view module (ninja, DRF, the SDK-shaped views; over a second here) and the TLS
+# context reads the CA bundle. Otherwise the first callers of each new worker wait for both.
+get_resolver().url_patterns  # noqa: B018 (the property imports the URL conf)
+ssl_context()
 
 # Everything loaded so far (Django, the apps, the URL map) lives as long as the process: move it
 # out of the collector's way, and collect the young generation less often. With the defaults,

@@ -13,6 +13,8 @@ here are remembered (an upstream route has one of each), and errors are mapped o
 from __future__ import annotations
 
 import asyncio
+import functools
+import ssl
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -44,6 +46,13 @@ def _mapped(exc: BaseException) -> httpx.TransportError:
 
 
 _FAILURES = (aiohttp.ClientError, asyncio.TimeoutError)
+
+
+@functools.cache
+def ssl_context() -> ssl.SSLContext:
+    """The verifying TLS context (certifi's CA bundle), loaded once per process: tens of
+    milliseconds that would otherwise land on the first request of every event loop."""
+    return httpx.create_ssl_context()
 
 
 class _Body(httpx.AsyncByteStream):
@@ -84,7 +93,7 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
             connector = aiohttp.TCPConnector(
                 limit=self._limits.max_connections or 0,
                 keepalive_timeout=self._limits.keepalive_expiry or 30.0,
-                ssl=httpx.create_ssl_context(),
+                ssl=ssl_context(),
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
