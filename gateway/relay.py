@@ -24,7 +24,7 @@ from gateway.auth import Caller
 from gateway.catalog import ModelInfo, RouteInfo
 from gateway.errors import ANTHROPIC, OPENAI, GatewayError
 from gateway.limits import Admission
-from gateway.providers import Provider
+from gateway.providers import Provider, transport
 from gateway.tokens import Usage
 from gateway.translate import requests as treq
 from gateway.translate import responses as tresp
@@ -456,6 +456,10 @@ async def _stream(ex: Exchange) -> StreamingHttpResponse:
                     if ex.ttft_ms is None:
                         ex.ttft_ms = _elapsed_ms(ex)
                     yield out
+                if relay.finished or relay.failed:
+                    # The protocol's end ([DONE], message_stop) or an error event: the caller's
+                    # stream ends now, not when the upstream gets round to ending its body.
+                    break
                 pending = None
                 if time.monotonic() > deadline:
                     raise errors.UpstreamFailed("The upstream stream ran past the total timeout.")
@@ -483,7 +487,10 @@ async def _stream(ex: Exchange) -> StreamingHttpResponse:
 
 async def _close_stream(ex: Exchange, upstream: httpx.Response, relay: StreamRelay) -> None:
     try:
-        await upstream.aclose()
+        if relay.finished:
+            await transport.close_finished(upstream)
+        else:
+            await upstream.aclose()
     finally:
         if relay.failed and not relay.delivered_text():
             ex.status, ex.error_code = 502, "upstream_error"

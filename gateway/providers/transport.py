@@ -55,6 +55,13 @@ def ssl_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
+# Closing a stream whose protocol end was seen: how long to wait for the rest of the body (the
+# upstream's end-of-body marker) and how much of it to take before giving the connection up.
+_TAIL_WAIT_S = 2.0
+_TAIL_MAX_BYTES = 1 << 16
+_tails: set[asyncio.Task[None]] = set()
+
+
 class _Body(httpx.AsyncByteStream):
     """An upstream body, chunk by chunk as the socket delivers it."""
 
@@ -77,6 +84,45 @@ class _Body(httpx.AsyncByteStream):
     async def aclose(self) -> None:
         # Read to the end: the connection goes back to the pool; cut short: it is closed.
         self._response.release()
+
+    def close_after_tail(self) -> None:
+        """The caller has all it needs (the stream's protocol end, such as ``[DONE]``, came in):
+        release now when the body is complete, else read the rest (the chunked encoding's last
+        chunk, usually already on its way) in the background, so the connection can go back to
+        the pool without making the caller's response wait for it."""
+        content = self._response.content
+        if content.is_eof() or self._response.closed:
+            self._response.release()
+            return
+        task = asyncio.get_running_loop().create_task(self._read_tail())
+        _tails.add(task)
+        task.add_done_callback(_tails.discard)
+
+    async def _read_tail(self) -> None:
+        content, taken = self._response.content, 0
+        try:
+            async with asyncio.timeout(_TAIL_WAIT_S):
+                while taken <= _TAIL_MAX_BYTES:
+                    chunk = await content.readany()
+                    if not chunk:
+                        break
+                    taken += len(chunk)
+        except (*_FAILURES, asyncio.CancelledError):
+            pass
+        finally:
+            # At the end of the body the connection is kept; otherwise aiohttp closes it.
+            self._response.release()
+
+
+async def close_finished(response: httpx.Response) -> None:
+    """Close an upstream stream whose protocol-level end the relay has seen: at once for the
+    caller, and the connection back to the pool once its last bytes arrive (``_Body``)."""
+    body = response.stream
+    if isinstance(body, _Body) and not response.is_closed:
+        response.is_closed = True
+        body.close_after_tail()
+        return
+    await response.aclose()
 
 
 class UpstreamTransport(httpx.AsyncBaseTransport):

@@ -105,7 +105,7 @@ class Simulator:
             headers.append(("x-sim-received-headers", json.dumps(request.headers)))
         self.stats.last_headers = dict(request.headers)
         fault_key = f"{raw_model}|{request.header('x-sim-options')}"
-        ordinal = self.stats.begin(model=model, fault_key=fault_key)
+        ordinal = self.stats.begin(model=model, fault_key=fault_key, client=request.client)
         delay_ms = chosen.first_byte_delay_ms(stream=body.get("stream") is True)
         if not await exchange.pause(delay_ms):
             return

@@ -22,6 +22,7 @@ class Knobs:
     retry_after_s: int = 1  # sent with 429, 503 and 529 failures
     fail_every: int = 0  # every Nth request to this model fails with 500
     drop_after: int | None = None  # streams: close abruptly after N tokens
+    linger_ms: int = 0  # streams: hold the body open this long after the last event
     tokens: int | None = None  # exact length of generated text
     usage: bool = True  # usage=none leaves usage out of replies
     echo_headers: bool = False  # x-sim-received-headers on the reply
@@ -64,6 +65,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str], object]]] = {
     "retry_after": ("retry_after_s", _positive_int),
     "fail_every": ("fail_every", _positive_int),
     "drop": ("drop_after", _positive_int),
+    "linger": ("linger_ms", _positive_int),
     "tokens": ("tokens", _positive_int),
     "usage": ("usage", _flag),
     "echo_headers": ("echo_headers", _flag),

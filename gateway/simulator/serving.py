@@ -83,6 +83,8 @@ class Call:
             await self.exchange.emit(frame.data)
             self.record(input_tokens=frame.input_tokens, output_tokens=frame.output_tokens)
             sent += frame.output_tokens
+        if self.knobs.linger_ms and not await self.exchange.pause(self.knobs.linger_ms):
+            return
         await self.exchange.finish()
 
 

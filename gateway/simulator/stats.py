@@ -30,9 +30,13 @@ class Stats:
         self.ordinals: dict[str, int] = {}
         # The headers of the latest model request, so tests can see what a gateway forwarded.
         self.last_headers: dict[str, str] = {}
+        # The connections model requests came on (peer addresses), so tests can see pooling.
+        self.connections: set[str] = set()
 
-    def begin(self, *, model: str, fault_key: str) -> int:
+    def begin(self, *, model: str, fault_key: str, client: str = "") -> int:
         """Count a request; returns its 1-based ordinal among requests with the same fault key."""
+        if client and len(self.connections) < MAX_TRACKED_REQUESTS:
+            self.connections.add(client)
         self.total.requests += 1
         self._model(model).requests += 1
         self.ordinals[fault_key] = self.ordinals.get(fault_key, 0) + 1
@@ -60,6 +64,7 @@ class Stats:
         return {
             **asdict(self.total),
             "last_headers": self.last_headers,
+            "connections": len(self.connections),
             "by_model": {name: asdict(tally) for name, tally in self.by_model.items()},
             "by_request": {
                 rid: {"input_tokens": i, "output_tokens": o}

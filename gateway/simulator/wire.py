@@ -24,6 +24,7 @@ class Request:
     path: str
     headers: dict[str, str]  # lower-cased names; repeated headers joined with ", "
     body: bytes
+    client: str = ""  # the peer's "host:port": one per connection
 
     def header(self, name: str) -> str:
         return self.headers.get(name, "")
@@ -35,6 +36,11 @@ def _headers(scope: Scope) -> dict[str, str]:
         name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
         found[name] = f"{found[name]}, {value}" if name in found else value
     return found
+
+
+def _peer(scope: Scope) -> str:
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else ""
 
 
 class Exchange:
@@ -62,6 +68,7 @@ class Exchange:
             path=scope["path"],
             headers=_headers(scope),
             body=b"".join(chunks),
+            client=_peer(scope),
         )
 
     def watch(self) -> None:

@@ -460,3 +460,30 @@ def test_it_counts_tokens_on_the_anthropic_surface(live):
         model="sim-gpt", messages=[{"role": "user", "content": "Hello there, how are you?"}]
     )
     assert count.input_tokens > 0
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_a_stream_ends_at_its_protocol_end_and_keeps_the_upstream_connection(live, model):
+    # The upstream holds its body open for 1.5 s after its last event ([DONE] / message_stop).
+    upstream = live["openai"] if model == "sim-gpt" else live["anthropic"]
+    factories.model(f"{model}-linger", routes=[(upstream, f"{model}+linger=1500+tokens=5")])
+    sim_reset(live)
+    headers = {"authorization": f"Bearer {live['secret']}", "anthropic-version": "2023-06-01"}
+    messages = [{"role": "user", "content": "hi"}]
+    for path, last in (
+        ("/openai/v1/chat/completions", b"data: [DONE]\n\n"),
+        ("/anthropic/v1/messages", b'"type":"message_stop"}\n\n'),
+    ):
+        body = {"model": f"{model}-linger", "messages": messages, "max_tokens": 50, "stream": True}
+        started = time.monotonic()
+        with httpx.stream("POST", live["url"] + path, json=body, headers=headers) as r:
+            received = b"".join(r.iter_raw())  # to the end of the caller's body
+        elapsed = time.monotonic() - started
+        assert r.status_code == 200 and received.endswith(last), received[-200:]
+        assert elapsed < 1.0, f"{path}: the caller waited {elapsed:.2f} s for the upstream"
+    # Once the upstream ends its bodies, the connections are back in the pool: the next requests
+    # reuse them rather than open new ones.
+    time.sleep(1.8)
+    for _ in range(3):
+        oai(live).chat.completions.create(model=model, messages=messages)
+    assert sim_stats(live)["connections"] <= 2
