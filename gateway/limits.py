@@ -614,6 +614,12 @@ def _limiter() -> RedisLimiter | MemoryLimiter:
     return _redis_limiter if store.enabled() else _memory
 
 
+def settles_inline(admission: Admission) -> bool:
+    """Settling ``admission`` touches only this process (its counters, its record buffer), so it
+    never suspends: no cancellation can land halfway through it."""
+    return admission.local or not store.enabled()
+
+
 # --- reservations of processes that died ------------------------------------------------------
 
 

@@ -477,7 +477,13 @@ async def _stream(ex: Exchange) -> StreamingHttpResponse:
             relay.failed = True
             yield errors.stream_frame(err, ex.surface, ex.request_id)
         finally:
-            await asyncio.shield(_close_stream(ex, opened.response, relay))
+            if ex.admission is not None and limits.settles_inline(ex.admission):
+                # In-process limits and metering: closing and settling never suspend, so nothing
+                # can interrupt them, and a shielding task would cost the caller's last bytes two
+                # trips round a busy event loop.
+                await _close_stream(ex, opened.response, relay)
+            else:
+                await asyncio.shield(_close_stream(ex, opened.response, relay))
 
     response = StreamingHttpResponse(body(), content_type="text/event-stream", headers=_SSE_HEADERS)
     for name, value in ex.headers().items():

@@ -1,0 +1,124 @@
+"""The upstream transport against a plain socket server in a thread: requests leave at once,
+bodies of any size arrive whole, and a cancelled upload gives its connection up."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import httpx
+import pytest
+
+from gateway.providers.transport import UpstreamTransport
+
+
+@dataclass
+class Upstream:
+    """Answers each request with the length and SHA-256 of its body. ``read_delay`` makes it read
+    slowly, so a large body fills the socket buffers and the sender has to wait."""
+
+    url: str = ""
+    read_delay: float = 0.0
+    received: list[bytes] = field(default_factory=list)  # each request's bytes, as they arrive
+    closed: threading.Event = field(default_factory=threading.Event)
+
+    def serve(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
+
+    def _connection(self, conn: socket.socket) -> None:
+        buffer = b""
+        with conn:
+            while True:
+                while b"\r\n\r\n" not in buffer:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        self.closed.set()
+                        return
+                    buffer += chunk
+                    self.received.append(chunk)
+                head, _, buffer = buffer.partition(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                while len(buffer) < length:
+                    if self.read_delay:
+                        time.sleep(self.read_delay)
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        self.closed.set()
+                        return
+                    buffer += chunk
+                body, buffer = buffer[:length], buffer[length:]
+                answer = json.dumps(
+                    {"length": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+                ).encode()
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                    + f"content-length: {len(answer)}\r\n\r\n".encode()
+                    + answer
+                )
+
+
+@pytest.fixture
+def upstream() -> Iterator[Upstream]:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    server = Upstream(url=f"http://127.0.0.1:{listener.getsockname()[1]}/v1/echo")
+    threading.Thread(target=server.serve, args=(listener,), daemon=True).start()
+    yield server
+    listener.close()
+
+
+def client() -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=8, keepalive_expiry=30)
+    return httpx.AsyncClient(transport=UpstreamTransport(limits), limits=limits, timeout=30)
+
+
+async def test_a_request_is_on_the_wire_before_the_event_loop_runs_anything_else(upstream):
+    async with client() as http:
+        assert (await http.post(upstream.url, content=b"warm")).status_code == 200
+        upstream.received.clear()
+        sending = asyncio.create_task(http.post(upstream.url, content=b'{"hello": 1}'))
+        await asyncio.sleep(0)  # the request task takes its first step, and only that
+        time.sleep(0.3)  # the event loop is held: nothing it schedules can run now
+        assert b"".join(upstream.received).endswith(b'{"hello": 1}'), (
+            "the request waited for another trip round the event loop before it was written"
+        )
+        assert (await sending).json()["length"] == 12
+
+
+async def test_a_body_larger_than_the_socket_buffers_arrives_whole(upstream):
+    upstream.read_delay = 0.002
+    body = hashlib.sha256(b"seed").digest() * (8 * 1024 * 1024 // 32)  # 8 MiB
+    async with client() as http:
+        answer = (await http.post(upstream.url, content=body)).json()
+        again = (await http.post(upstream.url, content=b"small")).json()
+    assert answer == {"length": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+    assert again["length"] == 5
+
+
+async def test_a_cancelled_upload_closes_its_connection_and_the_next_request_works(upstream):
+    upstream.read_delay = 0.05  # reads 64 KiB every 50 ms: a 16 MiB body takes seconds
+    async with client() as http:
+        sending = asyncio.create_task(http.post(upstream.url, content=b"x" * (16 << 20)))
+        await asyncio.sleep(0.3)
+        sending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await sending
+        upstream.read_delay = 0.0
+        assert await asyncio.to_thread(upstream.closed.wait, 10), "the connection stayed open"
+        assert (await http.post(upstream.url, content=b"after")).json()["length"] == 5
