@@ -109,8 +109,8 @@ class _Body(httpx.AsyncByteStream):
                     if not chunk:
                         break
                     taken += len(chunk)
-        except (*_FAILURES, asyncio.CancelledError):
-            pass
+        except _FAILURES:
+            pass  # timed out or broken: released below, which closes the connection
         finally:
             # At the end of the body the connection is kept; otherwise aiohttp closes it.
             self._response.release()
