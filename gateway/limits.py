@@ -94,12 +94,19 @@ async def admit(
     counts_rpm: bool = True,
     price_factor_percent: int = 100,
     surface: str = "",
+    unit_cost_micros: int | None = None,
 ) -> Admission:
     """Admit and reserve, or raise Refused (or Stale). ``price_factor_percent`` scales the balance
-    reservation (batch lines cost half)."""
+    reservation (batch lines cost half). ``unit_cost_micros`` is set for a unit-priced request
+    (audio seconds, characters, images): a plan's window counts tokens, so such a request is
+    always paid from the prepaid balance, which must cover that cost."""
     now_ms = int(time.time() * 1000)
     reserve = max(1, input_tokens + max_output_tokens)
-    cost = reservation_micros(model, input_tokens, max_output_tokens) * price_factor_percent // 100
+    if unit_cost_micros is not None:
+        cost = unit_cost_micros
+    else:
+        cost = reservation_micros(model, input_tokens, max_output_tokens)
+    cost = cost * price_factor_percent // 100
     month_start, month_end = windows.month_bounds(datetime.fromtimestamp(now_ms / 1000, tz=UTC))
     window_limit = _limit(caller.window_tokens)
     args = _AdmitArgs(
@@ -116,6 +123,7 @@ async def admit(
         key_version=caller.version,
         request_id=request_id,
         counts_rpm=counts_rpm,
+        paid_only=unit_cost_micros is not None,
     )
     inflight = orjson.dumps(
         {"a": caller.account_id, "k": caller.key_id, "m": model.model_id, "t": now_ms, "s": surface}
@@ -176,6 +184,7 @@ class _AdmitArgs:
     key_version: int
     request_id: str
     counts_rpm: bool
+    paid_only: bool = False  # a unit-priced request: the balance pays, never the token window
 
     def as_argv(self, inflight: str) -> list[Any]:
         return [
@@ -193,6 +202,7 @@ class _AdmitArgs:
             self.request_id,
             inflight,
             1 if self.counts_rpm else 0,
+            1 if self.paid_only else 0,
         ]
 
 
@@ -365,13 +375,13 @@ end
 local paid, cost, wreserve = 0, 0, 0
 if wkind > 0 then
   wreserve = math.min(tonumber(ARGV[4]), wlimit)
-  if wused + wres + wreserve > wlimit then
+  if ARGV[15] == '1' or wused + wres + wreserve > wlimit then
     paid, wreserve = 1, 0
     local bal = redis.call('GET', KEYS[4])
     if not bal then return {'NEED_BALANCE'} end
     bal = tonumber(bal)
     cost = tonumber(ARGV[10])
-    if bal <= 0 then return {'BUDGET', wend, rpm_used, reset_s} end
+    if bal <= 0 and ARGV[15] ~= '1' then return {'BUDGET', wend, rpm_used, reset_s} end
     if bal < cost then return {'BALANCE', bal, rpm_used, reset_s, remaining} end
     redis.call('DECRBY', KEYS[4], cost)
   end
@@ -538,13 +548,13 @@ class MemoryLimiter:
         paid = cost = wreserve = 0
         if args.window_kind > 0:
             wreserve = min(args.reserve, args.window_limit)
-            if wused + wres + wreserve > args.window_limit:
+            if args.paid_only or wused + wres + wreserve > args.window_limit:
                 paid, wreserve = 1, 0
                 balance = self.balances.get(caller.account_id)
                 if balance is None:
                     return ["NEED_BALANCE"]
                 cost = args.cost
-                if balance <= 0:
+                if balance <= 0 and not args.paid_only:
                     return ["BUDGET", wend, rpm_used, reset_s]
                 if balance < cost:
                     return ["BALANCE", balance, rpm_used, reset_s, remaining]

@@ -289,8 +289,16 @@ async def chat(request: HttpRequest, surface: str) -> HttpResponse | StreamingHt
         return await _fail(ex, err)
 
 
-async def admit(ex: Exchange, request: HttpRequest, input_tokens: int, ceiling: int) -> None:
-    """Ask limits to admit the request; a key changed since we cached it is reloaded first."""
+async def admit(
+    ex: Exchange,
+    request: HttpRequest,
+    input_tokens: int,
+    ceiling: int,
+    *,
+    unit_cost_micros: int | None = None,
+) -> None:
+    """Ask limits to admit the request; a key changed since we cached it is reloaded first.
+    ``unit_cost_micros``: a unit-priced request's cost, paid from the balance (see limits)."""
     assert ex.caller is not None and ex.model is not None
     for _ in range(2):
         try:
@@ -301,6 +309,7 @@ async def admit(ex: Exchange, request: HttpRequest, input_tokens: int, ceiling: 
                 max_output_tokens=ceiling,
                 request_id=ex.request_id,
                 surface=ex.surface,
+                unit_cost_micros=unit_cost_micros,
             )
             return
         except limits.Stale:
@@ -314,7 +323,7 @@ async def admit(ex: Exchange, request: HttpRequest, input_tokens: int, ceiling: 
             ex.model = await resolve_model(ex.body, caller, kind=ex.model.kind)
         except limits.Refused as refused:
             ex.refusal_headers = refused.headers
-            raise refusal_error(refused, ex) from None
+            raise refusal_error(refused, ex, unit_cost_micros=unit_cost_micros) from None
         except limits.Unavailable:
             raise errors.LimitsUnavailable(
                 "Rate limits are unavailable right now (the limits store cannot be reached), so "
@@ -324,7 +333,12 @@ async def admit(ex: Exchange, request: HttpRequest, input_tokens: int, ceiling: 
     raise errors.ModelUnavailable("Admission kept finding the key changed; retry the request.")
 
 
-def refusal_error(refused: limits.Refused, ex: Exchange) -> GatewayError:
+_UNIT_NAMES = {"seconds": "second of audio", "characters": "million characters", "images": "image"}
+
+
+def refusal_error(
+    refused: limits.Refused, ex: Exchange, *, unit_cost_micros: int | None = None
+) -> GatewayError:
     caller = ex.caller
     assert caller is not None
     if refused.reason == "rpm":
@@ -345,6 +359,15 @@ def refusal_error(refused: limits.Refused, ex: Exchange) -> GatewayError:
             f"Your {caller.plan_name} token window is spent and your balance is empty. It resets "
             f"in {refused.retry_after}s; add a pay-as-you-go top-up in the dashboard to go on now.",
             retry_after=refused.retry_after,
+        )
+    if ex.model is not None and unit_cost_micros is not None:
+        balance = int(refused.headers.get("X-Balance-Micros", "0"))
+        unit = _UNIT_NAMES.get(ex.model.unit, ex.model.unit)
+        return errors.InsufficientBalance(
+            f"'{ex.model.model_id}' is priced per {unit}, and such requests are paid from your "
+            "prepaid balance, not your plan's token window: this one costs "
+            f"{money.format_usd(unit_cost_micros)} and your balance is "
+            f"{money.format_usd(max(0, balance))}. Top up your balance in the dashboard."
         )
     return errors.InsufficientBalance(
         "Your token window cannot cover this request and your prepaid balance is below its "

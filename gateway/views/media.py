@@ -114,7 +114,9 @@ async def transcriptions(request: HttpRequest) -> HttpResponseBase:
         ex.forwarded = relay.forwarded_headers(request)
         ex.forwarded["x-request-id"] = ex.request_id
         model = openai_routes(ex.model)
-        await relay.admit(ex, request, 1, 0)
+        await relay.admit(
+            ex, request, 1, 0, unit_cost_micros=media.unit_cost_micros(ex.model, units)
+        )
         build = _multipart_builder(ex, request, fields, name, data)
         opened = await routing.open_upstream(model, build, stream=False)
         ex.route = opened.route
@@ -192,7 +194,13 @@ async def speech(request: HttpRequest) -> HttpResponseBase:
         ex.forwarded = relay.forwarded_headers(request)
         ex.forwarded["x-request-id"] = ex.request_id
         model = openai_routes(ex.model)
-        await relay.admit(ex, request, tokens.count_text(str(ex.body["input"])), 0)
+        await relay.admit(
+            ex,
+            request,
+            tokens.count_text(str(ex.body["input"])),
+            0,
+            unit_cost_micros=media.unit_cost_micros(ex.model, characters),
+        )
         return await _stream_audio(ex, model, characters)
     except GatewayError as err:
         return await relay._fail(ex, err)
@@ -271,7 +279,13 @@ async def images(request: HttpRequest) -> HttpResponseBase:
         ex.forwarded = relay.forwarded_headers(request)
         ex.forwarded["x-request-id"] = ex.request_id
         model = openai_routes(ex.model)
-        await relay.admit(ex, request, tokens.count_text(str(ex.body["prompt"])), 0)
+        await relay.admit(
+            ex,
+            request,
+            tokens.count_text(str(ex.body["prompt"])),
+            0,
+            unit_cost_micros=media.unit_cost_micros(ex.model, wanted),
+        )
         opened = await routing.open_upstream(model, relay.builder(ex, "images"), stream=False)
         ex.route = opened.route
         data = relay.upstream_json(opened.response.content)

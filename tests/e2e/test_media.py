@@ -10,10 +10,11 @@ import wave
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
-from billing import money
+from billing import ledger, money
 from gateway import media, metering
 from gateway.models import CatalogModel, UsageRecord
 from tests import factories
@@ -315,3 +316,40 @@ def test_it_reads_webm_duration_from_segment_info():
         + _ebml(0x1549A966, info)
     )
     assert media.audio_seconds(webm, "webm") == (4.5, False)
+
+
+def test_a_plan_pays_media_from_the_balance_not_the_token_window(media_models, tmp_path: Path):
+    # A plan whose token window has room: chat tokens come out of the window, free; audio and
+    # images are priced per unit, so they are paid from the prepaid balance, and refused (402,
+    # nothing sent upstream, nothing charged) when it cannot cover them.
+    owner = factories.UserFactory.create()
+    acct = factories.account(owner=owner, plan_slug="pro")
+    ledger.credit(account=acct, amount_micros=100_000, idempotency_key="topup-media")
+    _, secret = factories.api_key(acct)
+    client = openai.OpenAI(
+        base_url=f"{media_models['url']}/openai/v1/", api_key=secret, max_retries=0
+    )
+    client.chat.completions.create(model="sim-gpt", messages=[{"role": "user", "content": "hi"}])
+    path = tmp_path / "hello.wav"
+    path.write_bytes(wav_bytes(3.2))
+    with path.open("rb") as audio:
+        client.audio.transcriptions.create(model="sim-whisper", file=audio)
+    client.images.generate(model="sim-image", prompt="A server farm", n=2)
+    found = {r.endpoint: r for r in records(account=acct)}
+    assert found["chat"].in_window and found["chat"].billed_micros == 0
+    for endpoint, cost in (("transcriptions", 10 * SECOND_PRICE), ("images", 2 * IMAGE_PRICE)):
+        assert not found[endpoint].in_window
+        assert found[endpoint].billed_micros == found[endpoint].cost_micros == cost
+    acct.refresh_from_db()
+    assert acct.balance_micros == 100_000 - 10 * SECOND_PRICE - 2 * IMAGE_PRICE  # 19,000 left
+
+    served = httpx.get(f"{media_models['sim']}/_sim/stats").json()["requests"]
+    with pytest.raises(openai.APIStatusError) as poor:
+        client.images.generate(model="sim-image", prompt="A server farm", n=1)
+    assert poor.value.status_code == 402 and poor.value.code == "insufficient_quota"
+    assert "costs $0.04 and your balance is $0.019" in poor.value.message
+    assert httpx.get(f"{media_models['sim']}/_sim/stats").json()["requests"] == served
+    refused = records(account=acct, status=402)
+    assert len(refused) == 1 and refused[0].billed_micros == 0
+    acct.refresh_from_db()
+    assert acct.balance_micros == 19_000
