@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+import tracemalloc
 from typing import Any
 
+import orjson
 import pytest
 from django.conf import settings
 
@@ -95,3 +97,20 @@ async def test_a_dead_processes_reservation_is_released_once_and_recorded() -> N
         0,
         "anthropic",
     )
+
+
+def test_a_buffered_record_holds_its_own_length_not_the_encoders_buffer() -> None:
+    # orjson hands back its ~8 KB working buffer whatever the output's length; a backlog of
+    # records behind a busy event loop must cost what the records weigh.
+    record = orjson.dumps({"request_id": "req_" + "0" * 24, "model": "gpt-4o", "note": "x" * 300})
+    metering.discard_local()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(1000):
+            metering.enqueue_local(orjson.dumps(orjson.loads(record)))
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+        metering.discard_local()
+    assert held < 1000 * 2 * len(record), f"{held // 1000} bytes per {len(record)}-byte record"
