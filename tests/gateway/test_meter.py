@@ -144,3 +144,16 @@ def test_metering_still_writes_when_the_channel_layer_is_broken(settings):
     }
     assert metering.flush([record(alice["account"].pk, alice["key"].pk)]) == 1
     assert UsageRecord.objects.filter(account=alice["account"]).count() == 1
+
+
+def test_watcher_counts_survive_many_open_meters():
+    # One open dashboard per account, for more accounts than a default local cache keeps.
+    ids = range(10_000, 10_600)
+    try:
+        for account_id in ids:
+            usage.watch_meter(account_id, opened=True)
+        assert usage.watched_meters(ids) == list(ids)
+    finally:
+        for account_id in ids:
+            usage.watch_meter(account_id, opened=False)
+    assert usage.watched_meters(ids) == []
