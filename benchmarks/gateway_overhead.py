@@ -219,10 +219,10 @@ def start_gateway(
             "--no-ws", "--log-level", "warning", "tokenfactory.asgi:application",
         ]  # fmt: skip
     else:
+        # What the README's run command serves with: uvicorn (uvloop, httptools), eager start.
         cmd = [
-            PY, "-m", "uvicorn", "tokenfactory.asgi:application", "--host", "127.0.0.1",
-            "--port", str(port), "--workers", str(workers), "--loop", "uvloop",
-            "--http", "httptools", "--no-access-log", "--log-level", "warning",
+            PY, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(port),
+            "--workers", str(workers), "--log-level", "warning",
         ]  # fmt: skip
     return subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
 

@@ -62,10 +62,13 @@ def free_port() -> int:
 
 class ServerThread:
     """An ASGI app served by uvicorn on a loopback port, in a thread of the test process, so it
-    shares the test database and settings."""
+    shares the test database and settings. ``eager``: with the protocol ``manage.py serve`` runs
+    (each request started in the read that brought it), as the gateway is served."""
 
-    def __init__(self, app: Any, port: int | None = None) -> None:
+    def __init__(self, app: Any, port: int | None = None, *, eager: bool = False) -> None:
         import uvicorn
+
+        from tokenfactory.server import EagerHttpToolsProtocol
 
         self.port = port or free_port()
         config = uvicorn.Config(
@@ -75,7 +78,7 @@ class ServerThread:
             log_level="warning",
             lifespan="off",
             loop="asyncio",
-            http="httptools",
+            http=EagerHttpToolsProtocol if eager else "httptools",
             ws="websockets-sansio",
         )
         self.server = uvicorn.Server(config)
@@ -125,7 +128,7 @@ def simulator() -> Iterator[ServerThread]:
 def gateway_server() -> Iterator[ServerThread]:
     from tokenfactory.asgi import application
 
-    server = ServerThread(application).start()
+    server = ServerThread(application, eager=True).start()
     yield server
     server.stop()
 

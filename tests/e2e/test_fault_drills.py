@@ -48,7 +48,8 @@ class Outcome:
 
 
 class Gateway:
-    """A gateway as a uvicorn subprocess, on the test database, with the environment given."""
+    """A gateway as a `manage.py serve` subprocess, on the test database, with the environment
+    given."""
 
     def __init__(self, env: dict[str, str]) -> None:
         self.port = free_port()
@@ -62,15 +63,12 @@ class Gateway:
         self.proc = subprocess.Popen(
             [
                 sys.executable,
-                "-m",
-                "uvicorn",
-                "tokenfactory.asgi:application",
+                "manage.py",
+                "serve",
                 "--host",
                 "127.0.0.1",
                 "--port",
                 str(self.port),
-                "--lifespan",
-                "off",
                 "--log-level",
                 "warning",
             ],

@@ -42,15 +42,12 @@ def second_gateway(live: dict[str, Any]) -> Iterator[str]:
     proc = subprocess.Popen(
         [
             sys.executable,
-            "-m",
-            "uvicorn",
-            "tokenfactory.asgi:application",
+            "manage.py",
+            "serve",
             "--host",
             "127.0.0.1",
             "--port",
             str(port),
-            "--lifespan",
-            "off",
             "--log-level",
             "warning",
         ],
