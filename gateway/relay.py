@@ -443,13 +443,13 @@ async def _complete(ex: Exchange) -> HttpResponse:
     return response
 
 
-async def _stream(ex: Exchange) -> StreamingHttpResponse:
+async def _stream(ex: Exchange) -> ByteStream:
     assert ex.model is not None
     opened = await routing.open_upstream(ex.model, builder(ex, "chat"), stream=True)
     ex.route = opened.route
     relay = _relay_for(ex, opened.route.protocol)
     # Decoded bytes: an upstream may gzip its stream even when asked not to.
-    chunks = opened.response.aiter_bytes()
+    chunks = transport.body_chunks(opened.response)
     # Wait for the upstream's first bytes before committing to a 200, so a failure this early
     # still reaches the caller as a proper status.
     try:
@@ -508,10 +508,24 @@ async def _stream(ex: Exchange) -> StreamingHttpResponse:
             else:
                 await asyncio.shield(_close_stream(ex, opened.response, relay))
 
-    response = StreamingHttpResponse(body(), content_type="text/event-stream", headers=_SSE_HEADERS)
+    response = ByteStream(body(), content_type="text/event-stream", headers=_SSE_HEADERS)
     for name, value in ex.headers().items():
         response[name] = value
     return response
+
+
+class ByteStream(StreamingHttpResponse):
+    """A streamed response whose parts are bytes already (SSE frames, audio): Django's ASGI
+    handler takes each straight from ``parts``, without the two wrapping generators (and the
+    ``make_bytes`` call) it would put around every part of a plain StreamingHttpResponse.
+    Closing it still closes ``parts`` (Django's handler does, in ``aclosing``)."""
+
+    def __init__(self, parts: AsyncIterator[bytes], **kwargs: Any) -> None:
+        super().__init__(parts, **kwargs)
+        self.parts = parts
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self.parts
 
 
 async def _close_stream(ex: Exchange, upstream: httpx.Response, relay: StreamRelay) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import httpx
@@ -167,9 +167,3 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
             except ValueError:
                 continue
     return None
-
-
-async def iter_bytes(response: httpx.Response) -> AsyncIterator[bytes]:
-    async for chunk in response.aiter_raw():
-        if chunk:
-            yield chunk

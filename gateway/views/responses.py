@@ -6,10 +6,10 @@ OpenAI-shaped answer or chunks become a Response object or Responses events."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any, cast
+from typing import Any
 
 import orjson
-from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 
 from gateway import errors, relay, tokens
 from gateway.errors import OPENAI, GatewayError
@@ -60,12 +60,12 @@ async def _complete(ex: Exchange, original: dict[str, Any]) -> HttpResponse:
     return response
 
 
-async def _stream(ex: Exchange, original: dict[str, Any]) -> StreamingHttpResponse:
+async def _stream(ex: Exchange, original: dict[str, Any]) -> relay.ByteStream:
     assert ex.model is not None
     chat = await relay._stream(ex)
     # The relay's own generator settles the request in its ``finally``; we close it ourselves
     # below so that happens as soon as our client goes away.
-    relay_body = cast(AsyncIterator[bytes], chat._iterator)  # type: ignore[attr-defined]
+    relay_body = chat.parts
     translator = responses_api.ChatToResponses(original, model=ex.model.model_id)
 
     async def body() -> AsyncIterator[bytes]:
@@ -86,7 +86,7 @@ async def _stream(ex: Exchange, original: dict[str, Any]) -> StreamingHttpRespon
             if closer is not None:
                 await closer()
 
-    response = StreamingHttpResponse(body(), content_type="text/event-stream", headers=_SSE_HEADERS)
+    response = relay.ByteStream(body(), content_type="text/event-stream", headers=_SSE_HEADERS)
     for name, value in ex.headers().items():
         response[name] = value
     return response

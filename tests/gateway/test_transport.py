@@ -1,9 +1,11 @@
 """The upstream transport against a plain socket server in a thread: requests leave at once,
-bodies of any size arrive whole, and a cancelled upload gives its connection up."""
+bodies of any size arrive whole, a cancelled upload gives its connection up, and a streamed body
+comes chunk by chunk as sent, or decoded when the upstream compressed it."""
 
 from __future__ import annotations
 
 import asyncio
+import gzip
 import hashlib
 import json
 import socket
@@ -15,7 +17,7 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from gateway.providers.transport import UpstreamTransport
+from gateway.providers.transport import UpstreamTransport, body_chunks
 
 
 @dataclass
@@ -25,6 +27,10 @@ class Upstream:
 
     url: str = ""
     read_delay: float = 0.0
+    # When set: answer with these SSE events as a chunked stream, one chunk each (gzip-compressed
+    # as one body when ``gzip``).
+    events: list[bytes] = field(default_factory=list)
+    gzip: bool = False
     received: list[bytes] = field(default_factory=list)  # each request's bytes, as they arrive
     closed: threading.Event = field(default_factory=threading.Event)
 
@@ -62,6 +68,9 @@ class Upstream:
                         return
                     buffer += chunk
                 body, buffer = buffer[:length], buffer[length:]
+                if self.events:
+                    self._stream(conn)
+                    continue
                 answer = json.dumps(
                     {"length": len(body), "sha256": hashlib.sha256(body).hexdigest()}
                 ).encode()
@@ -70,6 +79,19 @@ class Upstream:
                     + f"content-length: {len(answer)}\r\n\r\n".encode()
                     + answer
                 )
+
+    def _stream(self, conn: socket.socket) -> None:
+        head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+        head += b"transfer-encoding: chunked\r\n"
+        pieces = list(self.events)
+        if self.gzip:
+            head += b"content-encoding: gzip\r\n"
+            pieces = [gzip.compress(b"".join(pieces))]
+        conn.sendall(head + b"\r\n")
+        for piece in pieces:
+            conn.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+            time.sleep(0.01)
+        conn.sendall(b"0\r\n\r\n")
 
 
 @pytest.fixture
@@ -122,3 +144,29 @@ async def test_a_cancelled_upload_closes_its_connection_and_the_next_request_wor
         upstream.read_delay = 0.0
         assert await asyncio.to_thread(upstream.closed.wait, 10), "the connection stayed open"
         assert (await http.post(upstream.url, content=b"after")).json()["length"] == 5
+
+
+_EVENTS = [b'data: {"n": %d}\n\n' % i for i in range(5)] + [b"data: [DONE]\n\n"]
+
+
+async def _stream_through_transport(url: str) -> list[bytes]:
+    """The chunks ``body_chunks`` gives for a streamed answer, sent as the providers send."""
+    transport = UpstreamTransport(httpx.Limits(max_connections=8, keepalive_expiry=30))
+    try:
+        response = await transport.handle_async_request(httpx.Request("POST", url, content=b"{}"))
+        chunks = [chunk async for chunk in body_chunks(response)]
+        await response.aclose()
+        return chunks
+    finally:
+        await transport.aclose()
+
+
+async def test_a_stream_comes_chunk_by_chunk_as_the_upstream_sent_it(upstream):
+    upstream.events = _EVENTS
+    # Each write of the upstream (10 ms apart), as written.
+    assert await _stream_through_transport(upstream.url) == _EVENTS
+
+
+async def test_a_compressed_stream_is_decoded(upstream):
+    upstream.events, upstream.gzip = _EVENTS, True
+    assert b"".join(await _stream_through_transport(upstream.url)) == b"".join(_EVENTS)
