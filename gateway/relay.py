@@ -518,14 +518,20 @@ class ByteStream(StreamingHttpResponse):
     """A streamed response whose parts are bytes already (SSE frames, audio): Django's ASGI
     handler takes each straight from ``parts``, without the two wrapping generators (and the
     ``make_bytes`` call) it would put around every part of a plain StreamingHttpResponse.
-    Closing it still closes ``parts`` (Django's handler does, in ``aclosing``)."""
+    Closing it still closes ``parts`` (Django's handler does, in ``aclosing``). Content replaced
+    later (a middleware wrapping it) goes Django's own way."""
 
     def __init__(self, parts: AsyncIterator[bytes], **kwargs: Any) -> None:
         super().__init__(parts, **kwargs)
         self.parts = parts
+        self._direct = True
+
+    def _set_streaming_content(self, value: Any) -> None:
+        self._direct = False
+        super()._set_streaming_content(value)  # type: ignore[misc]  # (not in the stubs)
 
     def __aiter__(self) -> AsyncIterator[bytes]:
-        return self.parts
+        return self.parts if self._direct else super().__aiter__()
 
 
 async def _close_stream(ex: Exchange, upstream: httpx.Response, relay: StreamRelay) -> None:
