@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests.conftest import ServerThread
-from tokenfactory.server import EagerHttpToolsProtocol
+from tokenfactory.server import EagerHttpToolsProtocol, start_eagerly
 
 _var: contextvars.ContextVar[str] = contextvars.ContextVar("_var", default="unset")
 _seen: list[dict[str, Any]] = []
@@ -143,6 +143,37 @@ def test_a_body_that_arrives_over_several_reads_starts_as_uvicorn_starts_it(
     }
 
 
+def test_a_body_written_after_the_headers_starts_the_request_when_it_arrives(
+    server: ServerThread,
+) -> None:
+    # As httpx (under the OpenAI and Anthropic SDKs) writes a request: headers, then the body.
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(b"POST /later HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\n")
+        time.sleep(0.05)
+        sock.sendall(b"hello")
+        answer = _read_response(sock)
+    assert (answer["eager"], answer["length"], answer["same_task"]) == (True, 5, True)
+
+
+def test_a_client_that_waits_for_100_continue_gets_it(server: ServerThread) -> None:
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.settimeout(5)
+        sock.sendall(
+            b"POST /expect HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\nexpect: 100-continue\r\n\r\n"
+        )
+        assert sock.recv(1024).startswith(b"HTTP/1.1 100 Continue")
+        sock.sendall(b"body")
+        answer = _read_response(sock)
+    assert (answer["path"], answer["length"], answer["eager"]) == ("/expect", 4, False)
+
+
+def test_a_client_gone_before_its_body_leaves_the_server_serving(server: ServerThread) -> None:
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(b"POST /never HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nabc")
+    time.sleep(0.05)
+    assert httpx.get(f"{server.url}/now").json()["eager"] is True
+
+
 def test_pipelined_requests_are_answered_in_order(server: ServerThread) -> None:
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         sock.sendall(
@@ -195,3 +226,55 @@ def test_serve_refuses_several_workers_without_redis(settings: Any) -> None:
     settings.REDIS_URL = ""
     with pytest.raises(CommandError, match="--workers 2 needs REDIS_URL"):
         call_command("serve", "--workers", "2")
+
+
+async def test_start_eagerly_runs_the_first_step_at_once_as_the_task() -> None:
+    log: list[str] = []
+    tasks: list[asyncio.Task[Any] | None] = []
+
+    async def work() -> int:
+        log.append("first")
+        tasks.append(asyncio.current_task())
+        await asyncio.sleep(0.01)
+        log.append("second")
+        tasks.append(asyncio.current_task())
+        return 42
+
+    task = start_eagerly(asyncio.get_running_loop(), work(), contextvars.copy_context())
+    assert log == ["first"]  # before the event loop has run anything
+    assert await task == 42
+    assert log == ["first", "second"]
+    assert tasks == [task, task]
+
+
+async def test_a_cancellation_before_the_tasks_first_step_reaches_the_coroutine() -> None:
+    log: list[str] = []
+
+    async def work() -> None:
+        log.append("first")
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            log.append("cancelled")
+            raise
+        finally:
+            log.append("finally")
+
+    task = start_eagerly(asyncio.get_running_loop(), work(), contextvars.copy_context())
+    task.cancel()  # before the loop gave the task its first step
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert log == ["first", "cancelled", "finally"]
+
+
+async def test_a_coroutine_that_ends_in_its_first_step_gives_the_task_its_outcome() -> None:
+    async def answer() -> str:
+        return "done"
+
+    async def fail() -> None:
+        raise ValueError("in the first step")
+
+    loop = asyncio.get_running_loop()
+    assert await start_eagerly(loop, answer(), contextvars.copy_context()) == "done"
+    with pytest.raises(ValueError, match="in the first step"):
+        await start_eagerly(loop, fail(), contextvars.copy_context())
