@@ -18,7 +18,8 @@ import httpx
 import pytest
 
 from tests.conftest import ServerThread
-from tokenfactory.server import EagerHttpToolsProtocol, start_eagerly
+from tokenfactory.eager import start_eagerly
+from tokenfactory.server import EagerHttpToolsProtocol
 
 _var: contextvars.ContextVar[str] = contextvars.ContextVar("_var", default="unset")
 _seen: list[dict[str, Any]] = []

@@ -13,108 +13,13 @@ carries on from there. A body larger than uvicorn's read buffer, or one that wai
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
-import types
-from collections.abc import Coroutine, Generator
 from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-# How asyncio marks the task a step runs as (private, in every version that has eager tasks); a
-# Python without them gets uvicorn's plain start.
-_enter_task = getattr(asyncio.tasks, "_enter_task", None)
-_leave_task = getattr(asyncio.tasks, "_leave_task", None)
-
-
-def start_eagerly(
-    loop: asyncio.AbstractEventLoop,
-    coro: Coroutine[Any, Any, Any],
-    context: contextvars.Context,
-) -> asyncio.Task[Any]:
-    """A task for ``coro`` whose first step has already run, now, in ``context`` and as that
-    task (so ``current_task()``, timeouts and cancellation inside it see the task that carries it
-    on): Python 3.12's ``eager_start`` for 3.11. The task takes over where the coroutine first
-    waited; a coroutine that finished in that step gives the task its result or exception."""
-    started = _Started()
-    rest = _carry_on(coro, started)
-    rest.send(None)  # to its first yield: a cancellation from now on reaches ``coro``
-    task = loop.create_task(rest, context=context)
-    context.run(started.run, loop, task, coro)
-    return task
-
-
-class _Started:
-    """How a coroutine's eager first step ended: waiting on ``waiting``, or done."""
-
-    __slots__ = ("done", "error", "value", "waiting")
-
-    def __init__(self) -> None:
-        self.done = False
-        self.value: Any = None
-        self.error: BaseException | None = None
-        self.waiting: Any = None
-
-    def run(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        task: asyncio.Task[Any],
-        coro: Coroutine[Any, Any, Any],
-    ) -> None:
-        assert _enter_task is not None and _leave_task is not None
-        # Started from inside another task (not from a protocol callback): that one steps aside
-        # for the step, as Python 3.12 swaps the current task for an eager start.
-        outer = asyncio.current_task(loop)
-        if outer is not None:
-            _leave_task(loop, outer)
-        _enter_task(loop, task)
-        try:
-            self.waiting = coro.send(None)
-        except StopIteration as stop:
-            self.done, self.value = True, stop.value
-        except BaseException as exc:  # handed to the task, which raises it where it would have
-            self.done, self.error = True, exc
-        finally:
-            _leave_task(loop, task)
-            if outer is not None:
-                _enter_task(loop, outer)
-
-
-@types.coroutine
-def _carry_on(coro: Coroutine[Any, Any, Any], started: _Started) -> Generator[Any, Any, Any]:
-    """The rest of a coroutine whose first step ``started`` ran: hand the task what the coroutine
-    waits on (a future, or None to yield once), then let the task drive the coroutine itself.
-    Primed to its first yield before the task exists, so that even a cancellation before the
-    task's own first step is thrown into the coroutine rather than past it."""
-    thrown: BaseException | None = None
-    try:
-        yield  # primed here; the task's first step resumes it
-    except BaseException as exc:  # the task was cancelled before its first step
-        thrown = exc
-        if isinstance(started.waiting, asyncio.Future):
-            started.waiting.cancel()  # as a task's cancel() cancels what it waits on
-    if started.error is not None:
-        raise started.error
-    if started.done:
-        if thrown is not None:
-            raise thrown
-        return started.value
-    waiting = started.waiting
-    while True:
-        if thrown is not None:
-            try:
-                waiting = coro.throw(thrown)
-            except StopIteration as stop:
-                return stop.value
-            thrown = None
-            continue
-        try:
-            yield waiting
-        except BaseException as exc:  # the task was cancelled while the coroutine waited
-            thrown = exc
-            continue
-        return (yield from coro)
+from tokenfactory.eager import CAN_START_EAGERLY, start_eagerly
 
 
 class EagerHttpToolsProtocol(HttpToolsProtocol):
@@ -134,11 +39,11 @@ class EagerHttpToolsProtocol(HttpToolsProtocol):
             return
         # Started after the parser is done with this read, not from inside its callbacks.
         cycle, app = held
-        if not cycle.more_body and _enter_task is not None:
+        if not cycle.more_body and CAN_START_EAGERLY:
             self._held = None
             self._start_now(cycle, app)
         elif (
-            _enter_task is None
+            not CAN_START_EAGERLY
             or cycle.waiting_for_100_continue  # the client sends its body once the app asks
             or self.flow.read_paused  # a body past uvicorn's buffer: the app reads it on
             or self.transport.is_closing()

@@ -23,6 +23,8 @@ import aiohttp
 import httpx
 from yarl import URL
 
+from tokenfactory.eager import first_step_now
+
 _HTTP11 = {"http_version": b"HTTP/1.1"}
 # A request extension: read the whole body before returning (a non-stream call), which saves
 # httpx's chain of async iterators over a body that arrives in one piece.
@@ -151,50 +153,7 @@ class _EagerRequest(aiohttp.ClientRequest):
     only what is left, if anything, goes on in the task aiohttp makes of it."""
 
     def write_bytes(self, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, None]:
-        return _started(super().write_bytes(*args, **kwargs))
-
-
-def _started(coro: Coroutine[Any, Any, None]) -> Coroutine[Any, Any, None]:
-    """Run ``coro`` now up to its first wait; return what finishes it."""
-    try:
-        waiting = coro.send(None)
-    except StopIteration:
-        return _nothing_left()
-    except BaseException as exc:
-        return _raise(exc)  # raised where the task would have raised it
-    return _resume(coro, waiting)
-
-
-async def _nothing_left() -> None:
-    return None
-
-
-async def _raise(exc: BaseException) -> None:
-    raise exc
-
-
-async def _resume(coro: Coroutine[Any, Any, None], waiting: Any) -> None:
-    """Go on with a coroutine started by hand, as its task would: each value it yields is the
-    future it waits on (None for a bare yield); a cancellation of this task is thrown into it."""
-    while True:
-        try:
-            if waiting is None:
-                await asyncio.sleep(0)
-            else:
-                # Wait for it to settle without taking its outcome: coro takes that itself,
-                # failure included, where it waited.
-                await asyncio.wait((waiting,))
-                waiting._asyncio_future_blocking = False  # as a task resets it
-        except asyncio.CancelledError as cancelled:
-            try:
-                waiting = coro.throw(cancelled)
-            except StopIteration:
-                return
-            continue
-        try:
-            waiting = coro.send(None)
-        except StopIteration:
-            return
+        return first_step_now(super().write_bytes(*args, **kwargs))
 
 
 _REQUEST_CLASS = _EagerRequest if sys.version_info < (3, 12) else aiohttp.ClientRequest
