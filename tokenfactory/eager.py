@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import sys
 import types
 from collections.abc import Coroutine, Generator
 from typing import Any, cast
@@ -26,6 +27,8 @@ def start_eagerly(
     task (so ``current_task()``, timeouts and cancellation inside it see the task that carries it
     on): Python 3.12's ``eager_start`` for 3.11. The task takes over where the coroutine first
     waited; a coroutine that finished in that step gives the task its result or exception."""
+    if sys.version_info >= (3, 12):
+        return asyncio.Task(coro, loop=loop, context=context, eager_start=True)
     started = _Started()
     rest = _carry_on(coro, started)
     rest.send(None)  # to its first yield: a cancellation from now on reaches ``coro``
@@ -114,6 +117,8 @@ def _carry_on(coro: Coroutine[Any, Any, Any], started: _Started) -> Generator[An
 def first_step_now(coro: Coroutine[Any, Any, Any]) -> Coroutine[Any, Any, Any]:
     """Run ``coro`` now, up to its first wait, as the current task and in the current context;
     return what carries it on, to be awaited or made a task of."""
+    if sys.version_info >= (3, 12):
+        return coro  # aiohttp starts its writer eagerly itself on 3.12+
     started = _Started()
     started.step(coro)
     rest = _carry_on(coro, started)
