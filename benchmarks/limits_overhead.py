@@ -71,17 +71,17 @@ def main() -> None:
                 admission,
                 tokens=40,
                 billed_micros=0,
-                record={
-                    "request_id": f"req_b{i}",
-                    "account_id": account.pk,
-                    "key_id": caller.key_id,
-                    "surface": "openai",
-                    "model": "gpt-4o",
-                    "status": 200,
-                    "input_tokens": 20,
-                    "output_tokens": 20,
-                    "created_at_ms": int(time.time() * 1000),
-                },
+                record=metering.UsageRecord(
+                    request_id=f"req_b{i}",
+                    account_id=account.pk,
+                    key_id=caller.key_id,
+                    surface="openai",
+                    model="gpt-4o",
+                    status=200,
+                    input_tokens=20,
+                    output_tokens=20,
+                    created_at_ms=int(time.time() * 1000),
+                ),
             )
             timings.append(time.perf_counter() - started)
         return timings

@@ -24,7 +24,6 @@ import os
 import secrets
 import socket
 import threading
-import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -625,7 +624,9 @@ class _Runner:
             cost = batch_cost_micros(ex.model, ex.usage)
         admission = ex.admission
         billed = cost if admission is not None and admission.paid else 0
-        record = _record(ex, batch_id=self.batch_id, cost=cost, billed=billed)
+        record = relay.usage_record(
+            ex, cost_micros=cost, billed_micros=billed, batch_id=self.batch_id
+        )
         await _db(_finish_line)(line.pk, self.me, self.batch_id, outcome, record)
         if admission is not None:
             # The record is already in the database; this swaps the live reservation for the use
@@ -738,35 +739,6 @@ def _failure(ex: Exchange, err: GatewayError) -> _Outcome:
     return _Outcome(BatchLine.Status.FAILED, err.status, None, error)
 
 
-def _record(ex: Exchange, *, batch_id: str, cost: int, billed: int) -> dict[str, Any]:
-    usage = ex.usage or Usage()
-    caller = ex.caller
-    return {
-        "request_id": ex.request_id,
-        "account_id": caller.account_id if caller else 0,
-        "key_id": caller.key_id if caller else None,
-        "surface": ex.surface,
-        "endpoint": ex.endpoint,
-        "model": ex.model.model_id if ex.model else str(ex.body.get("model", ""))[:200],
-        "route": f"{ex.route.provider_slug}:{ex.route.upstream_model}" if ex.route else "",
-        "status": ex.status,
-        "error_code": ex.error_code,
-        "input_tokens": usage.input_tokens,
-        "output_tokens": usage.output_tokens,
-        "cached_tokens": usage.cached_tokens,
-        "reasoning_tokens": usage.reasoning_tokens,
-        "is_estimate": usage.is_estimate,
-        "cost_micros": cost,
-        "billed_micros": billed,
-        "in_window": not (ex.admission is not None and ex.admission.paid),
-        "latency_ms": int((time.monotonic() - ex.started) * 1000),
-        "ttft_ms": None,
-        "stream": False,
-        "batch_id": batch_id,
-        "created_at_ms": int(time.time() * 1000),
-    }
-
-
 # --- the runner's database steps (sync; each one short) -------------------------------------------
 
 
@@ -831,7 +803,7 @@ def _claim(batch_id: str, me: str, limit: int) -> list[_Claimed]:
 
 
 def _finish_line(
-    pk: int, me: str, batch_id: str, outcome: _Outcome, record: dict[str, Any]
+    pk: int, me: str, batch_id: str, outcome: _Outcome, record: metering.UsageRecord
 ) -> None:
     """The line's result, the batch counts, the usage record and the ledger charge: one commit."""
     with transaction.atomic():
@@ -848,7 +820,7 @@ def _finish_line(
             "completed_count" if outcome.status == BatchLine.Status.SUCCEEDED else "failed_count"
         )
         Batch.objects.filter(pk=batch_id).update(**{counter: F(counter) + 1})
-        if record["account_id"]:
+        if record.account_id:
             metering.flush([record])
 
 

@@ -24,9 +24,10 @@ from django.conf import settings
 from redis.exceptions import NoScriptError, RedisError
 
 from billing import money, windows
-from gateway import store
+from gateway import metering, store
 from gateway.auth import CHANGE_PREFIX, Caller
 from gateway.catalog import ModelInfo
+from gateway.metering import UsageRecord
 from tokenfactory.db import reconnecting
 
 INFLIGHT_KEY = "tf:inflight"
@@ -259,15 +260,13 @@ def _interpret(result: list[Any], caller: Caller, model: ModelInfo, args: _Admit
 
 
 async def settle(
-    admission: Admission, *, tokens: int, billed_micros: int, record: dict[str, Any]
+    admission: Admission, *, tokens: int, billed_micros: int, record: UsageRecord
 ) -> None:
     """Swap the reservation for what was used and queue the usage record, exactly once."""
     if admission.settled:
         return
     admission.settled = True
-    from gateway import metering
-
-    data = orjson.dumps(record)
+    data = record.to_json()
     try:
         limiter = _memory if admission.local else _limiter()
         await limiter.settle(admission, tokens, billed_micros, data)
@@ -611,8 +610,6 @@ class MemoryLimiter:
             w["used"] += tokens
         if admission.paid and caller.account_id in self.balances:
             self.balances[caller.account_id] += admission.reserved_micros - billed
-        from gateway import metering
-
         metering.enqueue_local(record)
 
 
@@ -658,17 +655,16 @@ def reap_abandoned(*, older_than_ms: int | None = None) -> int:
         if int(entry.get("t", 0)) > cutoff:
             continue
         account_id = int(entry["a"])
-        record = {
-            "request_id": request_id,
-            "account_id": account_id,
-            "key_id": entry.get("k"),
-            "surface": str(entry.get("s") or "openai"),
-            "endpoint": "chat",
-            "model": str(entry.get("m", "")),
-            "status": 499,
-            "error_code": "gateway_lost",
-            "created_at_ms": int(entry.get("t", 0)),
-        }
+        record = UsageRecord(
+            request_id=request_id,
+            account_id=account_id,
+            key_id=entry.get("k"),
+            surface=str(entry.get("s") or "openai"),
+            model=str(entry.get("m", "")),
+            status=499,
+            error_code="gateway_lost",
+            created_at_ms=int(entry.get("t", 0)),
+        )
         keys = [
             f"tf:tpm:{entry.get('k')}:0",
             f"tf:win:{account_id}",
@@ -676,7 +672,7 @@ def reap_abandoned(*, older_than_ms: int | None = None) -> int:
             INFLIGHT_KEY,
             USAGE_STREAM,
         ]
-        argv: list[Any] = [request_id, 0, 0, wstart, wreserved, paid, cost, 0, orjson.dumps(record)]
+        argv: list[Any] = [request_id, 0, 0, wstart, wreserved, paid, cost, 0, record.to_json()]
         released += int(redis.eval(_SETTLE, len(keys), *keys, *argv) or 0)
     if released:
         logger.warning("limits.reaped_abandoned", extra={"released": released})

@@ -12,6 +12,7 @@ Redis the records wait in an in-process buffer that a background task flushes.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import socket
@@ -19,8 +20,9 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Self
 
 import orjson
 from asgiref.sync import sync_to_async
@@ -42,6 +44,52 @@ _local_lock = threading.Lock()
 _flusher: dict[int, asyncio.Task[None]] = {}
 
 
+# --- the record -------------------------------------------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class UsageRecord:
+    """What one request used and cost: the one shape a usage record has from the moment a request
+    ends until it is a ``gateway.models.UsageRecord`` row. Money in integer micro-dollars."""
+
+    request_id: str
+    account_id: int
+    key_id: int | None
+    surface: str
+    model: str
+    status: int
+    created_at_ms: int
+    endpoint: str = "chat"
+    route: str = ""
+    error_code: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    is_estimate: bool = False
+    cost_micros: int = 0  # what the usage costs at the model's prices
+    billed_micros: int = 0  # what was taken from the prepaid balance (0 inside the window)
+    in_window: bool = True
+    latency_ms: int = 0
+    ttft_ms: int | None = None
+    stream: bool = False
+    batch_id: str = ""
+
+    def to_json(self) -> bytes:
+        # orjson writes dataclasses natively (its fastest path).
+        return orjson.dumps(self)
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Self:
+        """A record written by ``to_json`` (by this version or an older one: unknown keys are
+        ignored, missing optional ones take their defaults)."""
+        data = orjson.loads(raw)
+        return cls(**{name: data[name] for name in _FIELD_NAMES if name in data})
+
+
+_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(UsageRecord))
+
+
 # --- the hot path ---------------------------------------------------------------------------
 
 
@@ -55,9 +103,9 @@ def enqueue_local(record: bytes) -> None:
     _ensure_flusher()
 
 
-async def record_unadmitted(record: dict[str, Any]) -> None:
+async def record_unadmitted(record: UsageRecord) -> None:
     """A request refused before admission (bad model, limits, ...): record it, at no cost."""
-    data = orjson.dumps(record)
+    data = record.to_json()
     redis = store.client()
     if redis is None:
         enqueue_local(data)
@@ -151,7 +199,7 @@ def _drain_local(batch_size: int) -> int:
         while _local:
             batch = [_local.popleft() for _ in range(min(batch_size, len(_local)))]
             try:
-                flush([orjson.loads(b) for b in batch])
+                flush([UsageRecord.from_json(b) for b in batch])
             except Exception:
                 # Put them back in order; the next flush tries again.
                 _local.extendleft(reversed(batch))
@@ -195,7 +243,7 @@ def _flush_entries(redis: Any, entries: list[tuple[bytes, dict[bytes, bytes]]]) 
         ids.append(entry_id)
         raw = fields.get(b"r")
         if raw:
-            records.append(orjson.loads(raw))
+            records.append(UsageRecord.from_json(raw))
     flush(records)
     if ids:
         redis.xack(STREAM, GROUP, *ids)
@@ -203,7 +251,7 @@ def _flush_entries(redis: Any, entries: list[tuple[bytes, dict[bytes, bytes]]]) 
     return len(ids)
 
 
-def flush(records: Iterable[dict[str, Any]]) -> int:
+def flush(records: Iterable[UsageRecord]) -> int:
     """Write records and their balance charges; replays of the same request ids change nothing."""
     from accounts.models import Account, ApiKey
     from billing import ledger
@@ -339,30 +387,30 @@ class Row(NamedTuple):
     created_at: datetime
 
 
-def _row(r: dict[str, Any]) -> Row:
+def _row(r: UsageRecord) -> Row:
     return Row(
-        request_id=r["request_id"],
-        account_id=r["account_id"],
-        api_key_id=r.get("key_id") or None,
-        surface=r["surface"],
-        endpoint=r.get("endpoint", "chat"),
-        model=_text(r["model"], 200),
-        route=_text(r.get("route", ""), 300),
-        status=r["status"],
-        error_code=_text(r.get("error_code", ""), 60),
-        input_tokens=r.get("input_tokens", 0),
-        output_tokens=r.get("output_tokens", 0),
-        cached_tokens=r.get("cached_tokens", 0),
-        reasoning_tokens=r.get("reasoning_tokens", 0),
-        is_estimate=r.get("is_estimate", False),
-        cost_micros=r.get("cost_micros", 0),
-        billed_micros=r.get("billed_micros", 0),
-        in_window=r.get("in_window", True),
-        latency_ms=r.get("latency_ms", 0),
-        ttft_ms=r.get("ttft_ms"),
-        stream=r.get("stream", False),
-        batch_id=r.get("batch_id", ""),
-        created_at=datetime.fromtimestamp(r["created_at_ms"] / 1000, tz=UTC),
+        request_id=r.request_id,
+        account_id=r.account_id,
+        api_key_id=r.key_id or None,
+        surface=r.surface,
+        endpoint=r.endpoint,
+        model=_text(r.model, 200),
+        route=_text(r.route, 300),
+        status=r.status,
+        error_code=_text(r.error_code, 60),
+        input_tokens=r.input_tokens,
+        output_tokens=r.output_tokens,
+        cached_tokens=r.cached_tokens,
+        reasoning_tokens=r.reasoning_tokens,
+        is_estimate=r.is_estimate,
+        cost_micros=r.cost_micros,
+        billed_micros=r.billed_micros,
+        in_window=r.in_window,
+        latency_ms=r.latency_ms,
+        ttft_ms=r.ttft_ms,
+        stream=r.stream,
+        batch_id=r.batch_id,
+        created_at=datetime.fromtimestamp(r.created_at_ms / 1000, tz=UTC),
     )
 
 

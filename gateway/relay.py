@@ -556,13 +556,11 @@ async def _close_stream(ex: Exchange, upstream: httpx.Response, relay: StreamRel
         await _finish(ex)
 
 
-async def _finish(
-    ex: Exchange, *, cost_micros: int | None = None, extra: dict[str, Any] | None = None
-) -> None:
+async def _finish(ex: Exchange, *, cost_micros: int | None = None) -> None:
     """Settle the reservation and write the usage record: exactly once per request.
 
     ``cost_micros`` replaces the token price for unit-priced models (seconds, characters,
-    images); ``extra`` adds fields to the record (the unit and how many)."""
+    images)."""
     if ex.recorded:
         return
     ex.recorded = True
@@ -583,36 +581,44 @@ async def _finish(
         return
     admission = ex.admission
     billed = cost if admission is not None and admission.paid else 0
-    record = {
-        "request_id": ex.request_id,
-        "account_id": ex.caller.account_id,
-        "key_id": ex.caller.key_id,
-        "surface": ex.surface,
-        "endpoint": ex.endpoint,
-        "model": ex.model.model_id if ex.model else str(ex.body.get("model", ""))[:200],
-        "route": f"{ex.route.provider_slug}:{ex.route.upstream_model}" if ex.route else "",
-        "status": ex.status,
-        "error_code": ex.error_code,
-        "input_tokens": usage.input_tokens,
-        "output_tokens": usage.output_tokens,
-        "cached_tokens": usage.cached_tokens,
-        "reasoning_tokens": usage.reasoning_tokens,
-        "is_estimate": usage.is_estimate,
-        "cost_micros": cost,
-        "billed_micros": billed,
-        "in_window": not (admission is not None and admission.paid),
-        "latency_ms": _elapsed_ms(ex),
-        "ttft_ms": ex.ttft_ms,
-        "stream": ex.stream,
-        "created_at_ms": int(time.time() * 1000),
-        **(extra or {}),
-    }
+    record = usage_record(ex, cost_micros=cost, billed_micros=billed)
     if admission is not None:
         await limits.settle(
             admission, tokens=usage.total_tokens, billed_micros=billed, record=record
         )
     else:
         await metering.record_unadmitted(record)
+
+
+def usage_record(
+    ex: Exchange, *, cost_micros: int, billed_micros: int, batch_id: str = ""
+) -> metering.UsageRecord:
+    """The usage record of a request that has ended (the only place one is made from a request)."""
+    usage = ex.usage or Usage()
+    return metering.UsageRecord(
+        request_id=ex.request_id,
+        account_id=ex.caller.account_id if ex.caller else 0,
+        key_id=ex.caller.key_id if ex.caller else None,
+        surface=ex.surface,
+        endpoint=ex.endpoint,
+        model=ex.model.model_id if ex.model else str(ex.body.get("model", ""))[:200],
+        route=f"{ex.route.provider_slug}:{ex.route.upstream_model}" if ex.route else "",
+        status=ex.status,
+        error_code=ex.error_code,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cached_tokens=usage.cached_tokens,
+        reasoning_tokens=usage.reasoning_tokens,
+        is_estimate=usage.is_estimate,
+        cost_micros=cost_micros,
+        billed_micros=billed_micros,
+        in_window=not (ex.admission is not None and ex.admission.paid),
+        latency_ms=_elapsed_ms(ex),
+        ttft_ms=ex.ttft_ms,
+        stream=ex.stream,
+        batch_id=batch_id,
+        created_at_ms=int(time.time() * 1000),
+    )
 
 
 def _elapsed_ms(ex: Exchange) -> int:

@@ -54,7 +54,7 @@ def _reply(ex: Exchange, content: bytes, content_type: str) -> HttpResponse:
 async def finish_units(ex: Exchange, *, unit: str, units: int, cost_micros: int) -> None:
     """Settle a unit-priced request (seconds, characters, images): the same settlement and usage
     record as relay._finish, with the cost counted in the model's unit instead of tokens."""
-    await relay._finish(ex, cost_micros=cost_micros, extra={"unit": unit, "units": units})
+    await relay._finish(ex, cost_micros=cost_micros)
 
 
 # --- embeddings --------------------------------------------------------------------------------

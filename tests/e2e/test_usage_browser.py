@@ -170,17 +170,17 @@ def test_it_filters_exports_and_moves_the_live_meter(signed_in: Any) -> None:
     # The socket's first frame (the state on connect) has arrived.
     page.wait_for_function("Number(document.querySelector('[data-meter]').dataset.updates) >= 1")
     acct, key = seeded["account"], seeded["key"]
-    record = {
-        "request_id": uuid.uuid4().hex,
-        "account_id": acct.pk,
-        "key_id": key.pk,
-        "surface": "openai",
-        "model": "sim-gpt",
-        "status": 200,
-        "input_tokens": 10,
-        "output_tokens": 5,
-        "created_at_ms": int(now().timestamp() * 1000),
-    }
+    record = metering.UsageRecord(
+        request_id=uuid.uuid4().hex,
+        account_id=acct.pk,
+        key_id=key.pk,
+        surface="openai",
+        model="sim-gpt",
+        status=200,
+        input_tokens=10,
+        output_tokens=5,
+        created_at_ms=int(now().timestamp() * 1000),
+    )
     before = page.get_by_test_id("meter-rpm").inner_text()
     # Flushed from the server's event loop, as the gateway's own background drain does.
     server.call(sync_to_async(metering.flush)([record]))

@@ -38,8 +38,8 @@ def socket(cookie: str | None) -> WebsocketCommunicator:
     return WebsocketCommunicator(application, "/ws/meter/", headers=headers)
 
 
-def record(account_id: int, key_id: int, **fields: Any) -> dict[str, Any]:
-    return {
+def record(account_id: int, key_id: int, **fields: Any) -> metering.UsageRecord:
+    values: dict[str, Any] = {
         "request_id": uuid.uuid4().hex,
         "account_id": account_id,
         "key_id": key_id,
@@ -53,6 +53,7 @@ def record(account_id: int, key_id: int, **fields: Any) -> dict[str, Any]:
         "created_at_ms": int(time.time() * 1000),
         **fields,
     }
+    return metering.UsageRecord(**values)
 
 
 async def test_it_sends_the_state_on_connect_and_an_update_after_a_request_is_metered():

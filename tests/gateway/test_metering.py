@@ -18,8 +18,8 @@ from tests import factories
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def record(account_id: int, request_id: str, **extra: Any) -> dict[str, Any]:
-    return {
+def record(account_id: int, request_id: str, **extra: Any) -> metering.UsageRecord:
+    values: dict[str, Any] = {
         "request_id": request_id,
         "account_id": account_id,
         "key_id": None,
@@ -31,6 +31,7 @@ def record(account_id: int, request_id: str, **extra: Any) -> dict[str, Any]:
         "created_at_ms": int(time.time() * 1000),
         **extra,
     }
+    return metering.UsageRecord(**values)
 
 
 def test_a_replayed_record_is_written_and_charged_once() -> None:
