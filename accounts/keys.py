@@ -93,6 +93,7 @@ def issue(
         rpm_limit=rpm_limit,
         tpm_limit=tpm_limit,
     )
+    announce_change(key_hashes=[key.key_hash])
     return IssuedKey(key=key, secret=secret)
 
 
