@@ -12,30 +12,13 @@ from django.contrib.admin import helpers
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
 from django.core.exceptions import ValidationError
-from django.db import transaction
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
 from accounts import keys
 from accounts.models import Account, ApiKey, Membership, User
-from billing import ledger, money
-
-
-def invalidate_keys(key_hashes: QuerySet[ApiKey, str]) -> None:
-    """Gateway processes cache what a key may do (its plan, whether its account is active); once
-    this transaction commits, make every one of them look again."""
-    hashes = list(key_hashes)
-
-    def run() -> None:
-        from gateway import auth
-
-        for key_hash in hashes:
-            auth.invalidate(key_hash)
-
-    if hashes:
-        transaction.on_commit(run)
-
+from billing import ledger, money, plans
 
 admin.site.site_header = "Token Factory admin"
 admin.site.site_title = "Token Factory admin"
@@ -174,13 +157,14 @@ class AccountAdmin(admin.ModelAdmin[Account]):
         )
 
     def save_model(self, request: HttpRequest, obj: Account, form: Any, change: bool) -> None:
+        new_plan = obj.plan if change and "plan" in form.changed_data else None
+        if new_plan is not None:
+            obj.plan_id = form.initial["plan"]  # the plan moves through billing.plans below
         super().save_model(request, obj, form, change)
-        if change and {"plan", "is_active"} & set(form.changed_data):
-            invalidate_keys(
-                ApiKey.objects.filter(account=obj, revoked_at__isnull=True).values_list(
-                    "key_hash", flat=True
-                )
-            )
+        if new_plan is not None:
+            plans.assign_plan(account=obj, plan=new_plan)
+        if change and "is_active" in form.changed_data:
+            keys.announce_account_change(accounts=[obj])
 
     @admin.display(description="balance", ordering="balance_micros")
     def balance(self, obj: Account) -> str:
@@ -314,7 +298,7 @@ class ApiKeyAdmin(admin.ModelAdmin[ApiKey]):
 
     def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)
-        invalidate_keys(ApiKey.objects.filter(pk=obj.pk).values_list("key_hash", flat=True))
+        keys.announce_change(key_hashes=[obj.key_hash])
 
     @admin.display(description="status")
     def key_status(self, obj: ApiKey) -> str:

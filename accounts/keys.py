@@ -7,6 +7,7 @@ import hmac
 import re
 import secrets
 import string
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -14,6 +15,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils.timezone import now
 
+from accounts import signals
 from accounts.models import Account, ApiKey, User
 
 ENVIRONMENTS = ("prod", "stag", "dev")
@@ -91,6 +93,7 @@ def issue(
         rpm_limit=rpm_limit,
         tpm_limit=tpm_limit,
     )
+    announce_change(key_hashes=[key.key_hash])
     return IssuedKey(key=key, secret=secret)
 
 
@@ -134,7 +137,7 @@ def rotate(*, key: ApiKey, grace: timedelta | None = None, by: User | None = Non
         key.expires_at = min(key.expires_at, ends) if key.expires_at else ends
         key.replaced_by = successor.key
         key.save(update_fields=["expires_at", "replaced_by"])
-    _broadcast_change(key)
+    announce_change(key_hashes=[key.key_hash])
     return successor
 
 
@@ -143,7 +146,7 @@ def revoke(*, key: ApiKey) -> ApiKey:
     updated = ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=now())
     key.refresh_from_db(fields=["revoked_at"])
     if updated:
-        _broadcast_change(key)
+        announce_change(key_hashes=[key.key_hash])
     return key
 
 
@@ -168,12 +171,23 @@ def update(
         fields += ["rpm_limit", "tpm_limit"]
     if fields:
         key.save(update_fields=fields)
-        _broadcast_change(key)
+        announce_change(key_hashes=[key.key_hash])
     return key
 
 
-def _broadcast_change(key: ApiKey) -> None:
-    # Gateway processes cache key facts briefly; tell every one of them this key changed.
-    from gateway import auth
+def announce_change(*, key_hashes: Iterable[str]) -> None:
+    """Once this transaction commits, tell every process that caches key facts (the gateway's
+    processes) that these keys changed: the one place a key change is announced."""
+    hashes = list(key_hashes)
+    if hashes:
+        transaction.on_commit(lambda: signals.key_changed.send(sender=ApiKey, key_hashes=hashes))
 
-    transaction.on_commit(lambda: auth.invalidate(key.key_hash))
+
+def announce_account_change(*, accounts: Iterable[Account]) -> None:
+    """The live keys of these accounts (a list or a queryset) changed with them: their plan,
+    its limits, or whether the account is active."""
+    announce_change(
+        key_hashes=ApiKey.objects.filter(account__in=accounts, revoked_at__isnull=True).values_list(
+            "key_hash", flat=True
+        )
+    )

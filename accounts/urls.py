@@ -1,5 +1,5 @@
-"""Pages (landing, sign-up, log-in, dashboard, keys, plans, the model catalog) and the
-dashboard's key-management API."""
+"""Pages (landing, sign-up, log-in, dashboard, keys, plans) and the dashboard's key-management
+API. The gateway's pages (the model catalog, usage, batches) are routed in gateway/urls.py."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from django.urls import URLPattern, URLResolver, path
 
 from accounts import api, views
 from accounts.forms import LoginForm
-from gateway import pages
 
 urlpatterns: list[URLPattern | URLResolver] = [
     path("", views.landing, name="landing"),
@@ -57,7 +56,6 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("keys/<int:key_id>/rotate/", views.key_rotate, name="key_rotate"),
     path("keys/<int:key_id>/revoke/", views.key_revoke, name="key_revoke"),
     path("plans/", views.plans_page, name="plans"),
-    path("models/", pages.catalog, name="catalog"),
     path("api/keys/", api.KeyListApi.as_view(), name="api_keys"),
     path("api/keys/<int:key_id>/", api.KeyDetailApi.as_view(), name="api_key"),
     path("api/keys/<int:key_id>/rotate/", api.KeyRotateApi.as_view(), name="api_key_rotate"),

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import secrets
 from datetime import timedelta
-from functools import partial
 from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
-from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -22,6 +20,7 @@ from accounts import keys
 from accounts.forms import KeyCreateForm, KeyRotateForm, PlanSwitchForm, SignupForm, models_for
 from accounts.models import Account, ApiKey, User
 from accounts.services import SignupError, account_for, sign_up
+from billing import plans
 from billing.models import Plan
 from billing.money import format_usd
 
@@ -246,18 +245,6 @@ def _plans_page(request: HttpRequest, account: Account, status: int = 200) -> Ht
     return render(request, "accounts/plans.html", context, status=status)
 
 
-def change_plan(*, account: Account, plan: Plan) -> None:
-    with transaction.atomic():
-        Account.objects.filter(pk=account.pk).update(plan=plan)
-        account.plan = plan
-        hashes = list(ApiKey.objects.filter(account=account).values_list("key_hash", flat=True))
-    # Gateway processes cache each key's limits; the new plan's limits apply at once.
-    from gateway import auth
-
-    for key_hash in hashes:
-        transaction.on_commit(partial(auth.invalidate, key_hash))
-
-
 @login_required
 @require_http_methods(["GET", "POST"])
 def plans_page(request: HttpRequest) -> HttpResponse:
@@ -284,6 +271,6 @@ def plans_page(request: HttpRequest) -> HttpResponse:
         )
         return redirect("billing:billing")
     else:
-        change_plan(account=account, plan=plan)
+        plans.assign_plan(account=account, plan=plan)
         messages.success(request, f"You are now on {plan.name}. Its limits apply to every key.")
     return redirect("plans")

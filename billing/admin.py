@@ -11,6 +11,8 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.http import HttpRequest
 
+from accounts import keys
+from accounts.models import Account
 from billing import money
 from billing.models import LedgerEntry, Plan, StripeEvent, Subscription
 
@@ -103,15 +105,8 @@ class PlanAdmin(admin.ModelAdmin[Plan]):
     def save_model(self, request: HttpRequest, obj: Plan, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)
         if change and form.changed_data:
-            # Cached callers carry their plan's limits; make the gateway reload them.
-            from accounts.admin import invalidate_keys
-            from accounts.models import ApiKey
-
-            invalidate_keys(
-                ApiKey.objects.filter(account__plan=obj, revoked_at__isnull=True).values_list(
-                    "key_hash", flat=True
-                )
-            )
+            # Every key on this plan may now do something else.
+            keys.announce_account_change(accounts=Account.objects.filter(plan=obj))
 
     @admin.display(description="monthly price", ordering="monthly_price_micros")
     def monthly_price(self, obj: Plan) -> str:

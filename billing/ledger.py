@@ -10,6 +10,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 
 from accounts.models import Account, User
+from billing import signals
 from billing.models import LedgerEntry
 
 Kind = LedgerEntry.Kind
@@ -55,7 +56,7 @@ def _post(
     except IntegrityError:
         # Someone else posted the same key first: this one is a replay.
         return None
-    _mirror(account_id, amount_micros)
+    _announce(account_id, amount_micros)
     return entry
 
 
@@ -118,7 +119,7 @@ class Charge:
 def charge_many(charges: Iterable[Charge]) -> int:
     """Usage charges from metering, in one transaction; already-posted keys are skipped.
 
-    Charges are not mirrored to the live balance: admission already took them from it."""
+    Charges are not announced to the live balance: admission already took them from it."""
     unique = {c.idempotency_key: c for c in charges if c.amount_micros > 0}
     todo = list(unique.values())
     if not todo:
@@ -160,8 +161,9 @@ def charge_many(charges: Iterable[Charge]) -> int:
     return len(entries)
 
 
-def _mirror(account_id: int, amount_micros: int) -> None:
-    """Tell the live limiter the spendable balance moved (top-ups, refunds, adjustments)."""
-    from gateway import limits
-
-    transaction.on_commit(lambda: limits.balance_moved(account_id, amount_micros))
+def _announce(account_id: int, amount_micros: int) -> None:
+    transaction.on_commit(
+        lambda: signals.balance_moved.send(
+            sender=LedgerEntry, account_id=account_id, amount_micros=amount_micros
+        )
+    )

@@ -1,9 +1,14 @@
-"""Plans: the ones every install starts with, and looking one up by name."""
+"""Plans: the ones every install starts with, looking one up by name, and putting an account on
+one."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.db import transaction
+
+from accounts import keys
+from accounts.models import Account
 from billing.models import Plan
 
 STANDARD = ["standard"]
@@ -120,3 +125,15 @@ def by_name(name: str) -> Plan:
         known = ", ".join(Plan.objects.values_list("slug", flat=True))
         raise UnknownPlan(f"no plan called {name!r}; known plans: {known}")
     return plan
+
+
+def assign_plan(*, account: Account, plan: Plan) -> bool:
+    """Put ``account`` on ``plan``: the one way an account's plan changes (the plans page, Stripe's
+    subscription events, the admin). Its keys' new limits apply on every gateway process once
+    this commits. False when the account was already on that plan."""
+    with transaction.atomic():
+        changed = Account.objects.filter(pk=account.pk).exclude(plan=plan).update(plan=plan)
+        account.plan = plan
+        if changed:
+            keys.announce_account_change(accounts=[account])
+    return bool(changed)

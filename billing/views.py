@@ -21,7 +21,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from accounts.models import Account, User
 from accounts.services import account_for
-from billing import checkout, money, stripe_api, webhooks, windows
+from billing import checkout, live, money, stripe_api, webhooks, windows
 from billing.models import LedgerEntry, Plan, Subscription
 
 log = logging.getLogger(__name__)
@@ -53,13 +53,11 @@ def _user(request: HttpRequest) -> User:
 
 def _meter(account: Account) -> dict[str, Any]:
     """The account's token window right now: live from the limiter, else as last persisted."""
-    from gateway import limits
-
     plan = account.plan
     if not plan.window_tokens or plan.window_kind == Plan.WindowKind.NONE:
         return {"capped": False}
     at = now()
-    state = limits.window_state(account.pk)
+    state = live.window_state(account.pk)
     if state and state.get("start"):
         started: datetime | None = windows.from_ms(state["start"])
         used = int(state.get("used", 0)) + int(state.get("reserved", 0))

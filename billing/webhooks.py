@@ -15,7 +15,7 @@ import stripe
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
-from accounts.models import Account, ApiKey
+from accounts.models import Account
 from billing import ledger, money, plans, stripe_api
 from billing.models import Plan, StripeEvent, Subscription
 
@@ -174,17 +174,17 @@ def _subscription_event(
         sub.grace_until = None
         if plan is None:
             outcome = f"subscription {status}: unknown price {price_id!r}"
-        elif _move_plan(account, plan):
+        elif plans.assign_plan(account=account, plan=plan):
             outcome += f": moved to {plan.slug}"
     elif status in DELINQUENT:
         if sub.grace_until is None:
             sub.grace_until = created + grace_period()
-        if plan is not None and _move_plan(account, plan):
+        if plan is not None and plans.assign_plan(account=account, plan=plan):
             outcome += f": moved to {plan.slug}"
     elif status in ENDED:
         sub.grace_until = None
         fallback = plans.default()
-        if _move_plan(account, fallback):
+        if plans.assign_plan(account=account, plan=fallback):
             outcome += f": moved to {fallback.slug}"
     sub.save()
     return account, outcome
@@ -229,7 +229,7 @@ def _invoice_event(invoice: Obj, created: datetime, *, paid: bool) -> tuple[Acco
         if sub.status in DELINQUENT or not sub.status:
             sub.status = "active"
         outcome = "invoice paid"
-        if sub.plan is not None and _move_plan(account, sub.plan):
+        if sub.plan is not None and plans.assign_plan(account=account, plan=sub.plan):
             outcome += f": back on {sub.plan.slug}"
     else:
         if sub.status in LIVE or not sub.status:
@@ -260,7 +260,7 @@ def end_grace(*, at: datetime) -> int:
             sub.grace_until = None
             sub.status = "unpaid"
             sub.save(update_fields=["grace_until", "status", "updated_at"])
-            _move_plan(sub.account, fallback)
+            plans.assign_plan(account=sub.account, plan=fallback)
             moved += 1
     return moved
 
@@ -277,19 +277,6 @@ HANDLERS: dict[str, Callable[[Obj, datetime], tuple[Account | None, str]]] = {
 
 
 # --- helpers -----------------------------------------------------------------------------------
-
-
-def _move_plan(account: Account, plan: Plan) -> bool:
-    """Put the account on ``plan``; gateway processes reload its keys' limits after commit."""
-    changed = Account.objects.filter(pk=account.pk).exclude(plan=plan).update(plan=plan)
-    account.plan = plan
-    if not changed:
-        return False
-    from gateway import auth
-
-    for key_hash in ApiKey.objects.filter(account_id=account.pk).values_list("key_hash", flat=True):
-        transaction.on_commit(partial(auth.invalidate, key_hash))
-    return True
 
 
 def _account_for(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
@@ -134,14 +135,19 @@ async def is_stale(caller: Caller) -> bool:
     return await _version(caller.key_hash) != caller.version
 
 
-def invalidate(key_hash: str) -> None:
-    _cache.pop(key_hash, None)
+def invalidate(sender: object = None, *, key_hashes: Iterable[str], **kwargs: object) -> None:
+    """Forget these keys here and make every other process reload them. The receiver of
+    accounts.signals.key_changed (connected in gateway/apps.py)."""
+    hashes = list(key_hashes)
+    for key_hash in hashes:
+        _cache.pop(key_hash, None)
     redis = store.sync_client()
-    if redis is not None:
+    if redis is not None and hashes:
         # Every process compares this counter with the one it saw when it cached the key.
         pipe = redis.pipeline()
-        pipe.incr(CHANGE_PREFIX + key_hash)
-        pipe.expire(CHANGE_PREFIX + key_hash, 7 * 24 * 3600)
+        for key_hash in hashes:
+            pipe.incr(CHANGE_PREFIX + key_hash)
+            pipe.expire(CHANGE_PREFIX + key_hash, 7 * 24 * 3600)
         pipe.execute()
 
 

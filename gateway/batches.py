@@ -31,6 +31,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import orjson
 from asgiref.sync import sync_to_async
+from celery import current_app
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
@@ -494,9 +495,8 @@ def start(batch_id: str) -> None:
     if settings.CELERY_TASK_ALWAYS_EAGER:
         threading.Thread(target=run, args=(batch_id,), daemon=True, name=batch_id).start()
         return
-    from gateway import tasks
-
-    tasks.run_batch.delay(batch_id)
+    # By name: gateway.tasks imports this module, never the other way round.
+    current_app.send_task("gateway.tasks.run_batch", args=[batch_id])
 
 
 # --- running --------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from django.db import transaction
 from redis.exceptions import RedisError
 
 from gateway import store
+from gateway.catalog_seed import MODELS
 from gateway.models import CatalogModel, Provider, Route
 from tokenfactory.db import reconnecting
 
@@ -205,8 +206,6 @@ def seed(*, simulator_url: str | None = None) -> dict[str, int]:
     """Load the bundled catalog (gateway.catalog_seed), every model routed to the simulator.
 
     Idempotent: existing models, providers and routes are left as an operator edited them."""
-    from gateway.catalog_seed import MODELS
-
     base = (simulator_url or settings.SIMULATOR_URL).rstrip("/")
     counts = {"providers": 0, "models": 0, "routes": 0}
     with transaction.atomic():

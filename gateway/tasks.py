@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from celery import shared_task
 from celery.signals import worker_ready
+from django.conf import settings
 
-from gateway import metering, usage
+from gateway import batches, metering, usage
 
 
 @shared_task(ignore_result=True)
@@ -32,16 +33,12 @@ def prune_usage() -> int:
 @shared_task(ignore_result=True, acks_late=True)
 def run_batch(batch_id: str) -> None:
     """Drive one batch to its end; a no-op while another live runner holds it."""
-    from gateway import batches
-
     batches.run(batch_id)
 
 
 @shared_task(ignore_result=True)
 def expire_batches() -> int:
     """End batches past their 24-hour window (their runner marks the unrun lines expired)."""
-    from gateway import batches
-
     found = batches.overdue_ids()
     for batch_id in found:
         run_batch.delay(batch_id)
@@ -51,8 +48,6 @@ def expire_batches() -> int:
 @shared_task(ignore_result=True)
 def resume_batches() -> int:
     """Hand batches whose runner went silent (a killed worker) to a live worker."""
-    from gateway import batches
-
     found = batches.stalled_ids()
     for batch_id in found:
         run_batch.delay(batch_id)
@@ -62,7 +57,5 @@ def resume_batches() -> int:
 @worker_ready.connect
 def _resume_batches_after_restart(**_: object) -> None:
     # Once the lease of a runner that died with the last worker has lapsed, resume its batches.
-    from django.conf import settings
-
     lease_s = int(getattr(settings, "BATCH_LEASE_SECONDS", 30))
     resume_batches.apply_async(countdown=lease_s + 1)

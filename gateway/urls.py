@@ -1,11 +1,15 @@
-"""Inference routes: the OpenAI surface at /openai/v1/ and /v1/, the Anthropic one at
-/anthropic/v1/ and /v1/messages."""
+"""Every gateway route: the OpenAI surface at /openai/v1/ and /v1/, the Anthropic one at
+/anthropic/v1/ and /v1/messages (chat, media, files and batches on both), health checks, and the
+gateway's dashboard pages (the model catalog, usage, batches)."""
 
 from __future__ import annotations
 
-from django.urls import URLPattern, URLResolver, include, path, re_path
+from django.urls import URLPattern, URLResolver, path, re_path
 
-from gateway.views import anthropic, openai, shared
+from gateway.pages import batches as batches_pages
+from gateway.pages import catalog as catalog_pages
+from gateway.pages import usage as usage_pages
+from gateway.views import anthropic, batches, media, openai, responses, shared
 
 urlpatterns: list[URLPattern | URLResolver] = [
     path("openai/v1/chat/completions", openai.chat_completions),
@@ -20,10 +24,45 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("v1/messages/count_tokens", anthropic.count_tokens),
     path("v1/models", shared.models),
     path("v1/models/<path:model_id>", shared.model_detail),
-    path("", include("gateway.urls_media")),
-    path("", include("gateway.urls_batches")),
+]
+
+# Embeddings, audio, images and the Responses API.
+for prefix in ("openai/v1/", "v1/"):
+    urlpatterns += [
+        path(f"{prefix}embeddings", media.embeddings),
+        path(f"{prefix}audio/transcriptions", media.transcriptions),
+        path(f"{prefix}audio/speech", media.speech),
+        path(f"{prefix}images/generations", media.images),
+        path(f"{prefix}responses", responses.create),
+    ]
+
+# OpenAI Files and Batches; Anthropic Message Batches.
+for prefix in ("openai/v1/", "v1/"):
+    urlpatterns += [
+        path(f"{prefix}files", batches.files),
+        path(f"{prefix}files/<str:file_id>", batches.file_detail),
+        path(f"{prefix}files/<str:file_id>/content", batches.file_content),
+        path(f"{prefix}batches", batches.openai_batches),
+        path(f"{prefix}batches/<str:batch_id>", batches.openai_batch_detail),
+        path(f"{prefix}batches/<str:batch_id>/cancel", batches.openai_batch_cancel),
+    ]
+for prefix in ("anthropic/v1/", "v1/"):
+    urlpatterns += [
+        path(f"{prefix}messages/batches", batches.message_batches),
+        path(f"{prefix}messages/batches/<str:batch_id>", batches.message_batch_detail),
+        path(f"{prefix}messages/batches/<str:batch_id>/cancel", batches.message_batch_cancel),
+        path(f"{prefix}messages/batches/<str:batch_id>/results", batches.message_batch_results),
+    ]
+
+urlpatterns += [
     path("healthz", shared.healthz),
     path("readyz", shared.readyz),
+    # The gateway's dashboard pages.
+    path("models/", catalog_pages.catalog_page, name="catalog"),
+    path("usage/", usage_pages.usage_page, name="usage"),
+    path("usage/export.csv", usage_pages.usage_csv, name="usage_export"),
+    path("batches/", batches_pages.batches_page, name="batches"),
+    path("batches/files/<str:file_id>", batches_pages.download, name="batch_file"),
 ]
 
 # Included last by tokenfactory/urls.py, so every other route under these prefixes wins.

@@ -19,6 +19,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from time import monotonic
 from typing import Any, cast
 
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.cache import cache
 from django.db import IntegrityError, OperationalError, connection, transaction
@@ -27,7 +29,9 @@ from django.db.models.functions import Coalesce, TruncDay, TruncHour
 from django.utils.dateparse import parse_date, parse_datetime
 from django.utils.timezone import now
 
+from accounts.models import Account
 from billing import money, windows
+from gateway import limits
 from gateway.models import RollupWatermark, UsageRecord, UsageRollup
 
 logger = logging.getLogger("tokenfactory.usage")
@@ -627,9 +631,6 @@ def watched_meters(account_ids: Iterable[int]) -> list[int]:
 def meter_state(account_id: int, *, at: datetime | None = None) -> dict[str, Any]:
     """What the dashboard's live meter shows: token window remaining, balance, requests this
     minute."""
-    from accounts.models import Account
-    from gateway import limits
-
     at = at or now()
     account = Account.objects.select_related("plan").get(pk=account_id)
     plan = account.plan
@@ -671,9 +672,6 @@ def meter_state(account_id: int, *, at: datetime | None = None) -> dict[str, Any
 def publish_meter(account_ids: Iterable[int]) -> None:
     """Push the meter's state to every dashboard watching these accounts. Never raises: a channel
     layer that is down must not stop metering."""
-    from asgiref.sync import async_to_sync
-    from channels.layers import get_channel_layer
-
     try:
         layer = get_channel_layer()
     except Exception:

@@ -246,3 +246,20 @@ def _release_server_connections(django_db_setup: None, django_db_blocker: Any) -
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                     "WHERE datname = current_database() AND pid <> pg_backend_pid()"
                 )
+
+
+@pytest.fixture
+def key_announcements() -> Iterator[list[list[str]]]:
+    """The key hashes of every accounts.signals.key_changed sent during the test, one list per
+    announcement (sent after commit: capture on-commit callbacks where the test holds a
+    transaction)."""
+    from accounts.signals import key_changed
+
+    sent: list[list[str]] = []
+
+    def listen(sender: object, *, key_hashes: list[str], **kwargs: object) -> None:
+        sent.append(sorted(key_hashes))
+
+    key_changed.connect(listen)
+    yield sent
+    key_changed.disconnect(listen)

@@ -612,3 +612,39 @@ def test_it_makes_the_gateway_reload_the_limits_of_an_edited_plan(
     plan.refresh_from_db()
     assert plan.rpm_limit == 7
     assert not _is_cached(world.key)
+
+
+def test_it_moves_an_account_to_another_plan_through_assign_plan(
+    admin_client: Client,
+    world: World,
+    key_announcements: list[list[str]],
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    account = world.alice_account
+    _cache_caller(world.key)
+    key_announcements.clear()
+    max_plan = Plan.objects.get(slug="max")
+    data = {
+        "name": account.name,
+        "plan": str(max_plan.pk),
+        "is_active": "on",
+        "stripe_customer_id": "",
+        "memberships-TOTAL_FORMS": "0",
+        "memberships-INITIAL_FORMS": "0",
+        "memberships-MIN_NUM_FORMS": "0",
+        "memberships-MAX_NUM_FORMS": "1000",
+        "api_keys-TOTAL_FORMS": "0",
+        "api_keys-INITIAL_FORMS": "0",
+        "api_keys-MIN_NUM_FORMS": "0",
+        "api_keys-MAX_NUM_FORMS": "0",
+    }
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(_url(Account, "change", account.pk), data)
+
+    assert response.status_code == 302
+    account.refresh_from_db()
+    assert account.plan == max_plan and account.is_active
+    # One announcement with the account's live keys: what billing.plans.assign_plan sends.
+    assert key_announcements == [[world.key.key_hash]]
+    assert not _is_cached(world.key)

@@ -13,7 +13,6 @@ urlpatterns = [
     # The documented public API (django-ninja): /v1/usage and its OpenAPI document.
     path("", include("gateway.api")),
     path("", include("accounts.urls")),
-    path("", include("gateway.dashboard_urls")),
     path("billing/", include("billing.urls")),
     *fallback_patterns,
 ]

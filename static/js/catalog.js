@@ -1,4 +1,4 @@
-// The model catalog: the same filters as gateway/pages.py, applied as you type. Without this file
+// The model catalog: the same filters as gateway/pages/catalog.py, applied as you type. Without this file
 // the form submits and the server filters; with it, nothing reloads and the URL keeps the state.
 (function () {
   "use strict";

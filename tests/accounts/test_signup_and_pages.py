@@ -189,6 +189,26 @@ def test_it_switches_to_a_public_plan(signed_in: Client, alice: User) -> None:
     assert "You are now on Token Pro" in signed_in.get("/plans/").content.decode()
 
 
+def test_a_plan_switch_goes_through_assign_plan_and_reloads_every_live_key(
+    signed_in: Client,
+    alice: User,
+    key_announcements: list[list[str]],
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    account = account_for(alice)
+    first = keys.issue(account=account, name="one").key
+    second = keys.issue(account=account, name="two").key
+    keys.revoke(key=keys.issue(account=account, name="gone").key)
+    key_announcements.clear()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        signed_in.post("/plans/", {"plan": "pro"})
+
+    assert account_for(alice).plan.slug == "pro"
+    # One announcement with the live keys: what billing.plans.assign_plan sends.
+    assert key_announcements == [sorted([first.key_hash, second.key_hash])]
+
+
 def test_with_billing_on_a_paid_plan_goes_through_the_billing_page(
     signed_in: Client, alice: User, settings: Any
 ) -> None:

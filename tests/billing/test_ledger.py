@@ -45,3 +45,45 @@ def test_it_refuses_credits_that_are_not_positive_and_adjustments_without_a_reas
     with pytest.raises(ledger.LedgerError):
         ledger.adjust(account=account, amount_micros=5, idempotency_key="y", description=" ")
     assert Account.objects.get(pk=account.pk).balance_micros == 0
+
+
+@pytest.fixture
+def balance_announcements():
+    from billing.signals import balance_moved
+
+    sent = []
+
+    def listen(sender, *, account_id, amount_micros, **kwargs):
+        sent.append((account_id, amount_micros))
+
+    balance_moved.connect(listen)
+    yield sent
+    balance_moved.disconnect(listen)
+
+
+def test_it_announces_credits_and_adjustments_after_commit_but_not_replays_or_charges(
+    account, balance_announcements, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=False) as pending:
+        ledger.credit(account=account, amount_micros=5_000_000, idempotency_key="t:1")
+        assert balance_announcements == []
+    for callback in pending:
+        callback()
+    with django_capture_on_commit_callbacks(execute=True):
+        ledger.credit(account=account, amount_micros=5_000_000, idempotency_key="t:1")
+        ledger.adjust(
+            account=account, amount_micros=-1_000, idempotency_key="t:2", description="fix"
+        )
+        ledger.charge_many(
+            [
+                ledger.Charge(
+                    account_id=account.pk,
+                    amount_micros=7,
+                    idempotency_key="usage:r1",
+                    description="",
+                    reference="r1",
+                )
+            ]
+        )
+
+    assert balance_announcements == [(account.pk, 5_000_000), (account.pk, -1_000)]

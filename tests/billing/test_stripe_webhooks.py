@@ -272,6 +272,21 @@ def test_subscription_events_move_the_plan(
     assert row.status == "canceled" and row.stripe_subscription_id == sub["id"]
 
 
+def test_a_subscription_moves_the_plan_through_assign_plan_and_reloads_the_keys(
+    hook: Any, account: Account, stripe_on: FakeStripe, key_announcements: list[list[str]]
+) -> None:
+    key, _ = factories.api_key(account)
+    fake = Stripe(stripe_on, account)
+    sub = fake.subscribe("pro")
+    key_announcements.clear()
+
+    assert hook(event("customer.subscription.created", sub)).status_code == 200
+
+    assert _plan(account) == "pro"
+    # One announcement with the account's live keys: what billing.plans.assign_plan sends.
+    assert key_announcements == [[key.key_hash]]
+
+
 def test_subscription_events_out_of_order_end_in_the_right_plan(
     hook: Any, account: Account, stripe_on: FakeStripe
 ) -> None:

@@ -17,7 +17,7 @@ import time_machine
 from accounts.models import Account
 from billing import ledger
 from billing.models import LedgerEntry, Plan
-from gateway import metering
+from gateway import limits, metering
 from gateway.models import UsageRecord
 from tests import factories
 
@@ -100,6 +100,51 @@ def test_it_lets_the_openai_sdks_own_retry_honour_retry_after(live):
         )
         assert raw.http_response.status_code == 200
         assert raw.retries_taken >= 1
+
+
+def test_a_ledger_credit_moves_the_live_balance_at_once(live):
+    Plan.objects.filter(slug="test").update(window_tokens=300, tpm_limit=None, rpm_limit=None)
+    acct, secret = keyed(live)
+    client = openai.OpenAI(base_url=f"{live['url']}/openai/v1/", api_key=secret, max_retries=0)
+    msg = [{"role": "user", "content": "[[say: one two three]]"}]
+    client.chat.completions.create(model="sim-gpt", messages=msg, max_tokens=50)
+    with pytest.raises(openai.RateLimitError):
+        client.chat.completions.create(model="sim-gpt", messages=msg, max_tokens=1000)
+    assert limits.live_balance(acct.pk) == 0
+
+    ledger.credit(account=acct, amount_micros=100_000, idempotency_key="topup-live")
+
+    # billing.signals.balance_moved, heard by the gateway: no request needed to see it.
+    assert limits.live_balance(acct.pk) == 100_000
+
+
+def test_the_billing_page_shows_the_live_window_not_only_the_persisted_one(live):
+    owner = factories.UserFactory.create()
+    acct = factories.account(owner=owner, plan_slug="test")
+    _, secret = factories.api_key(acct)
+    client = openai.OpenAI(base_url=f"{live['url']}/openai/v1/", api_key=secret, max_retries=0)
+    client.chat.completions.create(
+        model="sim-gpt", messages=[{"role": "user", "content": "[[say: one two]]"}], max_tokens=50
+    )
+    wait_for_records(1, account=acct)
+    used = limits.window_state(acct.pk)["used"]
+    assert used > 0
+    Account.objects.filter(pk=acct.pk).update(window_used_tokens=0)
+
+    browser = httpx.Client(base_url=live["url"])
+    login = browser.get("/login/")
+    browser.post(
+        "/login/",
+        data={
+            "username": owner.email,
+            "password": "correct horse battery",
+            "csrfmiddlewaretoken": login.cookies["csrftoken"],
+        },
+    )
+    page = browser.get("/billing/").text
+
+    # billing.live reads the gateway's limiter, registered by gateway/apps.py.
+    assert f'data-testid="window-used">{used} <small' in page
 
 
 def test_it_pays_a_crossing_request_from_the_balance_then_refuses_with_token_budget_exceeded(live):

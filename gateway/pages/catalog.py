@@ -149,7 +149,7 @@ def _row(model: CatalogModel, *, plans: list[str], shown: bool) -> Row:
     )
 
 
-def catalog(request: HttpRequest) -> HttpResponse:
+def catalog_page(request: HttpRequest) -> HttpResponse:
     # Two queries in all: the active models and the public plans. Every model is rendered, the
     # ones filtered out hidden, so the browser can widen the filters again without a request.
     models = list(CatalogModel.objects.filter(is_active=True))
