@@ -10,15 +10,11 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import ParamSpec, TypeVar
 
 from django.db import InterfaceError, OperationalError, connection
 
-P = ParamSpec("P")
-T = TypeVar("T")
 
-
-def reconnecting(read: Callable[P, T]) -> Callable[P, T]:
+def reconnecting[**P, T](read: Callable[P, T]) -> Callable[P, T]:
     @functools.wraps(read)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
