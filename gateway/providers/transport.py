@@ -15,15 +15,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import ssl
-import sys
-from collections.abc import AsyncIterator, Coroutine
-from typing import Any
+from collections.abc import AsyncIterator
 
 import aiohttp
 import httpx
 from yarl import URL
-
-from tokenfactory.eager import first_step_now
 
 _HTTP11 = {"http_version": b"HTTP/1.1"}
 # A request extension: read the whole body before returning (a non-stream call), which saves
@@ -142,23 +138,6 @@ async def close_finished(response: httpx.Response) -> None:
     await response.aclose()
 
 
-class _EagerRequest(aiohttp.ClientRequest):
-    """Writes the request the moment it is sent, as aiohttp itself does on Python 3.12 and later.
-
-    aiohttp holds the request's headers back to send them with the body, and writes both from a
-    task. Python 3.12 starts that task eagerly; on 3.11 it waits its turn on the event loop, so
-    every upstream call left one full trip round the loop later than it could: under 64
-    concurrent clients, 2-3 ms of the gateway's added p50 and more of a stream's time to first
-    token. Here the body writer runs at once up to its first wait (a small body: to its end), and
-    only what is left, if anything, goes on in the task aiohttp makes of it."""
-
-    def write_bytes(self, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, None]:
-        return first_step_now(super().write_bytes(*args, **kwargs))
-
-
-_REQUEST_CLASS = _EagerRequest if sys.version_info < (3, 12) else aiohttp.ClientRequest
-
-
 class UpstreamTransport(httpx.AsyncBaseTransport):
     """One aiohttp session and connector per event loop, made on first use."""
 
@@ -178,7 +157,6 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 cookie_jar=aiohttp.DummyCookieJar(),
-                request_class=_REQUEST_CLASS,
                 auto_decompress=False,  # httpx decodes, as the response's headers say
             )
         return self._session
