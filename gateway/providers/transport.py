@@ -8,6 +8,8 @@ request at 64 concurrent upstream calls here, where aiohttp's costs about 0.3 ms
 This replaces the ``httpx-aiohttp`` glue, which re-parsed the URL, built a timeout object and
 entered an exception-mapping context manager per request and per body chunk: the URL and timeouts
 here are remembered (an upstream route has one of each), and errors are mapped once per call.
+Only public API on both sides: a ``httpx.AsyncBaseTransport`` whose responses carry an
+``httpx.AsyncByteStream`` over aiohttp's ``ClientResponse``.
 """
 
 from __future__ import annotations
@@ -65,10 +67,11 @@ _tails: set[asyncio.Task[None]] = set()
 class _Body(httpx.AsyncByteStream):
     """An upstream body, chunk by chunk as the socket delivers it."""
 
-    __slots__ = ("_response",)
+    __slots__ = ("_response", "_tail_read")
 
     def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response
+        self._tail_read = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         content = self._response.content
@@ -82,6 +85,8 @@ class _Body(httpx.AsyncByteStream):
             raise _mapped(exc) from exc
 
     async def aclose(self) -> None:
+        if self._tail_read:
+            return  # the tail reader releases the connection (close_after_tail)
         # Read to the end: the connection goes back to the pool; cut short: it is closed.
         self._response.release()
 
@@ -94,6 +99,7 @@ class _Body(httpx.AsyncByteStream):
         if content.is_eof() or self._response.closed:
             self._response.release()
             return
+        self._tail_read = True
         task = asyncio.get_running_loop().create_task(self._read_tail())
         _tails.add(task)
         task.add_done_callback(_tails.discard)
@@ -115,15 +121,12 @@ class _Body(httpx.AsyncByteStream):
 
 
 def body_chunks(response: httpx.Response) -> AsyncIterator[bytes]:
-    """A streamed response's decoded body, chunk by chunk as the socket delivers it: straight
-    from the connection when the upstream did not compress it (every SSE stream seen so far),
-    which spares each chunk httpx's three layers of iterators; through httpx's decoders when it
-    did."""
-    body = response.stream
+    """A streamed response's decoded body, chunk by chunk as the socket delivers it: as it came
+    when the upstream did not compress it (every SSE stream seen so far), which spares each chunk
+    httpx's decoding layers; through httpx's decoders when it did."""
     encoding = response.headers.get("content-encoding", "identity").strip().lower()
-    if isinstance(body, _Body) and encoding in ("identity", ""):
-        response.is_stream_consumed = True
-        return body.__aiter__()
+    if encoding in ("identity", ""):
+        return response.aiter_raw()
     return response.aiter_bytes()
 
 
@@ -131,10 +134,8 @@ async def close_finished(response: httpx.Response) -> None:
     """Close an upstream stream whose protocol-level end the relay has seen: at once for the
     caller, and the connection back to the pool once its last bytes arrive (``_Body``)."""
     body = response.stream
-    if isinstance(body, _Body) and not response.is_closed:
-        response.is_closed = True
+    if isinstance(body, _Body):
         body.close_after_tail()
-        return
     await response.aclose()
 
 
@@ -162,10 +163,10 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
         return self._session
 
     def _url(self, request: httpx.Request) -> URL:
-        key = request.url._uri_reference  # the same object for every request to a route
+        key = str(request.url)
         url = self._urls.get(key)
         if url is None:
-            url = URL(str(request.url), encoded=True)
+            url = URL(key, encoded=True)
             if len(self._urls) < 4096:
                 self._urls[key] = url
         return url
