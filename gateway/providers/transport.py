@@ -121,13 +121,17 @@ class _Body(httpx.AsyncByteStream):
 
 
 def body_chunks(response: httpx.Response) -> AsyncIterator[bytes]:
-    """A streamed response's decoded body, chunk by chunk as the socket delivers it: as it came
-    when the upstream did not compress it (every SSE stream seen so far), which spares each chunk
-    httpx's decoding layers; through httpx's decoders when it did."""
+    """A streamed response's decoded body, chunk by chunk as the socket delivers it: straight
+    from this transport's stream (``response.stream``) when the upstream did not compress it
+    (every SSE stream seen so far), which spares each chunk httpx's layers (about 1 us a chunk);
+    through httpx's decoders when it did."""
+    body = response.stream
     encoding = response.headers.get("content-encoding", "identity").strip().lower()
-    if encoding in ("identity", ""):
-        return response.aiter_raw()
-    return response.aiter_bytes()
+    if encoding not in ("identity", ""):
+        return response.aiter_bytes()
+    if isinstance(body, _Body):
+        return body.__aiter__()
+    return response.aiter_raw()
 
 
 async def close_finished(response: httpx.Response) -> None:
