@@ -6,7 +6,8 @@ the same simulator, in one run, stream and non-stream.
 
 It starts its own simulator and gateway on free loopback ports with a throwaway SQLite database
 (or PostgreSQL/Redis when --database-url/--redis are given), an Enterprise account and a key,
-then runs each case against both and prints the figures the README quotes.
+then runs each case against both and prints the figures the README quotes. ``--server granian``
+needs the ``bench`` extra (``pip install -e ".[bench]"``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import json
 import os
 import shutil
@@ -213,13 +215,15 @@ def start_gateway(
     server: str, workers: int, env: dict[str, str], port: int
 ) -> subprocess.Popen[bytes]:
     if server == "granian":
+        if importlib.util.find_spec("granian") is None:
+            raise SystemExit("--server granian needs granian: pip install -e '.[bench]'")
         cmd = [
             PY, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1",
             "--port", str(port), "--workers", str(workers), "--loop", "uvloop",
             "--no-ws", "--log-level", "warning", "tokenfactory.asgi:application",
         ]  # fmt: skip
     else:
-        # What the README's run command serves with: uvicorn (uvloop, httptools), eager start.
+        # What the README's run command serves with: uvicorn (uvloop, httptools), eager tasks.
         cmd = [
             PY, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(port),
             "--workers", str(workers), "--log-level", "warning",

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import HttpRequest
-from django.utils.timezone import now
 
 from accounts import keys
 from accounts.models import ApiKey
@@ -153,7 +152,3 @@ def invalidate(sender: object = None, *, key_hashes: Iterable[str], **kwargs: ob
 
 def clear() -> None:
     _cache.clear()
-
-
-def touch_last_used(key_id: int) -> None:
-    ApiKey.objects.filter(pk=key_id).update(last_used_at=now())

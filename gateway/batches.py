@@ -27,7 +27,7 @@ import threading
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import orjson
 from asgiref.sync import sync_to_async
@@ -69,8 +69,6 @@ ACTIVE = (
     Batch.Status.FINALIZING,
     Batch.Status.CANCELLING,
 )
-_P = ParamSpec("_P")
-_T = TypeVar("_T")
 
 
 def _concurrency() -> int:
@@ -81,7 +79,7 @@ def _lease() -> timedelta:
     return timedelta(seconds=max(2, int(getattr(settings, "BATCH_LEASE_SECONDS", 30))))
 
 
-def _db(fn: Callable[_P, _T]) -> Callable[_P, Awaitable[_T]]:
+def _db[**P, T](fn: Callable[P, T]) -> Callable[P, Awaitable[T]]:
     return sync_to_async(fn, thread_sensitive=True)
 
 

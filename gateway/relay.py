@@ -443,7 +443,7 @@ async def _complete(ex: Exchange) -> HttpResponse:
     return response
 
 
-async def _stream(ex: Exchange) -> ByteStream:
+async def _stream(ex: Exchange) -> StreamingHttpResponse:
     assert ex.model is not None
     opened = await routing.open_upstream(ex.model, builder(ex, "chat"), stream=True)
     ex.route = opened.route
@@ -508,30 +508,10 @@ async def _stream(ex: Exchange) -> ByteStream:
             else:
                 await asyncio.shield(_close_stream(ex, opened.response, relay))
 
-    response = ByteStream(body(), content_type="text/event-stream", headers=_SSE_HEADERS)
+    response = StreamingHttpResponse(body(), content_type="text/event-stream", headers=_SSE_HEADERS)
     for name, value in ex.headers().items():
         response[name] = value
     return response
-
-
-class ByteStream(StreamingHttpResponse):
-    """A streamed response whose parts are bytes already (SSE frames, audio): Django's ASGI
-    handler takes each straight from ``parts``, without the two wrapping generators (and the
-    ``make_bytes`` call) it would put around every part of a plain StreamingHttpResponse.
-    Closing it still closes ``parts`` (Django's handler does, in ``aclosing``). Content replaced
-    later (a middleware wrapping it) goes Django's own way."""
-
-    def __init__(self, parts: AsyncIterator[bytes], **kwargs: Any) -> None:
-        super().__init__(parts, **kwargs)
-        self.parts = parts
-        self._direct = True
-
-    def _set_streaming_content(self, value: Any) -> None:
-        self._direct = False
-        super()._set_streaming_content(value)  # type: ignore[misc]  # (not in the stubs)
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self.parts if self._direct else super().__aiter__()
 
 
 async def _close_stream(ex: Exchange, upstream: httpx.Response, relay: StreamRelay) -> None:

@@ -62,35 +62,37 @@ def free_port() -> int:
 
 class ServerThread:
     """An ASGI app served by uvicorn on a loopback port, in a thread of the test process, so it
-    shares the test database and settings. ``eager``: with the protocol ``manage.py serve`` runs
-    (each request started in the read that brought it), as the gateway is served."""
+    shares the test database and settings. ``served``: exactly as ``manage.py serve`` serves the
+    platform (``tokenfactory.server``: uvloop with eager tasks, httptools); otherwise uvicorn on
+    a plain asyncio loop (the simulator)."""
 
-    def __init__(self, app: Any, port: int | None = None, *, eager: bool = False) -> None:
+    def __init__(self, app: Any, port: int | None = None, *, served: bool = False) -> None:
         import uvicorn
 
-        from tokenfactory.server import EagerHttpToolsProtocol
+        from tokenfactory import server
 
         self.port = port or free_port()
+        options: dict[str, Any] = (
+            dict(server.OPTIONS)
+            if served
+            else {"loop": "asyncio", "http": "httptools", "lifespan": "off"}
+        )
         config = uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=self.port,
-            log_level="warning",
-            lifespan="off",
-            loop="asyncio",
-            http=EagerHttpToolsProtocol if eager else "httptools",
-            ws="websockets-sansio",
+            app, host="127.0.0.1", port=self.port, log_level="warning", **options
         )
         self.server = uvicorn.Server(config)
-        self.loop = asyncio.new_event_loop()
+        self.loop_factory = server.new_event_loop if served else asyncio.new_event_loop
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_until_complete(self.server.serve())
+        with asyncio.Runner(loop_factory=self.loop_factory) as runner:
+            self.loop = runner.get_loop()
+            runner.run(self.server.serve())
 
     def call(self, coro: Any, timeout: float = 10) -> Any:
         """Run a coroutine on the server's event loop (to look inside the running server)."""
+        assert self.loop is not None, "the server has not started"
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     @property
@@ -128,7 +130,7 @@ def simulator() -> Iterator[ServerThread]:
 def gateway_server() -> Iterator[ServerThread]:
     from tokenfactory.asgi import application
 
-    server = ServerThread(application, eager=True).start()
+    server = ServerThread(application, served=True).start()
     yield server
     server.stop()
 

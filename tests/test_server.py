@@ -1,56 +1,58 @@
-"""The server `manage.py serve` runs: uvicorn with each fully arrived request started inside the
-read that brought it. Small ASGI apps over real sockets show that the request runs eagerly and
-still behaves as a task: the same task and context after it waits, timeouts and hang-ups reach
-it, a body that takes several reads and pipelined requests are served as uvicorn serves them."""
+"""The server `manage.py serve` runs: stock uvicorn (httptools) on a uvloop loop whose tasks start
+eagerly. Small ASGI apps over real sockets show what serving must still guarantee: requests
+served, a body that comes after its headers or over many reads, pipelining, Expect: 100-continue,
+hang-ups seen by the request; the gateway itself shows that a hang-up cancels the view and its
+upstream call, and `manage.py serve` itself serves over a socket."""
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
 import json
+import os
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import ServerThread
-from tokenfactory.eager import start_eagerly
-from tokenfactory.server import EagerHttpToolsProtocol
+from tests.conftest import ServerThread, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
 
 _var: contextvars.ContextVar[str] = contextvars.ContextVar("_var", default="unset")
 _seen: list[dict[str, Any]] = []
 
 
-def _inside_read() -> bool:
-    """Whether the caller runs inside the protocol's data_received (not in a task step)."""
-    frame = sys._getframe(1)
-    while frame is not None:
-        if frame.f_code is EagerHttpToolsProtocol.data_received.__code__:
-            return True
-        frame = frame.f_back  # type: ignore[assignment]
-    return False
-
-
 async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    eager = _inside_read()
     task = asyncio.current_task()
     _var.set(scope["path"])
+    # A task made here has run up to its first wait before create_task returns (eager start).
+    steps: list[str] = []
+
+    async def child() -> None:
+        steps.append("child's first step")
+        await asyncio.sleep(0)
+
+    child_task = asyncio.create_task(child())
+    steps.append("after create_task")
+    await child_task
     body = b""
     while True:
         message = await receive()
         body += message.get("body", b"")
         if not message.get("more_body"):
             break
-    out: dict[str, Any] = {"eager": eager, "length": len(body), "path": scope["path"]}
+    out: dict[str, Any] = {"length": len(body), "path": scope["path"], "steps": steps}
+    out["loop"] = type(asyncio.get_running_loop()).__module__.split(".")[0]
     if scope["path"] == "/boom":
-        raise RuntimeError("boom in the first step")
+        raise RuntimeError("boom")
     if scope["path"] == "/timeout":
-        # The first real wait of this request is inside the timeout: the cancellation that ends
-        # it reaches the task before the task has taken its first step of its own.
         try:
             async with asyncio.timeout(0.05):
                 await asyncio.sleep(5)
@@ -60,8 +62,7 @@ async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         message = await receive()  # until the client goes away
         _seen.append({"message": message["type"], "task_is_same": asyncio.current_task() is task})
         return
-    if scope["path"] != "/now":
-        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.01)
     out["same_task"] = asyncio.current_task() is task and task is not None
     out["context"] = _var.get()
     payload = json.dumps(out).encode()
@@ -80,80 +81,62 @@ async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ServerThread]:
-    srv = ServerThread(_app, eager=True).start()
+    srv = ServerThread(_app, served=True).start()
     yield srv
     srv.stop()
 
 
-def test_a_request_starts_in_the_read_that_brought_it_and_stays_one_task(
-    server: ServerThread,
-) -> None:
+def test_a_request_is_served_on_uvloop_with_eager_tasks(server: ServerThread) -> None:
     response = httpx.post(f"{server.url}/chat", content=b"x" * 300)
     assert response.status_code == 200
     assert response.json() == {
-        "eager": True,
         "length": 300,
         "path": "/chat",
+        "steps": ["child's first step", "after create_task"],
+        "loop": "uvloop",
         "same_task": True,
         "context": "/chat",
     }
 
 
-def test_a_request_that_finishes_in_its_first_step(server: ServerThread) -> None:
-    response = httpx.get(f"{server.url}/now")
-    assert response.json()["eager"] is True
-    assert response.json()["same_task"] is True
-
-
-def test_a_timeout_in_the_first_step_reaches_the_request(server: ServerThread) -> None:
+def test_a_timeout_inside_a_request_reaches_it(server: ServerThread) -> None:
     started = time.monotonic()
     response = httpx.get(f"{server.url}/timeout")
     assert response.json()["timed_out"] is True
     assert time.monotonic() - started < 2
 
 
-def test_an_error_in_the_first_step_is_a_500(server: ServerThread) -> None:
+def test_an_error_is_a_500_and_the_server_carries_on(server: ServerThread) -> None:
     response = httpx.get(f"{server.url}/boom")
     assert response.status_code == 500
     assert response.text == "Internal Server Error"
-    # The connection and the server carry on.
     assert httpx.get(f"{server.url}/now").status_code == 200
 
 
-def test_a_body_that_arrives_over_several_reads_starts_as_uvicorn_starts_it(
-    server: ServerThread,
-) -> None:
-    with socket.create_connection(("127.0.0.1", server.port)) as sock:
-        length = 200_000
-        sock.sendall(
-            b"POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n" % length + b"a" * 1000
-        )
-        sent = 1000
-        while sent < length:
-            time.sleep(0.005)
-            piece = min(50_000, length - sent)
-            sock.sendall(b"a" * piece)
-            sent += piece
-        answer = _read_response(sock)
-    assert answer == {
-        "eager": False,
-        "length": length,
-        "path": "/upload",
-        "same_task": True,
-        "context": "/upload",
-    }
-
-
-def test_a_body_written_after_the_headers_starts_the_request_when_it_arrives(
-    server: ServerThread,
-) -> None:
+def test_a_body_written_after_the_headers_is_read_whole(server: ServerThread) -> None:
     # As httpx (under the OpenAI and Anthropic SDKs) writes a request: headers, then the body.
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         sock.sendall(b"POST /later HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\n")
         time.sleep(0.05)
         sock.sendall(b"hello")
         answer = _read_response(sock)
-    assert (answer["eager"], answer["length"], answer["same_task"]) == (True, 5, True)
+    assert (answer["path"], answer["length"], answer["same_task"]) == ("/later", 5, True)
+
+
+@pytest.mark.parametrize("length", [200_000, 5_000_000])
+def test_a_large_body_over_many_reads_is_read_whole(server: ServerThread, length: int) -> None:
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(
+            b"POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n" % length + b"a" * 1000
+        )
+        sent = 1000
+        while sent < length:
+            time.sleep(0.001)
+            piece = min(256_000, length - sent)
+            sock.sendall(b"a" * piece)
+            sent += piece
+        answer = _read_response(sock)
+    assert (answer["path"], answer["length"], answer["context"]) == ("/upload", length, "/upload")
 
 
 def test_a_client_that_waits_for_100_continue_gets_it(server: ServerThread) -> None:
@@ -165,14 +148,14 @@ def test_a_client_that_waits_for_100_continue_gets_it(server: ServerThread) -> N
         assert sock.recv(1024).startswith(b"HTTP/1.1 100 Continue")
         sock.sendall(b"body")
         answer = _read_response(sock)
-    assert (answer["path"], answer["length"], answer["eager"]) == ("/expect", 4, False)
+    assert (answer["path"], answer["length"]) == ("/expect", 4)
 
 
 def test_a_client_gone_before_its_body_leaves_the_server_serving(server: ServerThread) -> None:
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         sock.sendall(b"POST /never HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nabc")
     time.sleep(0.05)
-    assert httpx.get(f"{server.url}/now").json()["eager"] is True
+    assert httpx.get(f"{server.url}/now").status_code == 200
 
 
 def test_pipelined_requests_are_answered_in_order(server: ServerThread) -> None:
@@ -180,11 +163,14 @@ def test_pipelined_requests_are_answered_in_order(server: ServerThread) -> None:
         sock.sendall(
             b"POST /first HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\n\r\nabc"
             b"POST /second HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\nde"
+            b"GET /third HTTP/1.1\r\nhost: x\r\n\r\n"
         )
-        first, second = _read_response(sock), _read_response(sock)
-    assert (first["path"], first["length"], first["eager"]) == ("/first", 3, True)
-    # The second waited for the first's answer, then started as a plain task.
-    assert (second["path"], second["length"], second["context"]) == ("/second", 2, "/second")
+        answers = [_read_response(sock) for _ in range(3)]
+    assert [(a["path"], a["length"], a["context"]) for a in answers] == [
+        ("/first", 3, "/first"),
+        ("/second", 2, "/second"),
+        ("/third", 0, "/third"),
+    ]
 
 
 def test_a_client_that_hangs_up_is_seen_by_the_request(server: ServerThread) -> None:
@@ -221,6 +207,41 @@ def _read_response(sock: socket.socket) -> dict[str, Any]:
 _pending: dict[socket.socket, bytes] = {}
 
 
+@pytest.mark.e2e
+def test_a_client_that_hangs_up_cancels_the_view_and_its_upstream_call(
+    live: dict[str, Any], gateway_server: ServerThread
+) -> None:
+    from tests import factories
+
+    factories.model("sim-slow", routes=[(live["openai"], "sim-gpt+latency=3000")])
+
+    async def tasks() -> int:
+        return len(asyncio.all_tasks())
+
+    baseline = gateway_server.call(tasks())
+    httpx.post(f"{live['sim']}/_sim/reset")
+    body = json.dumps({"model": "sim-slow", "messages": [{"role": "user", "content": "hi"}]})
+    with socket.create_connection(("127.0.0.1", gateway_server.port)) as sock:
+        sock.sendall(
+            b"POST /openai/v1/chat/completions HTTP/1.1\r\nhost: x\r\n"
+            b"authorization: Bearer %s\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\n\r\n%s" % (live["secret"].encode(), len(body), body.encode())
+        )
+        deadline = time.monotonic() + 3
+        while httpx.get(f"{live['sim']}/_sim/stats").json()["requests"] < 1:
+            assert time.monotonic() < deadline, "the upstream call never started"
+            time.sleep(0.02)
+    hung_up = time.monotonic()
+    # The view and its tasks are gone long before the upstream would have answered...
+    while gateway_server.call(tasks()) > baseline and time.monotonic() - hung_up < 2:
+        time.sleep(0.02)
+    assert gateway_server.call(tasks()) <= baseline
+    # ...and the upstream saw its caller leave: it never answered.
+    time.sleep(max(0.0, 3.3 - (time.monotonic() - hung_up)))
+    stats = httpx.get(f"{live['sim']}/_sim/stats").json()
+    assert (stats["requests"], stats["output_tokens"]) == (1, 0)
+
+
 def test_serve_refuses_several_workers_without_redis(settings: Any) -> None:
     from django.core.management import CommandError, call_command
 
@@ -229,53 +250,34 @@ def test_serve_refuses_several_workers_without_redis(settings: Any) -> None:
         call_command("serve", "--workers", "2")
 
 
-async def test_start_eagerly_runs_the_first_step_at_once_as_the_task() -> None:
-    log: list[str] = []
-    tasks: list[asyncio.Task[Any] | None] = []
-
-    async def work() -> int:
-        log.append("first")
-        tasks.append(asyncio.current_task())
-        await asyncio.sleep(0.01)
-        log.append("second")
-        tasks.append(asyncio.current_task())
-        return 42
-
-    task = start_eagerly(asyncio.get_running_loop(), work(), contextvars.copy_context())
-    assert log == ["first"]  # before the event loop has run anything
-    assert await task == 42
-    assert log == ["first", "second"]
-    assert tasks == [task, task]
-
-
-async def test_a_cancellation_before_the_tasks_first_step_reaches_the_coroutine() -> None:
-    log: list[str] = []
-
-    async def work() -> None:
-        log.append("first")
-        try:
-            await asyncio.sleep(10)
-        except asyncio.CancelledError:
-            log.append("cancelled")
-            raise
-        finally:
-            log.append("finally")
-
-    task = start_eagerly(asyncio.get_running_loop(), work(), contextvars.copy_context())
-    task.cancel()  # before the loop gave the task its first step
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert log == ["first", "cancelled", "finally"]
-
-
-async def test_a_coroutine_that_ends_in_its_first_step_gives_the_task_its_outcome() -> None:
-    async def answer() -> str:
-        return "done"
-
-    async def fail() -> None:
-        raise ValueError("in the first step")
-
-    loop = asyncio.get_running_loop()
-    assert await start_eagerly(loop, answer(), contextvars.copy_context()) == "done"
-    with pytest.raises(ValueError, match="in the first step"):
-        await start_eagerly(loop, fail(), contextvars.copy_context())
+@pytest.mark.e2e
+@pytest.mark.parametrize("listen", ["port", "uds"])
+def test_manage_py_serve_serves_the_platform(tmp_path: Path, listen: str) -> None:
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "REDIS_URL": ""}
+    port = free_port()
+    where = ["--port", str(port)] if listen == "port" else ["--uds", str(tmp_path / "tf.sock")]
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "serve", "--log-level", "warning", *where],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    transport = httpx.HTTPTransport() if listen == "port" else httpx.HTTPTransport(uds=where[1])
+    try:
+        with httpx.Client(transport=transport, base_url=f"http://127.0.0.1:{port}") as client:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    response = client.get("/openai/v1/models")
+                    break
+                except httpx.TransportError:
+                    assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+                    assert time.monotonic() < deadline, "manage.py serve did not start"
+                    time.sleep(0.1)
+        # No key: the gateway's own 401, in OpenAI's shape.
+        assert response.status_code == 401
+        assert response.json()["error"]["type"] == "invalid_request_error"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -1,24 +1,20 @@
 """Database reads from the gateway's worker threads that survive a database restart.
 
-The inference paths run no ``request_started``/``request_finished`` signals (see handlers), so
-nothing closes a worker thread's connection after the database went away and came back: its
-next query fails on the dead socket. A read made through ``reconnecting`` drops that connection
-and tries once more on a new one.
+The inference paths send no ``request_started`` and send ``request_finished`` in the event loop's
+thread, which holds no connection (see handlers), so nothing closes a worker thread's connection
+after the database went away and came back: its next query fails on the dead socket. A read
+made through ``reconnecting`` drops that connection and tries once more on a new one.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import ParamSpec, TypeVar
 
 from django.db import InterfaceError, OperationalError, connection
 
-P = ParamSpec("P")
-T = TypeVar("T")
 
-
-def reconnecting(read: Callable[P, T]) -> Callable[P, T]:
+def reconnecting[**P, T](read: Callable[P, T]) -> Callable[P, T]:
     @functools.wraps(read)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         try:

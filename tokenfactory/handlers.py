@@ -3,17 +3,19 @@
 Django runs MiddlewareMixin middleware in async mode by handing each hook to a thread
 (``sync_to_async``), several hops per request. Inference and API calls authenticate with keys,
 not cookies, so they need no sessions, CSRF or messages: they go through a handler that has the
-same URLs and views but no middleware at all.
+same URLs and views but no middleware at all, built on Django's handler through its public
+methods only.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import tempfile
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
 
+from asgiref.sync import iscoroutinefunction, sync_to_async
 from asgiref.wsgi import WsgiToAsgi
 from django.conf import settings
 from django.contrib.staticfiles import finders
@@ -22,28 +24,41 @@ from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.exception import convert_exception_to_response
 from django.core.signals import setting_changed
 from django.http import HttpRequest, HttpResponseBase
-from django.urls import ResolverMatch, get_resolver, set_script_prefix
+from django.urls import ResolverMatch, set_script_prefix
+from django.utils.log import log_response
 from whitenoise import WhiteNoise
 
 GATEWAY_PREFIXES = ("/openai/", "/anthropic/", "/v1/")
 
 
 class MiddlewareFreeASGIHandler(ASGIHandler):
-    """Django's ASGI handler without the per-request thread hops and bookkeeping.
+    """Django's ASGI handler for the key-authenticated paths: no middleware, and none of the
+    per-request thread hops and bookkeeping.
 
-    The stock handler sends ``request_started``/``request_finished`` (whose receivers are
-    sync: each a trip through a thread) and closes every response in a thread. The views
-    behind this handler keep no database connection in the event loop (their database work
-    runs in worker threads that manage their own connections), so neither is needed: a
-    measured 1.5-2 ms of event-loop time per request at 64 concurrent clients. It also runs
-    the view in the connection's own task (one task per request fewer), reads a one-message
-    body without a spooled temporary file, and remembers where each path resolved."""
+    Built on the stock handler's public methods (``read_body``, ``create_request``,
+    ``resolve_request``, ``check_response``, ``send_response``), it overrides three:
+
+    - ``__call__`` skips the per-request ``ThreadSensitiveContext`` (the views here keep their
+      database work in worker threads that manage their own connections);
+    - ``handle`` runs the view in the connection's own task (one task per request fewer), sends
+      no ``request_started`` (its receivers are sync: a trip through a thread each) and closes
+      the response inline rather than in a thread (``request_finished``'s receivers then run in
+      the event loop's thread, which holds no database connection to close): a measured
+      1.5-2 ms of event-loop time per request at 64 concurrent clients;
+    - ``get_response_async`` resolves the path (remembered per path) and calls the view, with
+      Django's own conversion of an exception into a response, and no middleware chain.
+
+    ``read_body`` reads a one-message body (every inference call) without a spooled temporary
+    file. The stock ``__init__`` still builds the settings' middleware chain; nothing uses it."""
 
     _RESOLVED_MAX = 1024
 
     def __init__(self) -> None:
         super().__init__()
-        self._resolved: dict[str, ResolverMatch] = {}
+        self._resolved: dict[str, tuple[ResolverMatch, Any]] = {}
+        self._respond: Callable[[HttpRequest], Awaitable[HttpResponseBase]] = cast(
+            Any, convert_exception_to_response(self._view_response)
+        )
         setting_changed.connect(self._forget_routes, weak=False)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -77,7 +92,7 @@ class MiddlewareFreeASGIHandler(ASGIHandler):
         listener = asyncio.create_task(listen())
         response: HttpResponseBase | None = None
         try:
-            response = await self.run_get_response(request)
+            response = await self.get_response_async(request)
             await self.send_response(response, send)
         except asyncio.CancelledError:
             if not state["aborted"]:
@@ -86,9 +101,10 @@ class MiddlewareFreeASGIHandler(ASGIHandler):
         finally:
             state["served"] = True
             listener.cancel()
+            request.close()
             body_file.close()
         if response is not None:
-            _close_quietly(response)
+            response.close()
 
     async def read_body(self, receive: Any) -> Any:
         """The request body as a file; a body that came in one message (every inference call)
@@ -113,41 +129,48 @@ class MiddlewareFreeASGIHandler(ASGIHandler):
         body_file.seek(0)
         return body_file
 
-    def resolve_request(self, request: HttpRequest) -> ResolverMatch:
-        """URL resolution, remembered per path (a handful of paths take nearly every request);
-        paths that do not resolve are not remembered."""
+    async def get_response_async(self, request: HttpRequest) -> HttpResponseBase:
+        """The view's response, without middleware; a 4xx or 5xx logged as Django logs it."""
+        response: HttpResponseBase = await self._respond(request)
+        if response.status_code >= 400:
+            await sync_to_async(log_response, thread_sensitive=False)(
+                "%s: %s",
+                response.reason_phrase,
+                request.path,
+                response=cast(Any, response),
+                request=request,
+            )
+        return response
+
+    async def _view_response(self, request: HttpRequest) -> HttpResponseBase:
+        match, view = self._route(request)
+        response = await view(request, *match.args, **match.kwargs)
+        self.check_response(response, match.func)
+        render = getattr(response, "render", None)
+        if callable(render):  # a template response (DRF's Response is one)
+            response = await sync_to_async(render, thread_sensitive=True)()
+        return cast(HttpResponseBase, response)
+
+    def _route(self, request: HttpRequest) -> tuple[ResolverMatch, Any]:
+        """Where the path resolves, and its view ready to await (atomic if the settings ask, a
+        sync view in a thread); remembered per path (a handful of paths take nearly every
+        request), unless the path does not resolve."""
         path = request.path_info
-        match = self._resolved.get(path)
-        if match is None:
-            match = get_resolver().resolve(path)
+        found = self._resolved.get(path)
+        if found is None:
+            match = self.resolve_request(request)
+            view: Any = self.make_view_atomic(match.func)
+            if not iscoroutinefunction(view):
+                view = sync_to_async(view, thread_sensitive=True)
+            found = (match, view)
             if len(self._resolved) < self._RESOLVED_MAX:
-                self._resolved[path] = match
-        request.resolver_match = match
-        return match
+                self._resolved[path] = found
+        else:
+            request.resolver_match = found[0]
+        return found
 
     def _forget_routes(self, **kwargs: Any) -> None:
         self._resolved.clear()
-
-    def load_middleware(self, is_async: bool = False) -> None:
-        self._view_middleware: list[Any] = []
-        self._template_response_middleware: list[Any] = []
-        self._exception_middleware: list[Any] = []
-        get_response = (
-            self._get_response_async  # type: ignore[attr-defined]
-            if is_async
-            else self._get_response  # type: ignore[attr-defined]
-        )
-        handler = convert_exception_to_response(get_response)
-        self._middleware_chain = self.adapt_method_mode(is_async, handler, is_async)
-
-
-def _close_quietly(response: HttpResponseBase) -> None:
-    """HttpResponse.close() without the request_finished signal (see the handler above)."""
-    for closer in response._resource_closers:  # type: ignore[attr-defined]
-        with contextlib.suppress(Exception):
-            closer()
-    response._resource_closers.clear()  # type: ignore[attr-defined]
-    response.closed = True
 
 
 def _not_found(environ: dict[str, Any], start_response: Any) -> list[bytes]:

@@ -1,77 +1,52 @@
-"""Serve the platform with uvicorn, each request started the moment it has arrived
-(``manage.py serve``).
+"""Serve the platform with uvicorn (``manage.py serve``): uvloop, httptools, and every task started
+eagerly.
 
-This is uvicorn (uvloop, httptools) with one change: uvicorn hands each request to a new task,
-which on Python 3.11 waits its turn on the event loop before it runs a line; under load that is
-one full trip round a busy loop before the gateway even looks at a request, paid again by every
-request. Here a request starts the moment its body has fully arrived, inside the read that
-completed it, up to its first real wait (for the upstream's answer), as
-``asyncio.eager_task_factory`` does on Python 3.12 and later; the task uvicorn would have made
-carries on from there. A body larger than uvicorn's read buffer, or one that waits for
-``Expect: 100-continue``, starts as uvicorn starts it.
+Stock uvicorn, with one setting: its event loop comes from ``new_event_loop`` below (uvicorn's
+``loop`` option takes an import string naming a loop factory), a uvloop loop whose task factory
+starts tasks eagerly, as ``asyncio.eager_task_factory`` does. A new task then runs at once, up to
+its first real wait, instead of waiting its turn on the loop: each request's task as uvicorn makes
+it, the tasks Django's handler makes for the view and for the disconnect watch, and aiohttp's
+upstream request writer. Under load each of those turns is a full trip round a busy loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
+from collections.abc import Coroutine
 from typing import Any
 
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+import uvloop
 
-from tokenfactory.eager import CAN_START_EAGERLY, start_eagerly
+# What ``loop=`` names: uvicorn imports it in every worker process and calls it for the loop.
+LOOP_FACTORY = "tokenfactory.server:new_event_loop"
 
 
-class EagerHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, starting each fully arrived request at once (see above)."""
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """A uvloop event loop that starts every task eagerly."""
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    loop.set_task_factory(eager_task)
+    return loop
 
-    _feeding = False
-    _held: tuple[RequestResponseCycle, Any] | None = None
 
-    def data_received(self, data: bytes) -> None:
-        self._feeding = True
-        try:
-            super().data_received(data)
-        finally:
-            self._feeding = False
-        held = self._held
-        if held is None:
-            return
-        # Started after the parser is done with this read, not from inside its callbacks.
-        cycle, app = held
-        if not cycle.more_body and CAN_START_EAGERLY:
-            self._held = None
-            self._start_now(cycle, app)
-        elif (
-            not CAN_START_EAGERLY
-            or cycle.waiting_for_100_continue  # the client sends its body once the app asks
-            or self.flow.read_paused  # a body past uvicorn's buffer: the app reads it on
-            or self.transport.is_closing()
-        ):
-            self._held = None
-            super()._start_asgi_task(cycle, app)
-        # Otherwise the body is on its way in the next read (HTTP clients such as httpx, which
-        # the OpenAI and Anthropic SDKs use, write headers and body separately): start then.
+def eager_task(
+    loop: asyncio.AbstractEventLoop,
+    coro: Coroutine[Any, Any, Any],
+    *,
+    name: str | None = None,
+    context: contextvars.Context | None = None,
+    eager_start: bool | None = None,
+) -> asyncio.Task[Any]:
+    """``asyncio.eager_task_factory``, for any loop: uvloop on Python 3.13 hands a task factory
+    an ``eager_start`` argument (as asyncio itself will from 3.14), which 3.12's and 3.13's
+    ``eager_task_factory`` does not take. Every task starts eagerly, whatever the caller asked."""
+    return asyncio.Task(coro, loop=loop, name=name, context=context, eager_start=True)
 
-    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
-        if self._feeding and self._held is None:
-            # The request's headers are in; its body may be in this read or the next: hold the
-            # start until the body is complete (see data_received).
-            self._held = (cycle, app)
-            return
-        super()._start_asgi_task(cycle, app)
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._held = None  # a request whose body never came: nothing to run
-        super().connection_lost(exc)
-
-    def _start_now(self, cycle: RequestResponseCycle, app: Any) -> None:
-        context = (
-            contextvars.Context() if self.config.reset_contextvars else contextvars.copy_context()
-        )
-        task = start_eagerly(self.loop, cycle.run_asgi(app), context)
-        task.add_done_callback(self.tasks.discard)
-        self.tasks.add(task)
+# How ``manage.py serve`` runs uvicorn, whatever the address and workers: uvloop with eager tasks,
+# httptools, no lifespan events (the app has none). The tests' servers use the same.
+OPTIONS: dict[str, Any] = {"loop": LOOP_FACTORY, "http": "httptools", "lifespan": "off"}
 
 
 def run(
@@ -87,21 +62,18 @@ def run(
     root_path: str = "",
     timeout_keep_alive: int = 5,
 ) -> None:
-    """Serve ``tokenfactory.asgi`` until interrupted: uvloop, httptools with the eager start above,
-    no lifespan events (the app has none), ``workers`` processes sharing the socket."""
+    """Serve ``tokenfactory.asgi`` until interrupted, ``workers`` processes sharing the socket."""
     uvicorn.run(
         "tokenfactory.asgi:application",
         host=host,
         port=port,
         uds=uds,
         workers=workers,
-        loop="uvloop",
-        http=EagerHttpToolsProtocol,
-        lifespan="off",
         access_log=access_log,
         log_level=log_level,
         proxy_headers=proxy_headers,
         forwarded_allow_ips=forwarded_allow_ips,
         root_path=root_path,
         timeout_keep_alive=timeout_keep_alive,
+        **OPTIONS,
     )

@@ -1,10 +1,10 @@
-"""Request bodies from one protocol's shape to the other's (reference: translation.md §1-§6).
+"""Request bodies from one protocol's shape to the other's (chat completions and messages).
 
 Built from an allow-list: fields the target has no use for (seed, penalties, logit_bias, top_k,
 cache hints, service tiers, ...) are dropped by not being copied. Fields whose meaning would be lost
 (n > 1, logprobs, audio, server tools) raise TranslationError so the client learns what to change.
 
-Choices made where the reference leaves one open:
+Choices made where the two protocols leave one open:
 - reasoning_effort -> thinking uses the budget form with LiteLLM's buckets (``THINKING_BUDGETS``);
   the reverse maps a budget back with the same thresholds.
 - an assistant tool call whose answer is missing from the history gets a placeholder

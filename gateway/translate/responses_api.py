@@ -1,4 +1,4 @@
-"""The stateless Responses API on top of chat completions (reference: openai.md §10).
+"""The stateless Responses API (OpenAI's ``POST /v1/responses``) on top of chat completions.
 
 Three pure pieces: a Responses request becomes a chat completions request (which the relay then
 sends to an OpenAI upstream as is, or through ``requests.openai_to_anthropic`` to an Anthropic

@@ -1,5 +1,6 @@
-"""Streams from one protocol's events to the other's (reference: translation.md §7): small state
-machines fed one upstream event at a time, returning what to send the client right away."""
+"""Streams from one protocol's events to the other's (OpenAI's chat completion chunks, Anthropic's
+message events): small state machines fed one upstream event at a time, returning what to send
+the client right away."""
 
 from __future__ import annotations
 

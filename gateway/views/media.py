@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import orjson
-from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 
 from gateway import auto, catalog, errors, media, relay, routing, tokens
 from gateway.auth import Caller
@@ -206,7 +206,7 @@ async def speech(request: HttpRequest) -> HttpResponseBase:
         return await relay._fail(ex, err)
 
 
-async def _stream_audio(ex: Exchange, model: ModelInfo, characters: int) -> relay.ByteStream:
+async def _stream_audio(ex: Exchange, model: ModelInfo, characters: int) -> StreamingHttpResponse:
     """Pass the upstream's audio through chunk by chunk as it arrives. Billed in full once any
     audio reached the client (the upstream has synthesised it); nothing when none did."""
     assert ex.model is not None
@@ -241,7 +241,7 @@ async def _stream_audio(ex: Exchange, model: ModelInfo, characters: int) -> rela
         finally:
             await asyncio.shield(_close_audio(ex, opened.response, state, characters, cost))
 
-    response = relay.ByteStream(body(), content_type=content_type)
+    response = StreamingHttpResponse(body(), content_type=content_type)
     for name, value in ex.headers().items():
         response[name] = value
     return response

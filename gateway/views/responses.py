@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
-from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 
 from gateway import errors, relay, tokens
 from gateway.errors import OPENAI, GatewayError
@@ -60,12 +60,14 @@ async def _complete(ex: Exchange, original: dict[str, Any]) -> HttpResponse:
     return response
 
 
-async def _stream(ex: Exchange, original: dict[str, Any]) -> relay.ByteStream:
+async def _stream(ex: Exchange, original: dict[str, Any]) -> StreamingHttpResponse:
     assert ex.model is not None
     chat = await relay._stream(ex)
-    # The relay's own generator settles the request in its ``finally``; we close it ourselves
-    # below so that happens as soon as our client goes away.
-    relay_body = chat.parts
+    # The relay's own generator settles the request in its ``finally``. A client that goes away
+    # cancels the response, and the cancellation runs that ``finally`` through these iterators;
+    # closing Django's wrapper below leaves the relay's generator to asyncio's finalizer.
+    relay_body = chat.streaming_content
+    assert isinstance(relay_body, AsyncIterator)  # the relay streams asynchronously
     translator = responses_api.ChatToResponses(original, model=ex.model.model_id)
 
     async def body() -> AsyncIterator[bytes]:
@@ -86,7 +88,7 @@ async def _stream(ex: Exchange, original: dict[str, Any]) -> relay.ByteStream:
             if closer is not None:
                 await closer()
 
-    response = relay.ByteStream(body(), content_type="text/event-stream", headers=_SSE_HEADERS)
+    response = StreamingHttpResponse(body(), content_type="text/event-stream", headers=_SSE_HEADERS)
     for name, value in ex.headers().items():
         response[name] = value
     return response

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import struct
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import MutableMapping
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -537,3 +540,26 @@ async def test_it_completes_the_asgi_lifespan():
 
     await asyncio.wait_for(app({"type": "lifespan"}, receive, send), 2)
     assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+
+
+def test_the_simulator_imports_nothing_of_the_project_outside_itself():
+    # In a fresh interpreter: what serving the simulator loads, apart from the package it sits in.
+    code = (
+        "import sys, gateway.simulator.server, gateway.simulator.app\n"
+        "print('\\n'.join(sorted(sys.modules)))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    ours = [
+        name
+        for name in loaded
+        if name.split(".")[0] in ("gateway", "tokenfactory", "accounts", "billing", "django")
+        and name != "gateway"
+        and not name.startswith("gateway.simulator")
+    ]
+    assert ours == []

@@ -17,7 +17,12 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from gateway.providers.transport import UpstreamTransport, body_chunks
+from gateway.providers.transport import (
+    READ_WHOLE,
+    UpstreamTransport,
+    body_chunks,
+    close_finished,
+)
 
 
 @dataclass
@@ -33,6 +38,7 @@ class Upstream:
     gzip: bool = False
     received: list[bytes] = field(default_factory=list)  # each request's bytes, as they arrive
     closed: threading.Event = field(default_factory=threading.Event)
+    connections: int = 0  # accepted so far
 
     def serve(self, listener: socket.socket) -> None:
         while True:
@@ -40,6 +46,7 @@ class Upstream:
                 conn, _ = listener.accept()
             except OSError:
                 return
+            self.connections += 1
             threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
 
     def _connection(self, conn: socket.socket) -> None:
@@ -170,3 +177,29 @@ async def test_a_stream_comes_chunk_by_chunk_as_the_upstream_sent_it(upstream):
 async def test_a_compressed_stream_is_decoded(upstream):
     upstream.events, upstream.gzip = _EVENTS, True
     assert b"".join(await _stream_through_transport(upstream.url)) == b"".join(_EVENTS)
+
+
+async def test_a_finished_stream_closes_at_once_and_its_connection_is_used_again(upstream):
+    upstream.events = _EVENTS
+    # As the providers send: straight to the transport.
+    transport = UpstreamTransport(httpx.Limits(max_connections=8, keepalive_expiry=30))
+    try:
+        response = await transport.handle_async_request(
+            httpx.Request("POST", upstream.url, content=b"{}")
+        )
+        async for chunk in body_chunks(response):
+            if chunk.endswith(b"[DONE]\n\n"):
+                break  # the protocol's end: the chunked body's last chunk is still to come
+        started = time.monotonic()
+        await close_finished(response)
+        assert response.is_closed
+        assert time.monotonic() - started < 0.005, "closing waited for the body's end"
+        upstream.events = []
+        await asyncio.sleep(0.05)  # the body's last chunk arrives; the connection is free
+        again = await transport.handle_async_request(
+            httpx.Request("POST", upstream.url, content=b"next", extensions={READ_WHOLE: True})
+        )
+        assert json.loads(again.content)["length"] == 4
+    finally:
+        await transport.aclose()
+    assert upstream.connections == 1
