@@ -24,7 +24,7 @@ from django.conf import settings
 from redis.exceptions import NoScriptError, RedisError
 
 from billing import money, windows
-from gateway import metering, store
+from gateway import auth, metering, store
 from gateway.auth import CHANGE_PREFIX, Caller
 from gateway.catalog import ModelInfo
 from gateway.metering import UsageRecord
@@ -608,6 +608,8 @@ class MemoryLimiter:
             }
 
     async def admit(self, caller: Caller, req: AdmitRequest) -> Decision:
+        if req.key_version != auth.local_version(caller.key_hash):
+            return Decision(outcome="stale")
         now = req.now_ms
         minute = now // 60_000
         self._prune(minute)
