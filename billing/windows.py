@@ -56,9 +56,17 @@ def from_ms(ms: int) -> datetime:
 HOUR_MS = 3_600_000
 
 
+_last_month_ms = (0, 0)
+
+
 def month_bounds_ms(now_ms: int) -> tuple[int, int]:
-    start, end = month_bounds(from_ms(now_ms))
-    return to_ms(start), to_ms(end)
+    global _last_month_ms
+    start, end = _last_month_ms
+    if start <= now_ms < end:  # every admission asks; the answer changes once a month
+        return start, end
+    found = month_bounds(from_ms(now_ms))
+    _last_month_ms = to_ms(found[0]), to_ms(found[1])
+    return _last_month_ms
 
 
 def in_force_ms(

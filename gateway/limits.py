@@ -553,13 +553,11 @@ def _sha(script: str) -> str:
 
 class RedisLimiter:
     async def _run(self, script: str, keys: list[str], argv: list[Any]) -> Any:
-        redis = store.client()
-        assert redis is not None
         # One round trip: EVALSHA, falling back to EVAL the first time a server sees the script.
         try:
-            return await redis.evalsha(_sha(script), len(keys), *keys, *argv)
+            return await store.call("EVALSHA", _sha(script), len(keys), *keys, *argv)
         except NoScriptError:
-            return await redis.eval(script, len(keys), *keys, *argv)
+            return await store.call("EVAL", script, len(keys), *keys, *argv)
 
     async def admit(self, caller: Caller, req: AdmitRequest) -> Decision:
         minute = req.now_ms // 60_000
