@@ -147,8 +147,6 @@ _multiplexed: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[
 
 async def _open(loop: asyncio.AbstractEventLoop, url: str) -> _Multiplexed:
     parts = urlsplit(url)
-    if parts.scheme != "redis":
-        raise RedisConnectionError(f"the hot path speaks redis:// only, not {parts.scheme}://")
     try:
         async with asyncio.timeout(CONNECT_TIMEOUT_S):
             _, conn = await loop.create_connection(
@@ -174,13 +172,19 @@ async def call(*args: Any) -> Any:
     """Send one command on this event loop's shared connection and return its reply (bytes,
     ints, lists, as redis-py without decoding); a RedisError when Redis cannot be reached or
     refuses the command."""
+    url = settings.REDIS_URL
+    if not url.startswith("redis://"):
+        # TLS (rediss://) and unix sockets: redis-py's client, one pooled connection a command.
+        redis_client = client()
+        assert redis_client is not None
+        return await redis_client.execute_command(*args)  # type: ignore[no-untyped-call]
     loop = asyncio.get_running_loop()
     opening = _multiplexed.get(loop)
     if opening is None or (
         opening.done()
         and (opening.cancelled() or opening.exception() is not None or opening.result().lost)
     ):
-        opening = _multiplexed[loop] = loop.create_task(_open(loop, settings.REDIS_URL))
+        opening = _multiplexed[loop] = loop.create_task(_open(loop, url))
     # Shielded: a caller cancelled while the connection opens must not cancel it for the others.
     conn = opening.result() if opening.done() else await asyncio.shield(opening)
     return await conn.send(args)
