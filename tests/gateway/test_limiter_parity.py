@@ -325,6 +325,19 @@ case(
     ],
 )
 case(
+    "a billion dollars of balance, to the micro-dollar",
+    {"window_tokens": 300, "balance": 10**15},
+    window_full_then_balance,
+    [
+        ("ok", "in the window", False, 0),
+        ("headers", "in the window", hdr(100)),
+        ("ok", "crosses", True, 300),
+        ("headers", "crosses", hdr(100)),
+        ("state", "reserved", (0, 5 * HOUR_MS, 0, 200), 10**15 - 300),
+        ("state", "settled", (0, 5 * HOUR_MS, 150, 200), 10**15 - 200),
+    ],
+)
+case(
     "balance short",
     {"window_tokens": 100, "balance": 50},
     balance_short,
