@@ -7,15 +7,20 @@ MICROS_PER_CENT = 10_000
 TOKENS_PER_PRICE_UNIT = 1_000_000  # prices are quoted per million tokens
 
 
-def cost_micros(tokens: int, price_per_million_micros: int) -> int:
-    """Cost of ``tokens`` at a per-million price, rounded up to the next micro-dollar.
+def round_up(numerator: int, denominator: int) -> int:
+    """The one rounding rule for money: an exact amount ``numerator / denominator`` micro-dollars,
+    with any fraction of a micro-dollar rounded UP. We never under-charge: the most a price can be
+    over by is one micro-dollar, and every price in the platform goes through here once."""
+    if numerator <= 0:
+        return 0
+    return -(-numerator // denominator)
 
-    Rounding rule: always up (ceiling), per line item, so a request is never billed less than it
-    used; the most a line can be over-billed is one micro-dollar.
-    """
+
+def cost_micros(tokens: int, price_per_million_micros: int) -> int:
+    """Cost of ``tokens`` at a per-million price (see ``round_up``)."""
     if tokens <= 0 or price_per_million_micros <= 0:
         return 0
-    return -(-tokens * price_per_million_micros // TOKENS_PER_PRICE_UNIT)
+    return round_up(tokens * price_per_million_micros, TOKENS_PER_PRICE_UNIT)
 
 
 def unit_cost_micros(units: int, price_per_unit_micros: int) -> int:
@@ -68,6 +73,44 @@ def format_price_per_million(micros: int | None) -> str:
     return "—" if micros is None else format_usd(micros, places=2)
 
 
+def request_cost(
+    *,
+    input_tokens: int = 0,
+    cached_tokens: int = 0,
+    output_tokens: int = 0,
+    input_price_micros: int | None = 0,
+    output_price_micros: int | None = 0,
+    cached_input_price_micros: int | None = None,
+    unit_cost_micros: int | None = None,
+    price_factor_percent: int = 100,
+) -> int:
+    """What one request costs, in micro-dollars: the one price computation (a live request's
+    charge, a batch line's charge and the balance reservation at admission all come from here).
+
+    - Token-priced: input, cached input and output tokens at the model's per-million prices;
+      cached input at the cached price where the model has one (else the input price), and never
+      more cached tokens than input tokens.
+    - Unit-priced (seconds, characters, images): ``unit_cost_micros``, already priced by the
+      caller; the token arguments are then ignored.
+    - ``price_factor_percent`` scales the whole price (batch lines: ``BATCH_PRICE_PERCENT``).
+
+    The exact amount is one fraction, rounded once with ``round_up`` (any fraction of a
+    micro-dollar rounds up: we never under-charge)."""
+    factor = max(0, price_factor_percent)
+    if unit_cost_micros is not None:
+        return round_up(max(0, unit_cost_micros) * factor, 100)
+    input_tokens = max(0, input_tokens)
+    cached = min(max(cached_tokens, 0), input_tokens)
+    input_price = max(0, input_price_micros or 0)
+    cached_price = input_price if cached_input_price_micros is None else cached_input_price_micros
+    exact = (
+        (input_tokens - cached) * input_price
+        + cached * max(0, cached_price)
+        + max(0, output_tokens) * max(0, output_price_micros or 0)
+    )
+    return round_up(exact * factor, TOKENS_PER_PRICE_UNIT * 100)
+
+
 def token_cost_micros(
     *,
     input_tokens: int,
@@ -77,14 +120,12 @@ def token_cost_micros(
     output_price_micros: int,
     cached_input_price_micros: int | None,
 ) -> int:
-    """What a request's tokens cost. Cached input is billed at the cached price where the model has
-    one; each of the three lines is rounded up on its own."""
-    cached = min(max(cached_tokens, 0), max(input_tokens, 0))
-    cached_price = (
-        input_price_micros if cached_input_price_micros is None else cached_input_price_micros
-    )
-    return (
-        cost_micros(input_tokens - cached, input_price_micros)
-        + cost_micros(cached, cached_price)
-        + cost_micros(output_tokens, output_price_micros)
+    """Deprecated: ``request_cost`` (kept until relay.py and batches.py call it directly)."""
+    return request_cost(
+        input_tokens=input_tokens,
+        cached_tokens=cached_tokens,
+        output_tokens=output_tokens,
+        input_price_micros=input_price_micros,
+        output_price_micros=output_price_micros,
+        cached_input_price_micros=cached_input_price_micros,
     )

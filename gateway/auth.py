@@ -94,10 +94,18 @@ def _load(secret: str, version: int) -> Caller | None:
     return caller_for(key, version) if key is not None else None
 
 
+_local_versions: dict[str, int] = {}
+
+
+def local_version(key_hash: str) -> int:
+    """The key's change counter in this process (embedded mode: no Redis to keep it)."""
+    return _local_versions.get(key_hash, 0)
+
+
 async def _version(key_hash: str) -> int:
     redis = store.client()
     if redis is None:
-        return 0
+        return local_version(key_hash)
     value = await redis.get(CHANGE_PREFIX + key_hash)
     return int(value) if value is not None else 0
 
@@ -129,8 +137,6 @@ async def authenticate(secret: str, *, refresh: bool = False) -> Caller | None:
 async def is_stale(caller: Caller) -> bool:
     """True when the key changed after this process cached it (one Redis GET). Admission does the
     same check inside its own script, so gated requests pay nothing extra for it."""
-    if store.client() is None:
-        return False
     return await _version(caller.key_hash) != caller.version
 
 
@@ -141,7 +147,12 @@ def invalidate(sender: object = None, *, key_hashes: Iterable[str], **kwargs: ob
     for key_hash in hashes:
         _cache.pop(key_hash, None)
     redis = store.sync_client()
-    if redis is not None and hashes:
+    if redis is None:
+        # A Caller cached before the change (a request between authenticating and admission)
+        # is stale at admission, as the Redis counter makes it with several processes.
+        for key_hash in hashes:
+            _local_versions[key_hash] = local_version(key_hash) + 1
+    elif hashes:
         # Every process compares this counter with the one it saw when it cached the key.
         pipe = redis.pipeline()
         for key_hash in hashes:

@@ -4,18 +4,25 @@ Admission checks and reserves, in one atomic step: the key's requests and tokens
 TPM: input estimate plus the output ceiling), the account's token window, and, when the window
 cannot cover the request, the prepaid balance at the model's prices. Settlement swaps the
 reservation for the exact usage and hands the usage record to metering. With Redis both steps are
-one Lua script call each, shared by every gateway process; without Redis (the embedded default,
-one process) the same rules run on in-process dictionaries.
+one Lua script call each (one round trip on the multiplexed connection of ``store.call``), shared
+by every gateway process; without Redis (the embedded default, one process) the same rules run on
+in-process dictionaries.
+
+The contract is named: ``admit`` builds one AdmitRequest, either limiter answers a Decision, and
+settling takes a Settlement. When a limiter has no live copy of the account's window or balance
+it answers "need_window"/"need_balance"; ``admit`` loads both from the account row and asks
+again with them, and the limiter sets whichever is still absent and decides in the same atomic
+step. When windows open, close and reset is ``billing.windows``; prices are ``money.request_cost``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import math
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -24,7 +31,7 @@ from django.conf import settings
 from redis.exceptions import NoScriptError, RedisError
 
 from billing import money, windows
-from gateway import metering, store
+from gateway import auth, metering, store
 from gateway.auth import CHANGE_PREFIX, Caller
 from gateway.catalog import ModelInfo
 from gateway.metering import UsageRecord
@@ -32,7 +39,6 @@ from tokenfactory.db import reconnecting
 
 INFLIGHT_KEY = "tf:inflight"
 USAGE_STREAM = "tf:usage"
-_WINDOW_KINDS = {"none": 0, "rolling": 1, "calendar_month": 2}
 logger = logging.getLogger("tokenfactory.limits")
 _UNLIMITED = -1
 _SHAS: dict[str, str] = {}
@@ -70,18 +76,109 @@ class Admission:
     local: bool = False  # admitted on this process's counters while Redis was down
 
 
+@dataclass(slots=True, kw_only=True)
+class AdmitRequest:
+    """Everything one admission decides on, by name: built once per request by ``admit``, read
+    field by field by ``MemoryLimiter.admit`` and (as one JSON argument) by the Redis script.
+    Limits of ``-1`` mean "no limit"."""
+
+    now_ms: int
+    request_id: str
+    key_version: int
+    counts_rpm: bool
+    rpm_limit: int
+    tpm_limit: int
+    reserve_tokens: int  # input estimate plus the output ceiling
+    window_kind: str  # "none" (no window limit), "rolling" or "calendar_month"
+    window_hours: int
+    window_limit: int
+    month_start_ms: int  # billing.windows.month_bounds_ms(now_ms), for calendar-month windows
+    month_end_ms: int
+    cost_micros: int  # the balance reservation, when the window cannot cover the request
+    paid_only: bool  # a unit-priced request: the balance pays, never the token window
+    inflight: dict[str, Any]  # what the reaper needs if this process dies before settling
+    # The account's persisted window and balance, loaded from the database only after a limiter
+    # answered "need_window" or "need_balance"; the limiter sets them only where still absent.
+    restored_start_ms: int | None = None
+    restored_end_ms: int | None = None
+    restored_used: int | None = None
+    balance_micros: int | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class Decision:
+    """What admission answered, by name. ``outcome`` is "ok", a refusal ("rpm", "tpm",
+    "budget", "balance"), "stale" (the key changed), or "need_window"/"need_balance" (load the
+    persisted state and ask again). Both limiters return one; the Redis script's reply becomes
+    one in ``_decision`` only."""
+
+    outcome: str
+    rpm_used: int = 0
+    reset_s: int = 0
+    window_remaining: int = 0
+    window_start_ms: int = 0
+    window_end_ms: int = 0
+    tpm_reserved: int = 0
+    window_reserved: int = 0
+    paid: bool = False
+    cost_micros: int = 0
+    balance_micros: int = 0
+
+
+@dataclass(slots=True, kw_only=True)
+class Settlement:
+    """What settling one request changes, by name: the reservation it made and what it used."""
+
+    request_id: str
+    account_id: int
+    key_id: int | None
+    minute: int
+    tpm_reserved: int  # 0: the key has no TPM limit (or the reaper does not know it)
+    tokens: int
+    window_start_ms: int
+    window_reserved: int
+    paid: bool
+    reserved_micros: int
+    billed_micros: int
+
+    @classmethod
+    def of(cls, admission: Admission, *, tokens: int, billed_micros: int) -> Settlement:
+        caller = admission.caller
+        return cls(
+            request_id=admission.request_id,
+            account_id=caller.account_id,
+            key_id=caller.key_id,
+            minute=admission.minute,
+            tpm_reserved=admission.tpm_reserved if caller.tpm_limit is not None else 0,
+            tokens=tokens,
+            window_start_ms=admission.window_start_ms,
+            window_reserved=admission.window_reserved,
+            paid=admission.paid,
+            reserved_micros=admission.reserved_micros,
+            billed_micros=billed_micros,
+        )
+
+
 def _limit(value: int | None) -> int:
     return _UNLIMITED if value is None else value
 
 
-def reservation_micros(model: ModelInfo, input_tokens: int, output_tokens: int) -> int:
-    return money.token_cost_micros(
+def reservation_micros(
+    model: ModelInfo,
+    input_tokens: int,
+    output_tokens: int,
+    *,
+    unit_cost_micros: int | None = None,
+    price_factor_percent: int = 100,
+) -> int:
+    """What admission holds back from the balance: the request's price at its ceiling."""
+    return money.request_cost(
         input_tokens=input_tokens,
-        cached_tokens=0,
         output_tokens=output_tokens,
-        input_price_micros=model.input_price_micros or 0,
-        output_price_micros=model.output_price_micros or 0,
-        cached_input_price_micros=None,
+        input_price_micros=model.input_price_micros,
+        output_price_micros=model.output_price_micros,
+        unit_cost_micros=unit_cost_micros,
+        price_factor_percent=price_factor_percent,
     )
 
 
@@ -102,36 +199,42 @@ async def admit(
     (audio seconds, characters, images): a plan's window counts tokens, so such a request is
     always paid from the prepaid balance, which must cover that cost."""
     now_ms = int(time.time() * 1000)
-    reserve = max(1, input_tokens + max_output_tokens)
-    if unit_cost_micros is not None:
-        cost = unit_cost_micros
-    else:
-        cost = reservation_micros(model, input_tokens, max_output_tokens)
-    cost = cost * price_factor_percent // 100
-    month_start, month_end = windows.month_bounds(datetime.fromtimestamp(now_ms / 1000, tz=UTC))
+    month_start_ms, month_end_ms = windows.month_bounds_ms(now_ms)
     window_limit = _limit(caller.window_tokens)
-    args = _AdmitArgs(
+    req = AdmitRequest(
         now_ms=now_ms,
+        request_id=request_id,
+        key_version=caller.version,
+        counts_rpm=counts_rpm,
         rpm_limit=_limit(caller.rpm_limit),
         tpm_limit=_limit(caller.tpm_limit),
-        reserve=reserve,
+        reserve_tokens=max(1, input_tokens + max_output_tokens),
+        window_kind=caller.window_kind if window_limit != _UNLIMITED else "none",
+        window_hours=caller.window_hours,
         window_limit=window_limit,
-        window_kind=_WINDOW_KINDS.get(caller.window_kind, 0) if window_limit != _UNLIMITED else 0,
-        window_len_ms=caller.window_hours * 3_600_000,
-        month_start_ms=windows.to_ms(month_start),
-        month_end_ms=windows.to_ms(month_end),
-        cost=cost,
-        key_version=caller.version,
-        request_id=request_id,
-        counts_rpm=counts_rpm,
+        month_start_ms=month_start_ms,
+        month_end_ms=month_end_ms,
+        cost_micros=reservation_micros(
+            model,
+            input_tokens,
+            max_output_tokens,
+            unit_cost_micros=unit_cost_micros,
+            price_factor_percent=price_factor_percent,
+        ),
         paid_only=unit_cost_micros is not None,
+        inflight={
+            "account_id": caller.account_id,
+            "key_id": caller.key_id,
+            "model": model.model_id,
+            "at_ms": now_ms,
+            "surface": surface,
+        },
     )
-    inflight = orjson.dumps(
-        {"a": caller.account_id, "k": caller.key_id, "m": model.model_id, "t": now_ms, "s": surface}
-    ).decode()
+    if req.window_kind not in ("none", "rolling", "calendar_month"):
+        req.window_kind = "none"
     limiter = _limiter()
     try:
-        return await _admit_on(limiter, caller, model, args, inflight)
+        return await _admit_on(limiter, caller, model, req)
     except RedisError as exc:
         logger.warning(
             "limits.redis_down", extra={"request_id": request_id, "error": type(exc).__name__}
@@ -139,72 +242,33 @@ async def admit(
         if settings.GATEWAY_REDIS_DOWN != "open":
             raise Unavailable() from exc
     # Fail open: this process's own counters decide until Redis answers again.
-    admission = await _admit_on(_memory, caller, model, args, inflight)
+    admission = await _admit_on(_memory, caller, model, req)
     admission.local = True
     return admission
 
 
 async def _admit_on(
-    limiter: RedisLimiter | MemoryLimiter,
-    caller: Caller,
-    model: ModelInfo,
-    args: _AdmitArgs,
-    inflight: str,
+    limiter: RedisLimiter | MemoryLimiter, caller: Caller, model: ModelInfo, req: AdmitRequest
 ) -> Admission:
     for _ in range(3):
-        result = await limiter.admit(caller, args, inflight)
-        status = result[0]
-        if status == "NEED_WINDOW":
-            started, used = await sync_to_async(_persisted_window, thread_sensitive=False)(
-                caller.account_id
-            )
-            await limiter.init_window(caller.account_id, started, used, args)
-            continue
-        if status == "NEED_BALANCE":
-            balance = await sync_to_async(_persisted_balance, thread_sensitive=False)(
-                caller.account_id
-            )
-            await limiter.init_balance(caller.account_id, balance)
-            continue
-        break
-    return _interpret(result, caller, model, args)
-
-
-@dataclass(slots=True)
-class _AdmitArgs:
-    now_ms: int
-    rpm_limit: int
-    tpm_limit: int
-    reserve: int
-    window_limit: int
-    window_kind: int
-    window_len_ms: int
-    month_start_ms: int
-    month_end_ms: int
-    cost: int
-    key_version: int
-    request_id: str
-    counts_rpm: bool
-    paid_only: bool = False  # a unit-priced request: the balance pays, never the token window
-
-    def as_argv(self, inflight: str) -> list[Any]:
-        return [
-            self.now_ms,
-            self.rpm_limit,
-            self.tpm_limit,
-            self.reserve,
-            self.window_limit,
-            self.window_kind,
-            self.window_len_ms,
-            self.month_start_ms,
-            self.month_end_ms,
-            self.cost,
-            self.key_version,
-            self.request_id,
-            inflight,
-            1 if self.counts_rpm else 0,
-            1 if self.paid_only else 0,
-        ]
+        decision = await limiter.admit(caller, req)
+        if decision.outcome not in ("need_window", "need_balance"):
+            return _admission(decision, caller, model, req)
+        # The limiter has no live copy of the account's window or balance: load both (one row)
+        # and ask again; the limiter sets whichever is still absent, atomically, and decides.
+        started_ms, used, balance = await sync_to_async(_persisted, thread_sensitive=False)(
+            caller.account_id
+        )
+        start, end, used = windows.restored_ms(
+            kind=req.window_kind,
+            hours=req.window_hours,
+            started_ms=started_ms,
+            used=used,
+            now_ms=req.now_ms,
+        )
+        req.restored_start_ms, req.restored_end_ms, req.restored_used = start, end, used
+        req.balance_micros = balance
+    raise RuntimeError(f"admission kept asking for the account's state: {decision!r}")
 
 
 def _headers(
@@ -220,43 +284,38 @@ def _headers(
     return out
 
 
-def _interpret(result: list[Any], caller: Caller, model: ModelInfo, args: _AdmitArgs) -> Admission:
-    status = result[0]
-    now_s = args.now_ms / 1000
-    if status == "STALE":
-        raise Stale()
-    if status == "OK":
-        _, rpm_used, reset_s, remaining, paid, wstart, tpm_reserved, wreserved, cost = result
-        window_remaining = None if args.window_kind == 0 else int(remaining)
+def _admission(d: Decision, caller: Caller, model: ModelInfo, req: AdmitRequest) -> Admission:
+    """An admitted request's Admission, or the refusal raised."""
+    window_remaining = None if req.window_kind == "none" else d.window_remaining
+    if d.outcome == "ok":
         return Admission(
-            request_id=args.request_id,
+            request_id=req.request_id,
             caller=caller,
             model=model,
-            minute=args.now_ms // 60_000,
-            tpm_reserved=int(tpm_reserved),
-            window_start_ms=int(wstart),
-            window_reserved=int(wreserved),
-            paid=bool(int(paid)),
-            reserved_micros=int(cost),
-            headers=_headers(caller, int(rpm_used), int(reset_s), window_remaining),
+            minute=req.now_ms // 60_000,
+            tpm_reserved=d.tpm_reserved,
+            window_start_ms=d.window_start_ms,
+            window_reserved=d.window_reserved,
+            paid=d.paid,
+            reserved_micros=d.cost_micros,
+            headers=_headers(caller, d.rpm_used, d.reset_s, window_remaining),
         )
-    if status in ("RPM", "TPM"):
-        _, rpm_used, reset_s, remaining = result
-        window_remaining = None if args.window_kind == 0 else int(remaining)
-        headers = _headers(caller, int(rpm_used), int(reset_s), window_remaining)
-        retry = max(1, math.ceil(int(reset_s) - now_s))
-        raise Refused(status.lower(), retry_after=retry, headers=headers)
-    if status == "BUDGET":
-        _, window_end_ms, rpm_used, reset_s = result
-        headers = _headers(caller, int(rpm_used), int(reset_s), 0)
-        retry = max(1, math.ceil(int(window_end_ms) / 1000 - now_s))
+    if d.outcome == "stale":
+        raise Stale()
+    now_s = req.now_ms / 1000
+    if d.outcome in ("rpm", "tpm"):
+        headers = _headers(caller, d.rpm_used, d.reset_s, window_remaining)
+        retry = max(1, math.ceil(d.reset_s - now_s))
+        raise Refused(d.outcome, retry_after=retry, headers=headers)
+    if d.outcome == "budget":
+        headers = _headers(caller, d.rpm_used, d.reset_s, 0)
+        retry = max(1, math.ceil(d.window_end_ms / 1000 - now_s))
         raise Refused("budget", retry_after=retry, headers=headers)
-    if status == "BALANCE":
-        _, balance, rpm_used, reset_s, remaining = result
-        headers = _headers(caller, int(rpm_used), int(reset_s), int(remaining))
-        headers["X-Balance-Micros"] = str(balance)
+    if d.outcome == "balance":
+        headers = _headers(caller, d.rpm_used, d.reset_s, d.window_remaining)
+        headers["X-Balance-Micros"] = str(d.balance_micros)
         raise Refused("balance", headers=headers)
-    raise RuntimeError(f"unexpected admission result {result!r}")
+    raise RuntimeError(f"unexpected admission decision {d!r}")
 
 
 async def settle(
@@ -267,9 +326,12 @@ async def settle(
         return
     admission.settled = True
     data = record.to_json()
+    settlement = Settlement.of(admission, tokens=tokens, billed_micros=billed_micros)
+    if admission.local or not store.enabled():
+        _memory.settle(settlement, data)
+        return
     try:
-        limiter = _memory if admission.local else _limiter()
-        await limiter.settle(admission, tokens, billed_micros, data)
+        await _redis_limiter.settle(settlement, data)
     except RedisError:
         # Redis went away after admission: the reservation lapses with its keys' TTLs, but the
         # record must not be lost; this process writes it to the database itself.
@@ -280,25 +342,22 @@ async def settle(
 
 
 @reconnecting
-def _persisted_window(account_id: int) -> tuple[int, int]:
+def _persisted(account_id: int) -> tuple[int, int, int]:
+    """What the database keeps of the account's live state, in one read: the window's start in ms
+    (0: none opened), the tokens used in it, and the prepaid balance in micro-dollars."""
     from accounts.models import Account
 
     row = (
         Account.objects.filter(pk=account_id)
-        .values_list("window_started_at", "window_used_tokens")
+        .values_list("window_started_at", "window_used_tokens", "balance_micros")
         .first()
     )
-    if row is None or row[0] is None:
-        return 0, 0
-    return windows.to_ms(row[0]), int(row[1])
-
-
-@reconnecting
-def _persisted_balance(account_id: int) -> int:
-    from accounts.models import Account
-
-    value = Account.objects.filter(pk=account_id).values_list("balance_micros", flat=True).first()
-    return int(value or 0)
+    if row is None:
+        return 0, 0, 0
+    started, used, balance = row
+    if started is None:
+        return 0, 0, int(balance or 0)
+    return windows.to_ms(started), int(used or 0), int(balance or 0)
 
 
 def balance_moved(account_id: int, amount_micros: int) -> None:
@@ -336,89 +395,138 @@ def reset_memory() -> None:
 
 
 # --- the Redis limiter -------------------------------------------------------------------------
+#
+# Admission is one EVALSHA; settlement (with the usage record's append to the metering stream) is
+# another. Each takes its inputs as one JSON object (AdmitRequest / the settlement's fields, read
+# by name with cjson) and admission replies with a flat {name, value, name, value, ...} list that
+# ``_decision`` turns into a Decision. Lua numbers are doubles: exact for every integer below
+# 2**53 (milliseconds, tokens, micro-dollars up to $9 billion).
 
-_ADMIT = """
-local now = tonumber(ARGV[1])
-local ver = tonumber(redis.call('GET', KEYS[5]) or '0')
-if ver ~= tonumber(ARGV[11]) then return {'STALE'} end
-local reset_s = (math.floor(now / 60000) + 1) * 60
-local rpm_limit = tonumber(ARGV[2])
-local rpm_used = tonumber(redis.call('GET', KEYS[1]) or '0')
-local count_rpm = ARGV[14] == '1'
-local wkind = tonumber(ARGV[6])
-local wlimit = tonumber(ARGV[5])
-local wstart, wend, wused, wres = 0, 0, 0, 0
-if wkind > 0 then
-  local w = redis.call('HMGET', KEYS[3], 'start', 'end', 'used', 'reserved')
-  if not w[1] then return {'NEED_WINDOW'} end
-  wstart, wend, wused, wres = tonumber(w[1]), tonumber(w[2]), tonumber(w[3]), tonumber(w[4])
-  if wkind == 2 then
-    if wstart ~= tonumber(ARGV[8]) then
-      wstart, wend, wused, wres = tonumber(ARGV[8]), tonumber(ARGV[9]), 0, 0
-    end
-  elseif wstart == 0 or now >= wend then
-    wstart, wend, wused, wres = now, now + tonumber(ARGV[7]), 0, 0
+# The window rule of billing.windows.in_force_ms, line for line (tests/billing/test_windows.py
+# runs this chunk on Redis against the Python). In: kind, now, wstart, wend and the request's
+# month bounds and hours; out: wstart, wend and reset.
+WINDOW_RULE_LUA = """
+local reset = false
+if kind == 'calendar_month' then
+  if wstart ~= a.month_start_ms then
+    wstart, wend, reset = a.month_start_ms, a.month_end_ms, true
   end
+elseif kind == 'rolling' and (wstart == 0 or now >= wend) then
+  wstart, wend, reset = now, now + a.window_hours * 3600000, true
 end
-local remaining = wlimit - wused - wres
-if count_rpm and rpm_limit >= 0 and rpm_used >= rpm_limit then
-  return {'RPM', rpm_used, reset_s, remaining}
+"""
+
+_ADMIT = (
+    """
+local a = cjson.decode(ARGV[1])
+local now = a.now_ms
+if tonumber(redis.call('GET', KEYS[5]) or '0') ~= a.key_version then
+  return {'outcome', 'stale'}
 end
-local reserve = tonumber(ARGV[4])
-local tpm_limit = tonumber(ARGV[3])
+local reset_s = (math.floor(now / 60000) + 1) * 60
+local rpm_used = 0
+local counts_rpm = a.counts_rpm and a.rpm_limit >= 0
+if counts_rpm then rpm_used = tonumber(redis.call('GET', KEYS[1]) or '0') end
+local kind = a.window_kind
+local wstart, wend, wused, wres = 0, 0, 0, 0
+if kind ~= 'none' then
+  local w = redis.call('HMGET', KEYS[3], 'start', 'end', 'used', 'reserved')
+  if w[1] then
+    wstart, wend, wused, wres = tonumber(w[1]), tonumber(w[2]), tonumber(w[3]), tonumber(w[4])
+  elseif type(a.restored_used) == 'number' then
+    -- First admission since Redis lost (or never had) the window: set all of it at once.
+    wstart, wend, wused = a.restored_start_ms, a.restored_end_ms, a.restored_used
+    redis.call('HSET', KEYS[3], 'start', wstart, 'end', wend, 'used', wused, 'reserved', 0)
+  else
+    return {'outcome', 'need_window'}
+  end
+"""
+    + WINDOW_RULE_LUA
+    + """
+  if reset then wused, wres = 0, 0 end
+end
+local remaining = a.window_limit - wused - wres
+if counts_rpm and rpm_used >= a.rpm_limit then
+  return {'outcome', 'rpm', 'rpm_used', rpm_used, 'reset_s', reset_s,
+    'window_remaining', remaining}
+end
+local reserve = a.reserve_tokens
+local tpm_limit = a.tpm_limit
 if tpm_limit >= 0 then
   if reserve > tpm_limit then reserve = tpm_limit end
-  local tpm_used = tonumber(redis.call('GET', KEYS[2]) or '0')
-  if tpm_used + reserve > tpm_limit then return {'TPM', rpm_used, reset_s, remaining} end
+  if tonumber(redis.call('GET', KEYS[2]) or '0') + reserve > tpm_limit then
+    return {'outcome', 'tpm', 'rpm_used', rpm_used, 'reset_s', reset_s,
+      'window_remaining', remaining}
+  end
 end
 local paid, cost, wreserve = 0, 0, 0
-if wkind > 0 then
-  wreserve = math.min(tonumber(ARGV[4]), wlimit)
-  if ARGV[15] == '1' or wused + wres + wreserve > wlimit then
+if kind ~= 'none' then
+  wreserve = math.min(a.reserve_tokens, a.window_limit)
+  if a.paid_only or wused + wres + wreserve > a.window_limit then
     paid, wreserve = 1, 0
     local bal = redis.call('GET', KEYS[4])
-    if not bal then return {'NEED_BALANCE'} end
-    bal = tonumber(bal)
-    cost = tonumber(ARGV[10])
-    if bal <= 0 and ARGV[15] ~= '1' then return {'BUDGET', wend, rpm_used, reset_s} end
-    if bal < cost then return {'BALANCE', bal, rpm_used, reset_s, remaining} end
+    if bal then
+      bal = tonumber(bal)
+    elseif type(a.balance_micros) == 'number' then
+      bal = a.balance_micros
+      redis.call('SET', KEYS[4], bal)
+    else
+      return {'outcome', 'need_balance'}
+    end
+    cost = a.cost_micros
+    if bal <= 0 and not a.paid_only then
+      return {'outcome', 'budget', 'window_end_ms', wend, 'rpm_used', rpm_used,
+        'reset_s', reset_s}
+    end
+    if bal < cost then
+      return {'outcome', 'balance', 'balance_micros', bal, 'rpm_used', rpm_used,
+        'reset_s', reset_s, 'window_remaining', remaining}
+    end
     redis.call('DECRBY', KEYS[4], cost)
   end
   redis.call('HSET', KEYS[3], 'start', wstart, 'end', wend, 'used', wused,
     'reserved', wres + wreserve)
-  remaining = wlimit - wused - wres - wreserve
+  remaining = a.window_limit - wused - wres - wreserve
 end
-if count_rpm then
+-- A minute's counters live two minutes; a key created now is the only one without a TTL.
+if counts_rpm then
   rpm_used = redis.call('INCR', KEYS[1])
-  redis.call('EXPIRE', KEYS[1], 120)
+  if rpm_used == 1 then redis.call('EXPIRE', KEYS[1], 120) end
 end
-if tpm_limit >= 0 then
-  redis.call('INCRBY', KEYS[2], reserve)
+if tpm_limit >= 0 and redis.call('INCRBY', KEYS[2], reserve) == reserve then
   redis.call('EXPIRE', KEYS[2], 120)
 end
--- What a reaper needs to release this reservation if the process serving it dies.
-redis.call('HSET', KEYS[6], ARGV[12],
-  ARGV[13] .. '|' .. wstart .. '|' .. wreserve .. '|' .. paid .. '|' .. cost)
-return {'OK', rpm_used, reset_s, remaining, paid, wstart, reserve, wreserve, cost}
+-- What the reaper needs to release this reservation if the process serving it dies.
+local entry = a.inflight
+entry.window_start_ms, entry.window_reserved, entry.paid, entry.cost_micros =
+  wstart, wreserve, paid, cost
+redis.call('HSET', KEYS[6], a.request_id, cjson.encode(entry))
+return {'outcome', 'ok', 'rpm_used', rpm_used, 'reset_s', reset_s,
+  'window_remaining', remaining, 'paid', paid, 'window_start_ms', wstart,
+  'window_end_ms', wend, 'tpm_reserved', reserve, 'window_reserved', wreserve,
+  'cost_micros', cost}
 """
+)
 
+# ARGV[1]: the settlement (JSON, by name); ARGV[2]: the usage record, appended as it is.
 _SETTLE = """
-if redis.call('HDEL', KEYS[4], ARGV[1]) == 0 then return 0 end
-local actual = tonumber(ARGV[3])
-if tonumber(ARGV[2]) > 0 and redis.call('EXISTS', KEYS[1]) == 1 then
-  local now_used = redis.call('INCRBY', KEYS[1], actual - tonumber(ARGV[2]))
+local s = cjson.decode(ARGV[1])
+if redis.call('HDEL', KEYS[4], s.request_id) == 0 then return 0 end
+local actual = s.tokens
+if s.tpm_reserved > 0 and redis.call('EXISTS', KEYS[1]) == 1 then
+  local now_used = redis.call('INCRBY', KEYS[1], actual - s.tpm_reserved)
   if now_used < 0 then redis.call('SET', KEYS[1], 0, 'KEEPTTL') end
 end
-local wstart = tonumber(ARGV[4])
+local wstart = s.window_start_ms
 if wstart > 0 and tonumber(redis.call('HGET', KEYS[2], 'start') or '0') == wstart then
   -- 0 - x, not -x: Lua's -0 reaches Redis as "-0", which it refuses as an integer.
-  redis.call('HINCRBY', KEYS[2], 'reserved', 0 - tonumber(ARGV[5]))
+  redis.call('HINCRBY', KEYS[2], 'reserved', 0 - s.window_reserved)
   redis.call('HINCRBY', KEYS[2], 'used', actual)
 end
-if ARGV[6] == '1' and redis.call('EXISTS', KEYS[3]) == 1 then
-  redis.call('INCRBY', KEYS[3], tonumber(ARGV[7]) - tonumber(ARGV[8]))
+if s.paid and redis.call('EXISTS', KEYS[3]) == 1 then
+  redis.call('INCRBY', KEYS[3], s.reserved_micros - s.billed_micros)
 end
-redis.call('XADD', KEYS[5], '*', 'r', ARGV[9])
+redis.call('XADD', KEYS[5], '*', 'r', ARGV[2])
 return 1
 """
 
@@ -427,26 +535,39 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('INCRBY', KEYS[1], 
 return nil
 """
 
+_DECISION_FIELDS = {f.name.encode(): f.name for f in dataclasses.fields(Decision)}
+
+
+def _decision(reply: list[Any]) -> Decision:
+    """The admission script's reply, ``{name, value, name, value, ...}``, as a Decision: the one
+    place it is read."""
+    values: dict[str, Any] = {}
+    for i in range(0, len(reply), 2):
+        name = _DECISION_FIELDS[reply[i]]
+        values[name] = reply[i + 1]
+    values["outcome"] = values["outcome"].decode()
+    if "paid" in values:
+        values["paid"] = bool(values["paid"])
+    return Decision(**values)
+
+
+def _sha(script: str) -> str:
+    sha = _SHAS.get(script)
+    if sha is None:
+        sha = _SHAS[script] = hashlib.sha1(script.encode()).hexdigest()  # noqa: S324
+    return sha
+
 
 class RedisLimiter:
-    def __init__(self) -> None:
-        self._admit_sha: str | None = None
-        self._settle_sha: str | None = None
-
     async def _run(self, script: str, keys: list[str], argv: list[Any]) -> Any:
-        redis = store.client()
-        assert redis is not None
-        sha = _SHAS.get(script)
-        if sha is None:
-            sha = _SHAS[script] = hashlib.sha1(script.encode()).hexdigest()  # noqa: S324
         # One round trip: EVALSHA, falling back to EVAL the first time a server sees the script.
         try:
-            return await redis.evalsha(sha, len(keys), *keys, *argv)
+            return await store.call("EVALSHA", _sha(script), len(keys), *keys, *argv)
         except NoScriptError:
-            return await redis.eval(script, len(keys), *keys, *argv)
+            return await store.call("EVAL", script, len(keys), *keys, *argv)
 
-    async def admit(self, caller: Caller, args: _AdmitArgs, inflight: str) -> list[Any]:
-        minute = args.now_ms // 60_000
+    async def admit(self, caller: Caller, req: AdmitRequest) -> Decision:
+        minute = req.now_ms // 60_000
         keys = [
             f"tf:rpm:{caller.key_id}:{minute}",
             f"tf:tpm:{caller.key_id}:{minute}",
@@ -455,48 +576,21 @@ class RedisLimiter:
             CHANGE_PREFIX + caller.key_hash,
             INFLIGHT_KEY,
         ]
-        result = await self._run(_ADMIT, keys, args.as_argv(inflight))
-        return [r.decode() if isinstance(r, bytes) else r for r in result]
+        return _decision(await self._run(_ADMIT, keys, [orjson.dumps(req)]))
 
-    async def init_window(
-        self, account_id: int, started_ms: int, used: int, args: _AdmitArgs
-    ) -> None:
-        redis = store.client()
-        assert redis is not None
-        end = started_ms + args.window_len_ms if args.window_kind == 1 else args.month_end_ms
-        if args.window_kind == 2 and started_ms != args.month_start_ms:
-            started_ms, used = args.month_start_ms, 0
-        await redis.hsetnx(f"tf:win:{account_id}", "start", started_ms)
-        await redis.hsetnx(f"tf:win:{account_id}", "end", end if started_ms else 0)
-        await redis.hsetnx(f"tf:win:{account_id}", "used", used if started_ms else 0)
-        await redis.hsetnx(f"tf:win:{account_id}", "reserved", 0)
+    async def settle(self, s: Settlement, record: bytes) -> bool:
+        keys = _settle_keys(s)
+        return bool(await self._run(_SETTLE, keys, [orjson.dumps(s), record]))
 
-    async def init_balance(self, account_id: int, balance: int) -> None:
-        redis = store.client()
-        assert redis is not None
-        await redis.set(f"tf:bal:{account_id}", balance, nx=True)
 
-    async def settle(self, admission: Admission, tokens: int, billed: int, record: bytes) -> None:
-        caller = admission.caller
-        keys = [
-            f"tf:tpm:{caller.key_id}:{admission.minute}",
-            f"tf:win:{caller.account_id}",
-            f"tf:bal:{caller.account_id}",
-            INFLIGHT_KEY,
-            USAGE_STREAM,
-        ]
-        argv = [
-            admission.request_id,
-            admission.tpm_reserved if caller.tpm_limit is not None else 0,
-            tokens,
-            admission.window_start_ms,
-            admission.window_reserved,
-            1 if admission.paid else 0,
-            admission.reserved_micros,
-            billed,
-            record,
-        ]
-        await self._run(_SETTLE, keys, argv)
+def _settle_keys(s: Settlement) -> list[str]:
+    return [
+        f"tf:tpm:{s.key_id}:{s.minute}",
+        f"tf:win:{s.account_id}",
+        f"tf:bal:{s.account_id}",
+        INFLIGHT_KEY,
+        USAGE_STREAM,
+    ]
 
 
 # --- the in-process limiter (embedded default: one process, no Redis) ---------------------------
@@ -510,7 +604,7 @@ class MemoryLimiter:
         self.counters: dict[str, int] = {}
         self.windows: dict[int, dict[str, int]] = {}
         self.balances: dict[int, int] = {}
-        self.inflight: dict[str, str] = {}
+        self.inflight: dict[str, dict[str, Any]] = {}
 
     def _prune(self, minute: int) -> None:
         if len(self.counters) > 10_000:
@@ -518,45 +612,74 @@ class MemoryLimiter:
                 k: v for k, v in self.counters.items() if int(k.rsplit(":", 1)[1]) >= minute - 1
             }
 
-    async def admit(self, caller: Caller, args: _AdmitArgs, inflight: str) -> list[Any]:
-        now = args.now_ms
+    async def admit(self, caller: Caller, req: AdmitRequest) -> Decision:
+        if req.key_version != auth.local_version(caller.key_hash):
+            return Decision(outcome="stale")
+        now = req.now_ms
         minute = now // 60_000
         self._prune(minute)
         reset_s = (minute + 1) * 60
         rpm_key, tpm_key = f"rpm:{caller.key_id}:{minute}", f"tpm:{caller.key_id}:{minute}"
-        rpm_used = self.counters.get(rpm_key, 0)
+        counts_rpm = req.counts_rpm and req.rpm_limit >= 0
+        rpm_used = self.counters.get(rpm_key, 0) if counts_rpm else 0
+        kind = req.window_kind
         wstart = wend = wused = wres = 0
-        if args.window_kind > 0:
+        if kind != "none":
             w = self.windows.get(caller.account_id)
-            if w is None:
-                return ["NEED_WINDOW"]
-            wstart, wend, wused, wres = w["start"], w["end"], w["used"], w["reserved"]
-            if args.window_kind == 2:
-                if wstart != args.month_start_ms:
-                    wstart, wend, wused, wres = args.month_start_ms, args.month_end_ms, 0, 0
-            elif wstart == 0 or now >= wend:
-                wstart, wend, wused, wres = now, now + args.window_len_ms, 0, 0
-        remaining = args.window_limit - wused - wres
-        if args.counts_rpm and args.rpm_limit >= 0 and rpm_used >= args.rpm_limit:
-            return ["RPM", rpm_used, reset_s, remaining]
-        reserve = args.reserve
-        if args.tpm_limit >= 0:
-            reserve = min(reserve, args.tpm_limit)
-            if self.counters.get(tpm_key, 0) + reserve > args.tpm_limit:
-                return ["TPM", rpm_used, reset_s, remaining]
-        paid = cost = wreserve = 0
-        if args.window_kind > 0:
-            wreserve = min(args.reserve, args.window_limit)
-            if args.paid_only or wused + wres + wreserve > args.window_limit:
-                paid, wreserve = 1, 0
+            if w is not None:
+                wstart, wend, wused, wres = w["start"], w["end"], w["used"], w["reserved"]
+            elif req.restored_used is not None:
+                wstart, wend = req.restored_start_ms or 0, req.restored_end_ms or 0
+                wused = req.restored_used
+                self.windows[caller.account_id] = {
+                    "start": wstart,
+                    "end": wend,
+                    "used": wused,
+                    "reserved": 0,
+                }
+            else:
+                return Decision(outcome="need_window")
+            wstart, wend, reset = windows.in_force_ms(
+                kind=kind, hours=req.window_hours, start_ms=wstart, end_ms=wend, now_ms=now
+            )
+            if reset:
+                wused = wres = 0
+        remaining = req.window_limit - wused - wres
+        if counts_rpm and rpm_used >= req.rpm_limit:
+            return Decision(
+                outcome="rpm", rpm_used=rpm_used, reset_s=reset_s, window_remaining=remaining
+            )
+        reserve = req.reserve_tokens
+        if req.tpm_limit >= 0:
+            reserve = min(reserve, req.tpm_limit)
+            if self.counters.get(tpm_key, 0) + reserve > req.tpm_limit:
+                return Decision(
+                    outcome="tpm", rpm_used=rpm_used, reset_s=reset_s, window_remaining=remaining
+                )
+        paid = False
+        cost = wreserve = 0
+        if kind != "none":
+            wreserve = min(req.reserve_tokens, req.window_limit)
+            if req.paid_only or wused + wres + wreserve > req.window_limit:
+                paid, wreserve = True, 0
                 balance = self.balances.get(caller.account_id)
                 if balance is None:
-                    return ["NEED_BALANCE"]
-                cost = args.cost
-                if balance <= 0 and not args.paid_only:
-                    return ["BUDGET", wend, rpm_used, reset_s]
+                    if req.balance_micros is None:
+                        return Decision(outcome="need_balance")
+                    balance = self.balances[caller.account_id] = req.balance_micros
+                cost = req.cost_micros
+                if balance <= 0 and not req.paid_only:
+                    return Decision(
+                        outcome="budget", window_end_ms=wend, rpm_used=rpm_used, reset_s=reset_s
+                    )
                 if balance < cost:
-                    return ["BALANCE", balance, rpm_used, reset_s, remaining]
+                    return Decision(
+                        outcome="balance",
+                        balance_micros=balance,
+                        rpm_used=rpm_used,
+                        reset_s=reset_s,
+                        window_remaining=remaining,
+                    )
                 self.balances[caller.account_id] = balance - cost
             self.windows[caller.account_id] = {
                 "start": wstart,
@@ -564,53 +687,51 @@ class MemoryLimiter:
                 "used": wused,
                 "reserved": wres + wreserve,
             }
-            remaining = args.window_limit - wused - wres - wreserve
-        if args.counts_rpm:
+            remaining = req.window_limit - wused - wres - wreserve
+        if counts_rpm:
             rpm_used += 1
             self.counters[rpm_key] = rpm_used
-        if args.tpm_limit >= 0:
+        if req.tpm_limit >= 0:
             self.counters[tpm_key] = self.counters.get(tpm_key, 0) + reserve
-        self.inflight[args.request_id] = inflight
-        return ["OK", rpm_used, reset_s, remaining, paid, wstart, reserve, wreserve, cost]
-
-    async def init_window(
-        self, account_id: int, started_ms: int, used: int, args: _AdmitArgs
-    ) -> None:
-        if account_id in self.windows:
-            return
-        end = started_ms + args.window_len_ms if args.window_kind == 1 else args.month_end_ms
-        if args.window_kind == 2 and started_ms != args.month_start_ms:
-            started_ms, used = args.month_start_ms, 0
-        self.windows[account_id] = {
-            "start": started_ms,
-            "end": end if started_ms else 0,
-            "used": used if started_ms else 0,
-            "reserved": 0,
+        self.inflight[req.request_id] = {
+            **req.inflight,
+            "window_start_ms": wstart,
+            "window_reserved": wreserve,
+            "paid": int(paid),
+            "cost_micros": cost,
         }
-
-    async def init_balance(self, account_id: int, balance: int) -> None:
-        self.balances.setdefault(account_id, balance)
+        return Decision(
+            outcome="ok",
+            rpm_used=rpm_used,
+            reset_s=reset_s,
+            window_remaining=remaining,
+            paid=paid,
+            window_start_ms=wstart,
+            window_end_ms=wend,
+            tpm_reserved=reserve,
+            window_reserved=wreserve,
+            cost_micros=cost,
+        )
 
     def move_balance(self, account_id: int, amount: int) -> None:
         if account_id in self.balances:
             self.balances[account_id] += amount
 
-    async def settle(self, admission: Admission, tokens: int, billed: int, record: bytes) -> None:
-        if self.inflight.pop(admission.request_id, None) is None:
-            return
-        caller = admission.caller
-        tpm_key = f"tpm:{caller.key_id}:{admission.minute}"
-        if caller.tpm_limit is not None and tpm_key in self.counters:
-            self.counters[tpm_key] = max(
-                0, self.counters[tpm_key] + tokens - admission.tpm_reserved
-            )
-        w = self.windows.get(caller.account_id)
-        if admission.window_start_ms and w is not None and w["start"] == admission.window_start_ms:
-            w["reserved"] -= admission.window_reserved
-            w["used"] += tokens
-        if admission.paid and caller.account_id in self.balances:
-            self.balances[caller.account_id] += admission.reserved_micros - billed
+    def settle(self, s: Settlement, record: bytes) -> bool:
+        """Never suspends (see ``settles_inline``); False when already settled (or reaped)."""
+        if self.inflight.pop(s.request_id, None) is None:
+            return False
+        tpm_key = f"tpm:{s.key_id}:{s.minute}"
+        if s.tpm_reserved > 0 and tpm_key in self.counters:
+            self.counters[tpm_key] = max(0, self.counters[tpm_key] + s.tokens - s.tpm_reserved)
+        w = self.windows.get(s.account_id)
+        if s.window_start_ms and w is not None and w["start"] == s.window_start_ms:
+            w["reserved"] -= s.window_reserved
+            w["used"] += s.tokens
+        if s.paid and s.account_id in self.balances:
+            self.balances[s.account_id] += s.reserved_micros - s.billed_micros
         metering.enqueue_local(record)
+        return True
 
 
 _redis_limiter = RedisLimiter()
@@ -636,44 +757,86 @@ def reap_abandoned(*, older_than_ms: int | None = None) -> int:
     ``gateway_lost``, nothing billed: what the dead process delivered is unknown). Settlement
     deletes the in-flight entry first, so a request settled meanwhile is never settled twice.
     Run by the metering drain; returns how many it released."""
-    redis = store.sync_client()
-    if redis is None:
-        return 0
     if older_than_ms is None:
         older_than_ms = settings.GATEWAY_TOTAL_TIMEOUT_MS + 60_000
     cutoff = int(time.time() * 1000) - older_than_ms
-    released = 0
-    for raw_id, raw in redis.hgetall(INFLIGHT_KEY).items():
-        request_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
-        text = raw.decode() if isinstance(raw, bytes) else str(raw)
-        head, _, tail = text.partition("|")
-        try:
-            entry = orjson.loads(head)
-            wstart, wreserved, paid, cost = (int(float(x)) for x in tail.split("|"))
-        except (orjson.JSONDecodeError, ValueError):
-            continue
-        if int(entry.get("t", 0)) > cutoff:
-            continue
-        account_id = int(entry["a"])
-        record = UsageRecord(
-            request_id=request_id,
-            account_id=account_id,
-            key_id=entry.get("k"),
-            surface=str(entry.get("s") or "openai"),
-            model=str(entry.get("m", "")),
-            status=499,
-            error_code="gateway_lost",
-            created_at_ms=int(entry.get("t", 0)),
-        )
-        keys = [
-            f"tf:tpm:{entry.get('k')}:0",
-            f"tf:win:{account_id}",
-            f"tf:bal:{account_id}",
-            INFLIGHT_KEY,
-            USAGE_STREAM,
+    redis = store.sync_client()
+    if redis is None:
+        entries = list(_memory.inflight.items())
+    else:
+        entries = [
+            (_text(raw_id), entry)
+            for raw_id, raw in redis.hgetall(INFLIGHT_KEY).items()
+            if (entry := _inflight_entry(_text(raw))) is not None
         ]
-        argv: list[Any] = [request_id, 0, 0, wstart, wreserved, paid, cost, 0, record.to_json()]
-        released += int(redis.eval(_SETTLE, len(keys), *keys, *argv) or 0)
+    released = 0
+    for request_id, entry in entries:
+        if int(entry.get("at_ms", 0)) > cutoff:
+            continue
+        s, record = _abandoned(request_id, entry)
+        if redis is None:
+            released += _memory.settle(s, record)
+        else:
+            keys = _settle_keys(s)
+            released += int(redis.eval(_SETTLE, len(keys), *keys, orjson.dumps(s), record) or 0)
     if released:
         logger.warning("limits.reaped_abandoned", extra={"released": released})
     return released
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _inflight_entry(text: str) -> dict[str, Any] | None:
+    """An in-flight entry by name; entries written before the names (``{"a","k","m","t","s"}``
+    then ``|start|reserved|paid|cost``) are read too, so an upgrade strands none."""
+    try:
+        if "|" not in text:
+            found = orjson.loads(text)
+            return found if isinstance(found, dict) else None
+        head, _, tail = text.partition("|")
+        old = orjson.loads(head)
+        start, reserved, paid, cost = (int(float(x)) for x in tail.split("|"))
+    except (orjson.JSONDecodeError, ValueError):
+        return None
+    return {
+        "account_id": old.get("a"),
+        "key_id": old.get("k"),
+        "model": old.get("m", ""),
+        "at_ms": old.get("t", 0),
+        "surface": old.get("s", ""),
+        "window_start_ms": start,
+        "window_reserved": reserved,
+        "paid": paid,
+        "cost_micros": cost,
+    }
+
+
+def _abandoned(request_id: str, entry: dict[str, Any]) -> tuple[Settlement, bytes]:
+    account_id = int(entry["account_id"])
+    key_id = entry.get("key_id")
+    s = Settlement(
+        request_id=request_id,
+        account_id=account_id,
+        key_id=int(key_id) if key_id is not None else None,
+        minute=0,
+        tpm_reserved=0,
+        tokens=0,
+        window_start_ms=int(entry.get("window_start_ms", 0)),
+        window_reserved=int(entry.get("window_reserved", 0)),
+        paid=bool(int(entry.get("paid", 0))),
+        reserved_micros=int(entry.get("cost_micros", 0)),
+        billed_micros=0,
+    )
+    record = UsageRecord(
+        request_id=request_id,
+        account_id=account_id,
+        key_id=s.key_id,
+        surface=str(entry.get("surface") or "openai"),
+        model=str(entry.get("model", "")),
+        status=499,
+        error_code="gateway_lost",
+        created_at_ms=int(entry.get("at_ms", 0)),
+    )
+    return s, record.to_json()

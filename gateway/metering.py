@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import operator
 import os
 import socket
 import threading
@@ -22,7 +23,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, NamedTuple, Self
+from typing import Any, Self
 
 import orjson
 from asgiref.sync import sync_to_async
@@ -256,7 +257,7 @@ def flush(records: Iterable[UsageRecord]) -> int:
     from accounts.models import Account, ApiKey
     from billing import ledger
 
-    rows = [_row(r) for r in records]
+    rows = [_cleaned(r) for r in records]
     if not rows:
         return 0
     try:
@@ -288,11 +289,12 @@ def flush(records: Iterable[UsageRecord]) -> int:
                 ledger.charge_many([charge])
             except IntegrityError:
                 continue
-    key_times: dict[int, datetime] = {}
+    key_times: dict[int, int] = {}
     for r in rows:
-        if r.api_key_id is not None and r.api_key_id > 0:
-            key_times[r.api_key_id] = max(key_times.get(r.api_key_id, r.created_at), r.created_at)
-    for key_id, at in key_times.items():
+        if r.key_id is not None and r.key_id > 0:
+            key_times[r.key_id] = max(key_times.get(r.key_id, r.created_at_ms), r.created_at_ms)
+    for key_id, at_ms in key_times.items():
+        at = datetime.fromtimestamp(at_ms / 1000, tz=UTC)
         ApiKey.objects.filter(pk=key_id).exclude(last_used_at__gte=at).update(last_used_at=at)
     _persist_windows({r.account_id for r in rows}, Account)
     # Live meters, and the rollups when no Celery worker runs them; never fails the flush.
@@ -305,12 +307,14 @@ def flush(records: Iterable[UsageRecord]) -> int:
 DEAD_LETTERS = "tf:usage:dead"
 
 
-def _without_orphans(rows: list[Row], account_model: Any, key_model: Any) -> list[Row]:
+def _without_orphans(
+    rows: list[UsageRecord], account_model: Any, key_model: Any
+) -> list[UsageRecord]:
     """Rows whose account no longer exists cannot be inserted, and one of them must not hold up
     every other record: park them (Redis list tf:usage:dead, or the log) and go on. A deleted key
     only loses the link, as its foreign key says."""
     account_ids = {r.account_id for r in rows}
-    key_ids = {r.api_key_id for r in rows if r.api_key_id}
+    key_ids = {r.key_id for r in rows if r.key_id}
     known_accounts = set(
         account_model.objects.filter(pk__in=account_ids).values_list("pk", flat=True)
     )
@@ -320,13 +324,13 @@ def _without_orphans(rows: list[Row], account_model: Any, key_model: Any) -> lis
         if r.account_id not in known_accounts:
             _park(r)
             continue
-        if r.api_key_id and r.api_key_id not in known_keys:
-            r = r._replace(api_key_id=None)
+        if r.key_id and r.key_id not in known_keys:
+            r.key_id = None
         kept.append(r)
     return kept
 
 
-def _park(row: Row) -> None:
+def _park(row: UsageRecord) -> None:
     record = {
         "request_id": row.request_id,
         "account_id": row.account_id,
@@ -360,61 +364,45 @@ def _text(value: Any, limit: int) -> str:
     return str(value).replace("\x00", "")[:limit]
 
 
-class Row(NamedTuple):
-    """A usage record on its way in: ``gateway.models.UsageRecord``'s columns, in this order."""
-
-    request_id: str
-    account_id: int
-    api_key_id: int | None
-    surface: str
-    endpoint: str
-    model: str
-    route: str
-    status: int
-    error_code: str
-    input_tokens: int
-    output_tokens: int
-    cached_tokens: int
-    reasoning_tokens: int
-    is_estimate: bool
-    cost_micros: int
-    billed_micros: int
-    in_window: bool
-    latency_ms: int
-    ttft_ms: int | None
-    stream: bool
-    batch_id: str
-    created_at: datetime
+def _cleaned(r: UsageRecord) -> UsageRecord:
+    """The record as its row will hold it (text cut to the columns' lengths, no key id 0)."""
+    r.model = _text(r.model, 200)
+    r.route = _text(r.route, 300)
+    r.error_code = _text(r.error_code, 60)
+    r.key_id = r.key_id or None
+    return r
 
 
-def _row(r: UsageRecord) -> Row:
-    return Row(
-        request_id=r.request_id,
-        account_id=r.account_id,
-        api_key_id=r.key_id or None,
-        surface=r.surface,
-        endpoint=r.endpoint,
-        model=_text(r.model, 200),
-        route=_text(r.route, 300),
-        status=r.status,
-        error_code=_text(r.error_code, 60),
-        input_tokens=r.input_tokens,
-        output_tokens=r.output_tokens,
-        cached_tokens=r.cached_tokens,
-        reasoning_tokens=r.reasoning_tokens,
-        is_estimate=r.is_estimate,
-        cost_micros=r.cost_micros,
-        billed_micros=r.billed_micros,
-        in_window=r.in_window,
-        latency_ms=r.latency_ms,
-        ttft_ms=r.ttft_ms,
-        stream=r.stream,
-        batch_id=r.batch_id,
-        created_at=datetime.fromtimestamp(r.created_at_ms / 1000, tz=UTC),
-    )
+# ``gateway.models.UsageRecord``'s column for each field of a record, in the INSERT's order;
+# ``created_at_ms`` (last) becomes the ``created_at`` timestamp.
+_COLUMNS = {
+    "request_id": "request_id",
+    "account_id": "account_id",
+    "key_id": "api_key_id",
+    "surface": "surface",
+    "endpoint": "endpoint",
+    "model": "model",
+    "route": "route",
+    "status": "status",
+    "error_code": "error_code",
+    "input_tokens": "input_tokens",
+    "output_tokens": "output_tokens",
+    "cached_tokens": "cached_tokens",
+    "reasoning_tokens": "reasoning_tokens",
+    "is_estimate": "is_estimate",
+    "cost_micros": "cost_micros",
+    "billed_micros": "billed_micros",
+    "in_window": "in_window",
+    "latency_ms": "latency_ms",
+    "ttft_ms": "ttft_ms",
+    "stream": "stream",
+    "batch_id": "batch_id",
+    "created_at_ms": "created_at",
+}
+_values = operator.attrgetter(*_COLUMNS)  # every field by name, in one call per record
 
 
-def _insert(rows: list[Row]) -> None:
+def _insert(rows: list[UsageRecord]) -> None:
     """All rows through one parameterised INSERT ... ON CONFLICT DO NOTHING (a replayed request
     id changes nothing), in one transaction. Plain SQL rather than ``bulk_create``: the ORM
     compiled each value of each row in Python, which held the interpreter lock for tens of
@@ -428,12 +416,15 @@ def _insert(rows: list[Row]) -> None:
     # Identifiers from the model's metadata, values as parameters.
     sql = (
         f"INSERT INTO {quote(meta.db_table)} "  # noqa: S608
-        f"({', '.join(quote(column[name]) for name in Row._fields)}) "
-        f"VALUES ({', '.join(['%s'] * len(Row._fields))}) "
+        f"({', '.join(quote(column[name]) for name in _COLUMNS.values())}) "
+        f"VALUES ({', '.join(['%s'] * len(_COLUMNS))}) "
         f"ON CONFLICT ({quote(column['request_id'])}) DO NOTHING"
     )
     adapt = connection.ops.adapt_datetimefield_value
-    params = [(*row[:-1], adapt(row.created_at)) for row in rows]
+    params = [
+        (*values[:-1], adapt(datetime.fromtimestamp(values[-1] / 1000, tz=UTC)))
+        for values in map(_values, rows)
+    ]
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.executemany(sql, params)
 

@@ -50,3 +50,53 @@ def test_it_formats_amounts_for_people():
     assert money.format_usd(140_000) == "$0.14"
     assert money.format_usd(125) == "$0.000125"
     assert money.format_usd(-2_500_000) == "-$2.50"
+
+
+def test_a_request_is_priced_as_one_exact_amount_rounded_up_once():
+    # 1 input token at $0.40/M and 1 output token at $1.60/M: 0.4 + 1.6 = 2 micro-dollars
+    # exactly (rounding each line up would have charged 1 + 2 = 3).
+    assert (
+        money.request_cost(
+            input_tokens=1,
+            output_tokens=1,
+            input_price_micros=400_000,
+            output_price_micros=1_600_000,
+        )
+        == 2
+    )
+    # Any fraction left rounds up: we never under-charge.
+    assert money.request_cost(input_tokens=1, input_price_micros=400_001) == 1
+    assert money.request_cost(input_tokens=0, output_tokens=0, input_price_micros=5) == 0
+
+
+def test_a_batch_line_costs_its_price_factor_rounded_up():
+    # 3 tokens at 1 micro-dollar each, half price: 1.5, charged as 2 (never as 1).
+    assert (
+        money.request_cost(input_tokens=3, input_price_micros=1_000_000, price_factor_percent=50)
+        == 2
+    )
+    assert money.request_cost(unit_cost_micros=3, price_factor_percent=50) == 2
+    assert money.request_cost(unit_cost_micros=300) == 300
+
+
+def test_cached_tokens_never_exceed_input_and_take_the_cached_price():
+    cost = money.request_cost(
+        input_tokens=10,
+        cached_tokens=50,
+        input_price_micros=1_000_000,
+        cached_input_price_micros=100_000,
+    )
+    assert cost == 1  # ten cached tokens at 0.1: 1 micro-dollar, not ten at the full price
+
+
+def test_the_old_token_price_name_is_request_cost():
+    old = money.token_cost_micros(
+        input_tokens=7,
+        cached_tokens=3,
+        output_tokens=11,
+        input_price_micros=333_333,
+        output_price_micros=777_777,
+        cached_input_price_micros=111_111,
+    )
+    # 4 * 0.333333 + 3 * 0.111111 + 11 * 0.777777 = 10.222212, rounded up once.
+    assert old == 11

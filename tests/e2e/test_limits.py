@@ -45,7 +45,8 @@ def keyed(live: dict[str, Any], plan: str = "test", **key_fields: Any) -> tuple[
     return acct, secret
 
 
-async def _burst(url: str, secret: str, n: int) -> list[httpx.Response]:
+async def _burst(url: str, secret: str, n: int, spread_s: float = 0.0) -> list[httpx.Response]:
+    """``n`` concurrent requests, started at once or evenly over ``spread_s`` seconds."""
     limits = httpx.Limits(max_connections=n)
     async with httpx.AsyncClient(limits=limits, timeout=30) as client:
         payload = {
@@ -53,16 +54,16 @@ async def _burst(url: str, secret: str, n: int) -> list[httpx.Response]:
             "messages": [{"role": "user", "content": "hi"}],
             "max_tokens": 5,
         }
-        return await asyncio.gather(
-            *[
-                client.post(
-                    f"{url}/openai/v1/chat/completions",
-                    json=payload,
-                    headers={"authorization": f"Bearer {secret}"},
-                )
-                for _ in range(n)
-            ]
-        )
+
+        async def one(i: int) -> httpx.Response:
+            await asyncio.sleep(spread_s * i / n)
+            return await client.post(
+                f"{url}/openai/v1/chat/completions",
+                json=payload,
+                headers={"authorization": f"Bearer {secret}"},
+            )
+
+        return await asyncio.gather(*[one(i) for i in range(n)])
 
 
 def test_it_admits_exactly_the_rpm_and_refuses_the_rest_with_retry_after(live):
@@ -196,6 +197,42 @@ def test_it_pays_a_crossing_request_from_the_balance_then_refuses_with_token_bud
         assert again.http_response.status_code == 200
         # A fresh window, spent by the same request as the first one.
         assert int(again.headers["X-Token-Budget-Remaining"]) == remaining
+
+
+def _forget_live_state(account_id: int) -> None:
+    """What a Redis restart (or FLUSHDB) does to an account: its live window and balance go."""
+    from django.conf import settings
+
+    from gateway import limits
+
+    if settings.REDIS_URL:
+        import redis
+
+        redis.Redis.from_url(settings.REDIS_URL).delete(
+            f"tf:win:{account_id}", f"tf:bal:{account_id}"
+        )
+    else:
+        limits._memory.windows.pop(account_id, None)
+        limits._memory.balances.pop(account_id, None)
+
+
+def test_it_admits_a_hundred_concurrent_first_requests_while_it_loads_the_account(live):
+    """The first admissions of an account find no live window or balance: each loads them and
+    the admission sets them, all at once, only where still absent. Concurrent first requests
+    once saw a half-set window and answered 503."""
+    # A window a few requests fill, so most of the hundred are paid from the balance too.
+    Plan.objects.filter(slug="test").update(window_tokens=200, tpm_limit=None, rpm_limit=None)
+    acct, secret = keyed(live)
+    acct.balance_micros = 10**12
+    acct.save(update_fields=["balance_micros"])
+    # Spread over a few database loads, so admissions arrive while others set the account up.
+    for _ in range(2):
+        responses = asyncio.run(_burst(live["url"], secret, 100, spread_s=0.3))
+        statuses = [r.status_code for r in responses]
+        assert statuses == [200] * 100, sorted(set(statuses))
+        # The drain persists the window (its start and tokens used): what the next load finds.
+        metering.drain()
+        _forget_live_state(acct.pk)
 
 
 def test_it_refuses_a_model_outside_the_plan_or_the_keys_allowed_models_with_403(live):

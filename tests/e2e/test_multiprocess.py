@@ -3,6 +3,7 @@ revocation at once."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from django.conf import settings
 from django.db import connection
 
 from accounts import keys
+from gateway import metering
 from tests import factories
 from tests.conftest import free_port
 
@@ -103,3 +105,42 @@ def test_it_revokes_a_key_on_every_process_at_once(live, second_gateway):
     keys.revoke(key=key)
     assert _chat(live["url"], secret).status_code == 401
     assert _chat(second_gateway, secret).status_code == 401
+
+
+def test_two_processes_admit_a_hundred_concurrent_first_requests_of_a_new_account(
+    live, second_gateway
+):
+    """Nobody has the account's window or balance in Redis yet (a new account, then again after
+    they are deleted, as a Redis restart does): each process loads them from the database and
+    its admission sets them atomically. Four separate HSETNX calls once let a concurrent
+    admission see a window's start without its end and answer 503 (11 of 100; 77 after a
+    FLUSHDB)."""
+    import redis
+
+    from billing.models import Plan
+
+    Plan.objects.filter(slug="test").update(window_tokens=200, tpm_limit=None, rpm_limit=None)
+    acct = factories.account(plan_slug="test", balance_micros=10**12)
+    _, secret = factories.api_key(acct)
+    urls = (live["url"], second_gateway)
+
+    async def burst() -> list[int]:
+        async with httpx.AsyncClient(limits=httpx.Limits(max_connections=100), timeout=30) as c:
+
+            async def one(i: int) -> int:
+                await asyncio.sleep(0.003 * i)
+                response = await c.post(
+                    f"{urls[i % 2]}/openai/v1/chat/completions",
+                    json={"model": "sim-gpt", "messages": [{"role": "user", "content": "hi"}]},
+                    headers={"authorization": f"Bearer {secret}"},
+                )
+                return response.status_code
+
+            return await asyncio.gather(*[one(i) for i in range(100)])
+
+    for _ in range(2):
+        statuses = asyncio.run(burst())
+        assert statuses == [200] * 100, {s: statuses.count(s) for s in set(statuses)}
+        # The drain persists the window (its start and tokens used): what the next load finds.
+        metering.drain()
+        redis.Redis.from_url(settings.REDIS_URL).delete(f"tf:win:{acct.pk}", f"tf:bal:{acct.pk}")

@@ -115,3 +115,58 @@ def test_a_buffered_record_holds_its_own_length_not_the_encoders_buffer() -> Non
         tracemalloc.stop()
         metering.discard_local()
     assert held < 1000 * 2 * len(record), f"{held // 1000} bytes per {len(record)}-byte record"
+
+
+def test_every_field_of_a_record_is_written_to_its_column_by_name() -> None:
+    """The INSERT names each record field's column: a field or column added to one side only
+    fails here, not as a silently shifted row."""
+    import dataclasses
+
+    from gateway.models import UsageRecord as Row
+
+    fields = {f.name for f in dataclasses.fields(metering.UsageRecord)}
+    columns = {f.attname for f in Row._meta.concrete_fields} - {"id"}
+    assert set(metering._COLUMNS) == fields
+    assert set(metering._COLUMNS.values()) == columns
+
+    acct = factories.account()
+    key, _ = factories.api_key(acct)
+    r = record(
+        acct.pk,
+        "req_by_name",
+        key_id=key.pk,
+        route="sim:sim-gpt",
+        error_code="",
+        cached_tokens=3,
+        reasoning_tokens=2,
+        cost_micros=17,
+        billed_micros=11,
+        in_window=False,
+        latency_ms=42,
+        ttft_ms=7,
+        stream=True,
+        batch_id="batch_x",
+        endpoint="responses",
+        created_at_ms=1_700_000_000_123,
+    )
+    metering.flush([r])
+    row = Row.objects.get(request_id="req_by_name")
+    assert (row.api_key_id, row.route, row.cached_tokens, row.reasoning_tokens) == (
+        key.pk,
+        "sim:sim-gpt",
+        3,
+        2,
+    )
+    assert (row.cost_micros, row.billed_micros, row.in_window, row.latency_ms) == (
+        17,
+        11,
+        False,
+        42,
+    )
+    assert (row.ttft_ms, row.stream, row.batch_id, row.endpoint) == (
+        7,
+        True,
+        "batch_x",
+        "responses",
+    )
+    assert int(row.created_at.timestamp() * 1000) == 1_700_000_000_123

@@ -26,8 +26,7 @@ def _die() -> None:
 READS: dict[str, Callable[[Any, str], Any]] = {
     "key lookup": lambda acct, secret: auth._load(secret, 0),
     "catalog": lambda acct, secret: catalog.load(),
-    "window": lambda acct, secret: limits._persisted_window(acct.pk),
-    "balance": lambda acct, secret: limits._persisted_balance(acct.pk),
+    "window and balance": lambda acct, secret: limits._persisted(acct.pk),
 }
 
 

@@ -1,0 +1,465 @@
+"""The two limiters are one set of rules: every case runs through the in-process limiter (the
+embedded default) and through the Redis script (production), and both must give the answers the
+case expects, and the same answers as each other, headers included. The Redis half needs
+REDIS_URL (CI sets it)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import time_machine
+from asgiref.sync import sync_to_async
+
+from accounts.models import Account
+from gateway import auth, limits, metering
+from gateway.auth import Caller
+from gateway.catalog import ModelInfo
+from gateway.metering import UsageRecord
+from tests import factories
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+T0 = datetime(2026, 3, 10, 12, 0, 5, tzinfo=UTC)  # 5 s into a minute
+T0_MS = int(T0.timestamp() * 1000)
+HOUR_MS = 3_600_000
+
+MODEL = ModelInfo(
+    model_id="sim-parity",
+    display_name="sim-parity",
+    owned_by="Test Lab",
+    kind="chat",
+    tier="standard",
+    supports_tools=False,
+    supports_vision=False,
+    supports_json=False,
+    supports_thinking=False,
+    context_window=100_000,
+    max_output_tokens=4096,
+    input_price_micros=1_000_000,  # 1 micro-dollar a token
+    output_price_micros=2_000_000,  # 2 micro-dollars a token
+    cached_input_price_micros=None,
+    unit="",
+    unit_price_micros=None,
+    ultrafast=False,
+    is_priced=True,
+    created=0,
+)
+
+
+@dataclass
+class Harness:
+    """One account and key on one limiter; every step appends what it saw to ``seen``."""
+
+    caller: Caller
+    seen: list[Any] = field(default_factory=list)
+    admitted: dict[str, limits.Admission] = field(default_factory=dict)
+    counter: int = 0
+
+    async def admit(self, name: str, input_tokens: int, output_tokens: int, **kw: Any) -> None:
+        self.counter += 1
+        try:
+            adm = await limits.admit(
+                self.caller,
+                MODEL,
+                input_tokens=input_tokens,
+                max_output_tokens=output_tokens,
+                request_id=f"req_parity_{self.caller.account_id}_{self.counter}",
+                surface="openai",
+                **kw,
+            )
+        except limits.Refused as refused:
+            self.seen.append(("refused", name, refused.reason, refused.retry_after))
+            self.seen.append(("headers", name, refused.headers))
+            return
+        except limits.Stale:
+            self.seen.append(("stale", name))
+            return
+        self.admitted[name] = adm
+        self.seen.append(("ok", name, adm.paid, adm.reserved_micros))
+        self.seen.append(("headers", name, adm.headers))
+
+    async def settle(self, name: str, tokens: int, billed_micros: int = 0) -> None:
+        adm = self.admitted[name]
+        record = UsageRecord(
+            request_id=adm.request_id,
+            account_id=self.caller.account_id,
+            key_id=self.caller.key_id,
+            surface="openai",
+            model=MODEL.model_id,
+            status=200,
+            created_at_ms=T0_MS,
+        )
+        await limits.settle(adm, tokens=tokens, billed_micros=billed_micros, record=record)
+
+    def state(self, name: str) -> None:
+        """The live window (relative to T0) and balance, as pages read them."""
+        w = limits.window_state(self.caller.account_id)
+        window = (
+            None if w is None else (w["start"] - T0_MS, w["end"] - T0_MS, w["used"], w["reserved"])
+        )
+        self.seen.append(("state", name, window, limits.live_balance(self.caller.account_id)))
+
+    async def change_key(self) -> None:
+        await sync_to_async(auth.invalidate)(self.caller.key_hash)
+
+    async def reap(self, name: str) -> None:
+        released = await sync_to_async(limits.reap_abandoned)(older_than_ms=0)
+        self.seen.append(("reaped", name, released))
+
+
+def _caller(acct: Account, key_id: int, key_hash: str, **limits_: Any) -> Caller:
+    values: dict[str, Any] = {
+        "rpm_limit": None,
+        "tpm_limit": None,
+        "window_kind": "rolling",
+        "window_hours": 5,
+        "window_tokens": None,
+    }
+    values.update(limits_)
+    return Caller(
+        key_id=key_id,
+        key_hash=key_hash,
+        account_id=acct.pk,
+        environment="prod",
+        plan_slug="test",
+        plan_name="Test",
+        model_tiers=frozenset({"*"}),
+        allowed_models=frozenset(),
+        expires_at=None,
+        version=0,
+        **values,
+    )
+
+
+Case = Callable[[Harness], Coroutine[Any, Any, None]]
+
+
+async def rpm(h: Harness) -> None:
+    for name in ("first", "second", "third"):
+        await h.admit(name, 10, 10)
+
+
+async def tpm(h: Harness) -> None:
+    await h.admit("a 500", 400, 100)
+    await h.admit("b 500", 400, 100)
+    await h.admit("c full", 1, 0)
+    await h.settle("a 500", 100)  # 400 of the minute's tokens come back
+    await h.admit("d 300", 200, 100)
+
+
+async def window_open_and_reset(h: Harness) -> None:
+    await h.admit("opens", 100, 100)
+    h.state("opened")
+    await h.settle("opens", 150)
+    h.state("settled")
+    with time_machine.travel(T0_MS / 1000 + 5 * 3600 + 1, tick=False):
+        await h.admit("after the end", 10, 10)
+        h.state("reopened")
+
+
+async def calendar_month(h: Harness) -> None:
+    await h.admit("march", 100, 100)
+    await h.settle("march", 120)
+    h.state("march")
+    with time_machine.travel(datetime(2026, 4, 1, 0, 0, 1, tzinfo=UTC), tick=False):
+        await h.admit("april", 10, 10)
+        h.state("april")
+
+
+async def window_full_then_balance(h: Harness) -> None:
+    await h.admit("in the window", 100, 100)
+    await h.admit("crosses", 100, 100)  # 400 > 300: paid, 100*1 + 100*2 micros reserved
+    h.state("reserved")
+    await h.settle("crosses", 150, billed_micros=200)
+    h.state("settled")
+
+
+async def balance_short(h: Harness) -> None:
+    await h.admit("small", 10, 10)
+    await h.admit("too dear", 100, 100)  # crosses the window; the balance cannot pay 300
+    h.state("refused")
+
+
+async def budget_empty(h: Harness) -> None:
+    await h.admit("small", 10, 10)
+    await h.admit("no balance", 100, 100)
+
+
+async def unit_priced(h: Harness) -> None:
+    await h.admit("300 micros", 1, 0, unit_cost_micros=300)
+    await h.admit("800 micros", 1, 0, unit_cost_micros=800)
+    h.state("after")
+
+
+async def batch_price_factor(h: Harness) -> None:
+    await h.admit("fills the window", 1, 0, counts_rpm=False)
+    # 3 input tokens at 1 micro, half price: 1.5 micro-dollars reserved as 2 (rounded up).
+    await h.admit("half price", 3, 0, price_factor_percent=50, counts_rpm=False)
+    h.state("after")
+
+
+async def stale_key(h: Harness) -> None:
+    await h.admit("before", 10, 10)
+    await h.change_key()
+    await h.admit("after the change", 10, 10)
+
+
+async def settle_exactly_once(h: Harness) -> None:
+    await h.admit("once", 100, 100)
+    await h.settle("once", 50)
+    h.admitted["once"].settled = False  # a second settlement reaching the limiter anyway
+    await h.settle("once", 50)
+    h.state("after")
+
+
+async def reaper(h: Harness) -> None:
+    await h.admit("dies", 100, 100)
+    await h.admit("paid, dies", 500, 500)
+    h.state("held")
+    await h.reap("first pass")
+    await h.reap("second pass")
+    h.state("released")
+
+
+async def restored_from_the_database(h: Harness) -> None:
+    # The database says a window opened ten minutes ago with 900 of its 1,000 tokens used.
+    await h.admit("crosses", 100, 100)
+    h.state("after")
+
+
+CASES: dict[str, tuple[dict[str, Any], Case, list[Any]]] = {}
+
+
+def case(name: str, account: dict[str, Any], run: Case, expected: list[Any]) -> None:
+    CASES[name] = (account, run, expected)
+
+
+RESET = T0_MS // 60_000 * 60 + 60  # X-RateLimit-Reset: the next minute, in seconds
+
+
+def hdr(remaining: int | None = None, *, rpm: tuple[int, int] | None = None) -> dict[str, str]:
+    out = {}
+    if rpm is not None:
+        out["X-RateLimit-Limit"], out["X-RateLimit-Remaining"] = str(rpm[0]), str(rpm[1])
+    out["X-RateLimit-Reset"] = str(RESET)
+    if remaining is not None:
+        out["X-Token-Budget-Remaining"] = str(remaining)
+    return out
+
+
+case(
+    "rpm",
+    {"rpm_limit": 2},
+    rpm,
+    [
+        ("ok", "first", False, 0),
+        ("headers", "first", hdr(rpm=(2, 1))),
+        ("ok", "second", False, 0),
+        ("headers", "second", hdr(rpm=(2, 0))),
+        ("refused", "third", "rpm", 55),
+        ("headers", "third", hdr(rpm=(2, 0))),
+    ],
+)
+case(
+    "tpm",
+    {"tpm_limit": 1000},
+    tpm,
+    [
+        ("ok", "a 500", False, 0),
+        ("headers", "a 500", hdr()),
+        ("ok", "b 500", False, 0),
+        ("headers", "b 500", hdr()),
+        ("refused", "c full", "tpm", 55),
+        ("headers", "c full", hdr()),
+        ("ok", "d 300", False, 0),
+        ("headers", "d 300", hdr()),
+    ],
+)
+case(
+    "window opens and resets",
+    {"window_tokens": 1000},
+    window_open_and_reset,
+    [
+        ("ok", "opens", False, 0),
+        ("headers", "opens", hdr(800)),
+        ("state", "opened", (0, 5 * HOUR_MS, 0, 200), None),
+        ("state", "settled", (0, 5 * HOUR_MS, 150, 0), None),
+        ("ok", "after the end", False, 0),
+        ("headers", "after the end", {**hdr(980), "X-RateLimit-Reset": str(RESET + 5 * 3600)}),
+        ("state", "reopened", (5 * HOUR_MS + 1000, 10 * HOUR_MS + 1000, 0, 20), None),
+    ],
+)
+MARCH_MS = int(datetime(2026, 3, 1, tzinfo=UTC).timestamp() * 1000) - T0_MS
+APRIL_MS = int(datetime(2026, 4, 1, tzinfo=UTC).timestamp() * 1000) - T0_MS
+MAY_MS = int(datetime(2026, 5, 1, tzinfo=UTC).timestamp() * 1000) - T0_MS
+APRIL_RESET = str(int(datetime(2026, 4, 1, 0, 1, tzinfo=UTC).timestamp()))
+case(
+    "calendar month",
+    {"window_tokens": 1000, "window_kind": "calendar_month", "window_hours": 0},
+    calendar_month,
+    [
+        ("ok", "march", False, 0),
+        ("headers", "march", hdr(800)),
+        ("state", "march", (MARCH_MS, APRIL_MS, 120, 0), None),
+        ("ok", "april", False, 0),
+        ("headers", "april", {**hdr(980), "X-RateLimit-Reset": APRIL_RESET}),
+        ("state", "april", (APRIL_MS, MAY_MS, 0, 20), None),
+    ],
+)
+case(
+    "window full, then the balance",
+    {"window_tokens": 300, "balance": 10_000},
+    window_full_then_balance,
+    [
+        ("ok", "in the window", False, 0),
+        ("headers", "in the window", hdr(100)),
+        ("ok", "crosses", True, 300),
+        ("headers", "crosses", hdr(100)),
+        ("state", "reserved", (0, 5 * HOUR_MS, 0, 200), 9_700),
+        ("state", "settled", (0, 5 * HOUR_MS, 150, 200), 9_800),
+    ],
+)
+case(
+    "a billion dollars of balance, to the micro-dollar",
+    {"window_tokens": 300, "balance": 10**15},
+    window_full_then_balance,
+    [
+        ("ok", "in the window", False, 0),
+        ("headers", "in the window", hdr(100)),
+        ("ok", "crosses", True, 300),
+        ("headers", "crosses", hdr(100)),
+        ("state", "reserved", (0, 5 * HOUR_MS, 0, 200), 10**15 - 300),
+        ("state", "settled", (0, 5 * HOUR_MS, 150, 200), 10**15 - 200),
+    ],
+)
+case(
+    "balance short",
+    {"window_tokens": 100, "balance": 50},
+    balance_short,
+    [
+        ("ok", "small", False, 0),
+        ("headers", "small", hdr(80)),
+        ("refused", "too dear", "balance", 0),
+        ("headers", "too dear", {**hdr(80), "X-Balance-Micros": "50"}),
+        ("state", "refused", (0, 5 * HOUR_MS, 0, 20), 50),
+    ],
+)
+case(
+    "budget empty",
+    {"window_tokens": 100},
+    budget_empty,
+    [
+        ("ok", "small", False, 0),
+        ("headers", "small", hdr(80)),
+        ("refused", "no balance", "budget", 5 * 3600),
+        ("headers", "no balance", hdr(0)),
+    ],
+)
+case(
+    "unit-priced",
+    {"window_tokens": 1000, "balance": 1000},
+    unit_priced,
+    [
+        ("ok", "300 micros", True, 300),
+        ("headers", "300 micros", hdr(1000)),
+        ("refused", "800 micros", "balance", 0),
+        ("headers", "800 micros", {**hdr(1000), "X-Balance-Micros": "700"}),
+        ("state", "after", (0, 5 * HOUR_MS, 0, 0), 700),
+    ],
+)
+case(
+    "batch price factor",
+    {"window_tokens": 1, "balance": 1000},
+    batch_price_factor,
+    [
+        ("ok", "fills the window", False, 0),
+        ("headers", "fills the window", hdr(0)),
+        ("ok", "half price", True, 2),
+        ("headers", "half price", hdr(0)),
+        ("state", "after", (0, 5 * HOUR_MS, 0, 1), 998),
+    ],
+)
+case(
+    "stale key",
+    {},
+    stale_key,
+    [
+        ("ok", "before", False, 0),
+        ("headers", "before", hdr()),
+        ("stale", "after the change"),
+    ],
+)
+case(
+    "settle exactly once",
+    {"window_tokens": 1000},
+    settle_exactly_once,
+    [
+        ("ok", "once", False, 0),
+        ("headers", "once", hdr(800)),
+        ("state", "after", (0, 5 * HOUR_MS, 50, 0), None),
+    ],
+)
+case(
+    "reaper",
+    {"window_tokens": 1000, "balance": 5000},
+    reaper,
+    [
+        ("ok", "dies", False, 0),
+        ("headers", "dies", hdr(800)),
+        ("ok", "paid, dies", True, 1500),
+        ("headers", "paid, dies", hdr(800)),
+        ("state", "held", (0, 5 * HOUR_MS, 0, 200), 3500),
+        ("reaped", "first pass", 2),
+        ("reaped", "second pass", 0),
+        ("state", "released", (0, 5 * HOUR_MS, 0, 0), 5000),
+    ],
+)
+case(
+    "restored from the database",
+    {"window_tokens": 1000, "balance": 1000, "started_ago_ms": 600_000, "used": 900},
+    restored_from_the_database,
+    [
+        ("ok", "crosses", True, 300),
+        ("headers", "crosses", hdr(100)),
+        ("state", "after", (-600_000, 5 * HOUR_MS - 600_000, 900, 0), 700),
+    ],
+)
+
+
+def _run(account: dict[str, Any], run: Case) -> list[Any]:
+    account = dict(account)
+    balance = account.pop("balance", 0)
+    started_ago_ms = account.pop("started_ago_ms", None)
+    used = account.pop("used", 0)
+    acct = factories.account(balance_micros=balance)
+    if started_ago_ms is not None:
+        acct.window_started_at = datetime.fromtimestamp((T0_MS - started_ago_ms) / 1000, tz=UTC)
+        acct.window_used_tokens = used
+        acct.save(update_fields=["window_started_at", "window_used_tokens"])
+    key, _ = factories.api_key(acct)
+    h = Harness(caller=_caller(acct, key.pk, key.key_hash, **account))
+    limits.reset_memory()
+    with time_machine.travel(T0, tick=False):
+        asyncio.run(run(h))
+    metering.discard_local()
+    return h.seen
+
+
+LIMITERS = ["in-process", "redis"]
+
+
+@pytest.mark.parametrize("limiter", LIMITERS)
+@pytest.mark.parametrize("name", list(CASES))
+def test_both_limiters_give_the_same_answers(name: str, limiter: str, settings: Any) -> None:
+    """Each limiter must give exactly the case's answers, so the two agree with each other."""
+    account, run, expected = CASES[name]
+    if limiter == "in-process":
+        settings.REDIS_URL = ""
+    elif not settings.REDIS_URL:
+        pytest.skip("the Redis half needs REDIS_URL (CI sets it)")
+    assert _run(account, run) == expected
