@@ -105,7 +105,7 @@ class Harness:
         self.seen.append(("state", name, window, limits.live_balance(self.caller.account_id)))
 
     async def change_key(self) -> None:
-        await sync_to_async(auth.invalidate)(self.caller.key_hash)
+        await sync_to_async(auth.invalidate)(key_hashes=[self.caller.key_hash])
 
     async def reap(self, name: str) -> None:
         released = await sync_to_async(limits.reap_abandoned)(older_than_ms=0)
