@@ -43,6 +43,7 @@ from gateway.translate.errors import TranslationError
 
 logger = logging.getLogger("tokenfactory.gateway")
 
+_A = TypeVar("_A")
 _R = TypeVar("_R")
 _ROLES = {
     OPENAI: ("system", "developer", "user", "assistant", "tool", "function"),
@@ -115,38 +116,37 @@ class Exchange:
 # --- running a request: the one try/except --------------------------------------------------
 
 
-async def serve(
+def serve(
     request: HttpRequest,
     *,
     surface: str,
     endpoint: str,
     steps: Callable[[Exchange, HttpRequest], Awaitable[HttpResponseBase]],
     metered: bool = True,
-) -> HttpResponseBase:
+) -> Awaitable[HttpResponseBase]:
     """Run an inference view's ``steps`` (parse, the pipeline's calls, the reply) for a request:
-    check its size and key first, answer any error in the surface's envelope."""
+    its size and key checked first, any error answered in the surface's envelope."""
     ex = Exchange(surface=surface, endpoint=endpoint, metered=metered)
-
-    async def start_then_steps(ex: Exchange) -> HttpResponseBase:
-        await start(ex, request)
-        return await steps(ex, request)
-
-    return await run(ex, start_then_steps, on_error=fail)
+    return run(ex, steps, request, on_error=fail)
 
 
 async def run(
     ex: Exchange,
-    steps: Callable[[Exchange], Awaitable[_R]],
+    steps: Callable[[Exchange, _A], Awaitable[_R]],
+    arg: _A,
     *,
     on_error: Callable[[Exchange, GatewayError], _R],
     commit: Callable[[_R, metering.UsageRecord], Awaitable[None]] | None = None,
 ) -> _R:
-    """Run ``steps`` and settle the request once, however it ends: an answer, a GatewayError
-    (answered by ``on_error``), a bug (a 500 in the caller's envelope) or a cancellation (the
-    client hung up: recorded as 499 and raised on). ``commit`` writes the record with the result
-    (a batch line's result, record and charge commit together)."""
+    """Run ``steps(ex, arg)`` (``arg``: the HttpRequest of a live request, whose size and key
+    are checked first; a batch's line) and settle the request once, however it ends: an answer,
+    a GatewayError (answered by ``on_error``), a bug (a 500 in the caller's envelope) or a
+    cancellation (the client hung up: recorded as 499 and raised on). ``commit`` writes the
+    record with the result (a batch line's result, record and charge commit together)."""
     try:
-        result = await steps(ex)
+        if isinstance(arg, HttpRequest):
+            await start(ex, arg)
+        result = await steps(ex, arg)
     except GatewayError as err:
         result = _failed(ex, err, on_error)
     except Exception as exc:

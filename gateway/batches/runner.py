@@ -176,13 +176,10 @@ class _Runner:
             reload_caller=self._reload_caller,
         )
 
-        async def steps(ex: Exchange) -> _Outcome:
-            return await self._execute(ex, line)
-
         async def commit(outcome: _Outcome, record: metering.UsageRecord) -> None:
             await _db(_finish_line)(line.pk, self.me, self.batch_id, outcome, record)
 
-        await exchange.run(ex, steps, on_error=_failure, commit=commit)
+        await exchange.run(ex, self._execute, line, on_error=_failure, commit=commit)
 
     async def _execute(self, ex: Exchange, line: _Claimed) -> _Outcome:
         if line.error is not None:
