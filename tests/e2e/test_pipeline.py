@@ -157,6 +157,23 @@ def test_it_releases_the_reservation_when_a_stream_breaks(funded: dict[str, Any]
     assert (record.status, record.error_code) == (502, "upstream_error")
 
 
+def test_it_releases_the_reservation_when_a_responses_stream_breaks(funded: dict[str, Any]) -> None:
+    client = openai.OpenAI(
+        base_url=f"{funded['url']}/openai/v1/", api_key=funded["secret"], max_retries=0
+    )
+    events = client.responses.create(
+        model="sim-gpt",
+        input="tell me a long story",
+        stream=True,
+        extra_headers={"x-sim-options": "drop=5,tokens=40"},
+    )
+    kinds = [event.type for event in events]
+    assert kinds[-1] in ("response.failed", "error")
+    record = wait_until_settled(funded["account"].pk, "responses")
+    assert (record.status, record.error_code) == (502, "upstream_error")
+    assert record.output_tokens > 0 and record.is_estimate
+
+
 # --- fallback --------------------------------------------------------------------------------
 
 
@@ -249,3 +266,26 @@ def test_a_batch_line_is_recorded_like_the_same_direct_call(
     assert queued.batch_id == batch.id
     assert queued.ttft_ms is not None and queued.latency_ms >= queued.ttft_ms
     assert queued.cost_micros == -(-direct.cost_micros * 50 // 100)
+
+
+def test_a_batch_line_whose_upstream_fails_releases_its_reservation(
+    funded: dict[str, Any], settings: Any
+) -> None:
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    factories.model("sim-broken", routes=[(funded["openai"], "sim-gpt+status=500")])
+    client = openai.OpenAI(base_url=f"{funded['url']}/openai/v1/", api_key=funded["secret"])
+    body = {"model": "sim-broken", "max_tokens": 50, "messages": [{"role": "user", "content": "x"}]}
+    line = {"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": body}
+    upload = client.files.create(file=("in.jsonl", orjson.dumps(line)), purpose="batch")
+    batch = client.batches.create(
+        input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    deadline = time.monotonic() + 30
+    while client.batches.retrieve(batch.id).status != "completed":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    record = wait_until_settled(funded["account"].pk, "chat")
+    assert (record.status, record.error_code, record.batch_id) == (502, "upstream_error", batch.id)
+    assert record.route == f"{funded['openai'].slug}:sim-gpt+status=500"
+    assert record.cost_micros == record.billed_micros == 0
+    assert limits.live_balance(funded["account"].pk) in (None, TOP_UP)
