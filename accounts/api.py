@@ -20,6 +20,7 @@ from accounts import keys
 from accounts.forms import models_for
 from accounts.models import Account, ApiKey, Membership, User
 from accounts.services import account_for
+from gateway import errors
 
 
 class ApiKeyAuthentication(BaseAuthentication):
@@ -291,13 +292,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         message = str(exc.detail)
     else:
         message = "The request failed."
-    code = getattr(exc, "default_code", None)
-    response.data = {
-        "error": {
-            "message": message,
-            "type": _ERROR_TYPES.get(response.status_code, "api_error"),
-            "param": param,
-            "code": code,
-        }
-    }
+    response.data = errors.envelope(
+        message=message,
+        type=_ERROR_TYPES.get(response.status_code, "api_error"),
+        param=param,
+        code=getattr(exc, "default_code", None),
+    )
     return response

@@ -1,5 +1,9 @@
-"""What an error looks like to each SDK: typed gateway errors, and one function per surface that
-builds every error body (OpenAI style on /openai, Anthropic style on /anthropic)."""
+"""What an error looks like to each SDK: typed gateway errors, and the one place every error body
+is built (OpenAI style on /openai and in the dashboard's API, Anthropic style on /anthropic, SSE
+error frames, batch-line errors) and every request-id header is set.
+
+A leaf: it imports nothing from the gateway's runtime, so any app (accounts' DRF handler) may use
+it."""
 
 from __future__ import annotations
 
@@ -116,10 +120,13 @@ class UpstreamRejected(GatewayError):
     type, code = "invalid_request_error", None
 
 
+def envelope(*, message: str, type: str, param: str | None, code: str | None) -> dict[str, Any]:
+    """The OpenAI-style error body: ``{"error": {"message", "type", "param", "code"}}``."""
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
 def openai_body(err: GatewayError) -> dict[str, Any]:
-    return {
-        "error": {"message": err.message, "type": err.type, "param": err.param, "code": err.code}
-    }
+    return envelope(message=err.message, type=err.type, param=err.param, code=err.code)
 
 
 def anthropic_body(err: GatewayError, request_id: str) -> dict[str, Any]:
@@ -137,12 +144,25 @@ def body_for(err: GatewayError, surface: str, request_id: str) -> dict[str, Any]
     return anthropic_body(err, request_id) if surface == ANTHROPIC else openai_body(err)
 
 
+def request_id_headers(surface: str, request_id: str) -> dict[str, str]:
+    """``x-request-id`` on every answer, and ``request-id`` too on the Anthropic surface (its SDK
+    reads that one)."""
+    if surface == ANTHROPIC:
+        return {"x-request-id": request_id, "request-id": request_id}
+    return {"x-request-id": request_id}
+
+
+def json_response(data: Any, surface: str, request_id: str, *, status: int = 200) -> HttpResponse:
+    """A JSON answer with the request-id headers."""
+    resp = HttpResponse(orjson.dumps(data), status=status, content_type="application/json")
+    for name, value in request_id_headers(surface, request_id).items():
+        resp[name] = value
+    return resp
+
+
 def response(err: GatewayError, surface: str, request_id: str) -> HttpResponse:
-    resp = HttpResponse(
-        orjson.dumps(body_for(err, surface, request_id)),
-        status=err.status,
-        content_type="application/json",
-    )
+    """The error answer in ``surface``'s envelope, with its status and request-id headers."""
+    resp = json_response(body_for(err, surface, request_id), surface, request_id, status=err.status)
     if err.retry_after is not None:
         resp["retry-after"] = str(err.retry_after)
     if err.status == 402:
@@ -157,3 +177,42 @@ def stream_frame(err: GatewayError, surface: str, request_id: str) -> bytes:
         data = orjson.dumps(anthropic_body(err, request_id))
         return b"event: error\ndata: " + data + b"\n\n"
     return b"data: " + orjson.dumps(openai_body(err)) + b"\n\n"
+
+
+# --- batch lines ------------------------------------------------------------------------------
+# A line's error is stored as {"status", "type", "code", "message", "param"} and written out in
+# its surface's envelope when the batch's results are.
+
+
+def line_error(err: GatewayError) -> dict[str, Any]:
+    return {
+        "status": err.status,
+        "type": err.type,
+        "code": err.code,
+        "message": err.message,
+        "param": err.param,
+    }
+
+
+def invalid_line(
+    code: str, message: str, *, status: int = 400, param: str | None = None
+) -> dict[str, Any]:
+    """The stored error of an input line that cannot run."""
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    return {"status": status, "type": kind, "code": code, "message": message, "param": param}
+
+
+def openai_line_body(error: dict[str, Any]) -> dict[str, Any]:
+    return envelope(
+        message=error.get("message", "The request failed."),
+        type=error.get("type", "server_error"),
+        param=error.get("param"),
+        code=error.get("code"),
+    )
+
+
+def anthropic_line_body(error: dict[str, Any], request_id: str) -> dict[str, Any]:
+    err = GatewayError(
+        error.get("message", "The request failed."), status=error.get("status") or 500
+    )
+    return anthropic_body(err, request_id)

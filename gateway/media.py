@@ -14,9 +14,7 @@ import struct
 import wave
 from typing import Any
 
-from billing import money
 from gateway import errors, tokens
-from gateway.catalog import ModelInfo
 
 TRANSCRIPTION_MIN_SECONDS = 10
 # Formats the docs promise; .mpeg/.mpga are MP3 by another name, as OpenAI accepts them.
@@ -415,14 +413,3 @@ def image_count(body: dict[str, Any]) -> int:
             "'response_format' must be 'url' or 'b64_json'.", param="response_format"
         )
     return n
-
-
-# --- money -------------------------------------------------------------------------------------
-
-
-def unit_cost_micros(model: ModelInfo, units: int) -> int:
-    """What ``units`` of a unit-priced model cost (seconds, characters or images)."""
-    price = model.unit_price_micros or 0
-    if model.unit == "characters":
-        return money.per_million_cost_micros(units, price)
-    return money.unit_cost_micros(units, price)

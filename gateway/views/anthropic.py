@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponseBase
 
-from gateway import errors, providers, relay, routing, tokens
+from gateway import errors, exchange, tokens
 from gateway.errors import ANTHROPIC
+from gateway.exchange import Exchange
 from gateway.views.common import (
     anthropic_model,
+    chat,
     endpoint,
     find_model,
     fresh_caller,
@@ -18,35 +20,33 @@ from gateway.views.common import (
 
 @endpoint(ANTHROPIC)
 async def messages(request: HttpRequest) -> HttpResponseBase:
-    return await relay.chat(request, ANTHROPIC)
+    return await exchange.serve(request, surface=ANTHROPIC, endpoint="chat", steps=chat)
 
 
 @endpoint(ANTHROPIC)
 async def count_tokens(request: HttpRequest) -> HttpResponseBase:
-    caller = await fresh_caller(request)
-    body = relay.read_json(request)
-    model = await relay.resolve_model(body, caller, kind="chat")
-    if not isinstance(body.get("messages"), list):
-        raise errors.BadRequest("'messages' must be an array.", param="messages")
-    anthropic_routes = [r for r in model.routes if r.protocol == ANTHROPIC]
-    if anthropic_routes:
-        # An Anthropic upstream counts exactly; everything else is our tokenizer's estimate.
-        try:
-            route = routing.ordered(anthropic_routes)[0]
-            provider = providers.get(ANTHROPIC)
-            import orjson
+    return await exchange.serve(
+        request, surface=ANTHROPIC, endpoint="count_tokens", steps=_count_tokens, metered=False
+    )
 
-            payload = dict(body, model=route.upstream_model)
-            upstream = provider.build(
-                route, "count_tokens", orjson.dumps(payload), relay.forwarded_headers(request)
-            )
-            response = await provider.send(upstream, stream=False)
-            data = orjson.loads(response.content)
-            if isinstance(data.get("input_tokens"), int):
-                return reply_json({"input_tokens": data["input_tokens"]}, ANTHROPIC)
-        except (providers.UpstreamError, ValueError):
+
+async def _count_tokens(ex: Exchange, request: HttpRequest) -> HttpResponseBase:
+    ex.caller = await fresh_caller(request)  # no admission here to notice a changed key
+    ex.body = exchange.read_json(request)
+    model = await exchange.resolve(ex, kind="chat")
+    if not isinstance(ex.body.get("messages"), list):
+        raise errors.BadRequest("'messages' must be an array.", param="messages")
+    if any(r.protocol == ANTHROPIC for r in model.routes):
+        # An Anthropic upstream counts exactly (its routes tried in turn, with retries); when
+        # none answers, and for other upstreams, our tokenizer estimates.
+        try:
+            opened = await exchange.open_upstream(ex, "count_tokens", protocol=ANTHROPIC)
+            counted = exchange.upstream_json(opened).get("input_tokens")
+            if isinstance(counted, int):
+                return exchange.reply_json(ex, {"input_tokens": counted})
+        except errors.GatewayError:
             pass
-    return reply_json({"input_tokens": tokens.count_request(body)}, ANTHROPIC)
+    return exchange.reply_json(ex, {"input_tokens": tokens.count_request(ex.body)})
 
 
 @endpoint(ANTHROPIC, methods=("GET",))

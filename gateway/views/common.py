@@ -1,5 +1,5 @@
-"""What every inference endpoint shares: method checks, errors in the caller's envelope, request
-ids, and the model lists."""
+"""What every inference endpoint shares: method checks, errors in the caller's envelope, the chat
+steps both surfaces run, and the model lists."""
 
 from __future__ import annotations
 
@@ -7,14 +7,13 @@ import functools
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-import orjson
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 
-from gateway import auth, catalog, errors
+from gateway import auth, catalog, errors, exchange, tokens
 from gateway.auth import Caller
 from gateway.catalog import ModelInfo
-from gateway.relay import authenticate, new_request_id
+from gateway.exchange import Exchange
 
 View = Callable[..., Coroutine[Any, Any, HttpResponseBase]]
 
@@ -45,26 +44,32 @@ def endpoint(surface: str, methods: tuple[str, ...] = ("POST",)) -> Callable[[Vi
 
 
 def reply_error(err: errors.GatewayError, surface: str) -> HttpResponse:
-    request_id = new_request_id()
-    response = errors.response(err, surface, request_id)
-    response["x-request-id"] = request_id
-    if surface == errors.ANTHROPIC:
-        response["request-id"] = request_id
-    return response
+    """An error outside the pipeline (a wrong method or path, the batch and model endpoints)."""
+    return errors.response(err, surface, exchange.new_request_id())
 
 
 def reply_json(data: Any, surface: str, status: int = 200) -> HttpResponse:
-    response = HttpResponse(orjson.dumps(data), status=status, content_type="application/json")
-    request_id = new_request_id()
-    response["x-request-id"] = request_id
-    if surface == errors.ANTHROPIC:
-        response["request-id"] = request_id
-    return response
+    return errors.json_response(data, surface, exchange.new_request_id(), status=status)
+
+
+async def chat(ex: Exchange, request: HttpRequest) -> HttpResponseBase:
+    """Chat on either surface (/v1/chat/completions, /v1/messages)."""
+    ex.body = exchange.read_json(request)
+    model = await exchange.resolve(ex, kind="chat")
+    ex.stream, max_tokens = exchange.check_chat(ex.body, ex.surface)
+    await exchange.admit(
+        ex,
+        input_tokens=tokens.estimate_request_tokens(len(request.body)),
+        ceiling=exchange.output_ceiling(model, max_tokens),
+    )
+    if ex.stream:
+        return exchange.reply_stream(ex, await exchange.open_chat_stream(ex))
+    return exchange.reply_json(ex, await exchange.complete_chat(ex))
 
 
 async def fresh_caller(request: HttpRequest) -> Caller:
     """Authenticate an endpoint that does not go through admission (which checks freshness)."""
-    caller = await authenticate(request)
+    caller = await exchange.authenticate(request)
     if await auth.is_stale(caller):
         refreshed = await auth.authenticate(auth.bearer_from(request), refresh=True)
         if refreshed is None:

@@ -1,98 +1,39 @@
 """The OpenAI surface's other endpoints: embeddings, audio transcription and speech, image
-generation. Each is the chat path's shape: authenticate, check, admit, send through the router,
-answer, settle once (also on failure and on a client hanging up mid-stream)."""
+generation. Each view parses and checks its request (``gateway/media.py``), then runs the same
+pipeline as chat (``gateway/exchange.py``): admit, send through the router, answer, settle once."""
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import orjson
-from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponseBase
 
-from gateway import auto, catalog, errors, media, relay, routing, tokens
-from gateway.auth import Caller
-from gateway.catalog import ModelInfo, RouteInfo
-from gateway.errors import OPENAI, GatewayError
+from gateway import errors, exchange, media, routing, tokens
+from gateway.catalog import RouteInfo
+from gateway.errors import OPENAI
+from gateway.exchange import Exchange
 from gateway.providers import Provider
 from gateway.providers.base import http_client
-from gateway.relay import Exchange
-from gateway.tokens import Usage
 from gateway.views.common import endpoint
-
-# --- shared steps ------------------------------------------------------------------------------
-
-
-async def resolve(body: dict[str, Any], caller: Caller, *, kind: str) -> ModelInfo:
-    """The model a request names, or the one ``auto`` picks (see gateway/auto.py)."""
-    if auto.is_auto(body):
-        return auto.choose(await catalog.snapshot(), caller, body, kind=kind)
-    return await relay.resolve_model(body, caller, kind=kind)
-
-
-def openai_routes(model: ModelInfo) -> ModelInfo:
-    """These endpoints exist on OpenAI-protocol upstreams only."""
-    routes = tuple(r for r in model.routes if r.protocol == OPENAI)
-    if not routes:
-        raise errors.ModelUnavailable(
-            f"{model.model_id} has no OpenAI-compatible upstream route for this endpoint.",
-            param="model",
-        )
-    return dataclasses.replace(model, routes=routes)
-
-
-def _reply(ex: Exchange, content: bytes, content_type: str) -> HttpResponse:
-    response = HttpResponse(content, content_type=content_type)
-    for name, value in ex.headers().items():
-        response[name] = value
-    return response
-
-
-async def finish_units(ex: Exchange, *, unit: str, units: int, cost_micros: int) -> None:
-    """Settle a unit-priced request (seconds, characters, images): the same settlement and usage
-    record as relay._finish, with the cost counted in the model's unit instead of tokens."""
-    await relay._finish(ex, cost_micros=cost_micros)
-
 
 # --- embeddings --------------------------------------------------------------------------------
 
 
 @endpoint(OPENAI)
 async def embeddings(request: HttpRequest) -> HttpResponseBase:
-    ex = Exchange(surface=OPENAI, endpoint="embeddings")
-    try:
-        relay.check_size(request)
-        ex.caller = await relay.authenticate(request)
-        ex.body = relay.read_json(request)
-        ex.model = await resolve(ex.body, ex.caller, kind="embedding")
-        items = media.embedding_inputs(ex.body)
-        media.check_embedding_options(ex.body)
-        counted = media.embedding_tokens(items)
-        ex.forwarded = relay.forwarded_headers(request)
-        ex.forwarded["x-request-id"] = ex.request_id
-        model = openai_routes(ex.model)
-        await relay.admit(ex, request, counted, 0)
-        opened = await routing.open_upstream(model, relay.builder(ex, "embeddings"), stream=False)
-        ex.route = opened.route
-        data = relay.upstream_json(opened.response.content)
-        reported = Usage.from_openai(data.get("usage"))
-        if reported is not None and reported.input_tokens:
-            ex.usage = Usage(input_tokens=reported.input_tokens)
-        else:
-            ex.usage = Usage(input_tokens=counted, is_estimate=True)
-        data["model"] = ex.model.model_id
-        data["usage"] = {
-            "prompt_tokens": ex.usage.input_tokens,
-            "total_tokens": ex.usage.input_tokens,
-        }
-        ex.ttft_ms = relay._elapsed_ms(ex)
-        await relay._finish(ex)
-        return _reply(ex, orjson.dumps(data), "application/json")
-    except GatewayError as err:
-        return await relay._fail(ex, err)
+    return await exchange.serve(request, surface=OPENAI, endpoint="embeddings", steps=_embeddings)
+
+
+async def _embeddings(ex: Exchange, request: HttpRequest) -> HttpResponseBase:
+    ex.body = exchange.read_json(request)
+    await exchange.resolve(ex, kind="embedding")
+    items = media.embedding_inputs(ex.body)
+    media.check_embedding_options(ex.body)
+    counted = media.embedding_tokens(items)
+    await exchange.admit(ex, input_tokens=counted, ceiling=0)
+    return exchange.reply_json(ex, await exchange.embed(ex, counted_tokens=counted))
 
 
 # --- transcription -----------------------------------------------------------------------------
@@ -100,38 +41,30 @@ async def embeddings(request: HttpRequest) -> HttpResponseBase:
 
 @endpoint(OPENAI)
 async def transcriptions(request: HttpRequest) -> HttpResponseBase:
-    ex = Exchange(surface=OPENAI, endpoint="transcriptions")
-    try:
-        relay.check_size(request)
-        ex.caller = await relay.authenticate(request)
-        fields, name, data = _form(request)
-        ex.body = dict(fields)
-        ex.model = await resolve(ex.body, ex.caller, kind="transcription")
-        media.check_transcription_options(fields)
-        fmt = media.audio_format(name)
-        seconds, _ = media.audio_seconds(data, fmt)
-        units = media.billable_seconds(seconds)
-        ex.forwarded = relay.forwarded_headers(request)
-        ex.forwarded["x-request-id"] = ex.request_id
-        model = openai_routes(ex.model)
-        await relay.admit(
-            ex, request, 1, 0, unit_cost_micros=media.unit_cost_micros(ex.model, units)
-        )
-        build = _multipart_builder(ex, request, fields, name, data)
-        opened = await routing.open_upstream(model, build, stream=False)
-        ex.route = opened.route
-        content_type = opened.response.headers.get("content-type", "application/json")
-        content = opened.response.content
-        if content_type.startswith("application/json"):
-            answer = relay.upstream_json(content)
-            answer["usage"] = {"type": "duration", "seconds": units}
-            content = orjson.dumps(answer)
-        ex.ttft_ms = relay._elapsed_ms(ex)
-        cost = media.unit_cost_micros(ex.model, units)
-        await finish_units(ex, unit="seconds", units=units, cost_micros=cost)
-        return _reply(ex, content, content_type)
-    except GatewayError as err:
-        return await relay._fail(ex, err)
+    return await exchange.serve(
+        request, surface=OPENAI, endpoint="transcriptions", steps=_transcriptions
+    )
+
+
+async def _transcriptions(ex: Exchange, request: HttpRequest) -> HttpResponseBase:
+    fields, name, data = _form(request)
+    ex.body = dict(fields)
+    await exchange.resolve(ex, kind="transcription")
+    media.check_transcription_options(fields)
+    seconds, _ = media.audio_seconds(data, media.audio_format(name))
+    units = media.billable_seconds(seconds)
+    await exchange.admit(ex, input_tokens=1, ceiling=0, units=units)
+    build = _multipart_builder(ex, request, name, data)
+    opened = await exchange.open_upstream(ex, "transcriptions", build=build, protocol=OPENAI)
+    content_type = opened.response.headers.get("content-type", "application/json")
+    content = opened.response.content
+    if content_type.startswith("application/json"):
+        answer = exchange.upstream_json(opened)
+        answer["usage"] = {"type": "duration", "seconds": units}
+        content = orjson.dumps(answer)
+    ex.ttft_ms = ex.elapsed_ms()
+    ex.units = units
+    return exchange.reply(ex, content, content_type)
 
 
 def _form(request: HttpRequest) -> tuple[dict[str, str], str, bytes]:
@@ -151,15 +84,13 @@ def _form(request: HttpRequest) -> tuple[dict[str, str], str, bytes]:
 
 
 def _multipart_builder(
-    ex: Exchange, request: HttpRequest, fields: dict[str, str], name: str, data: bytes
+    ex: Exchange, request: HttpRequest, name: str, data: bytes
 ) -> routing.BuildFn:
     extra = {k: request.POST.getlist(k) for k in request.POST if k != "model"}
 
     def build(route: RouteInfo, provider: Provider) -> httpx.Request:
-        forwarded = ex.forwarded
-        if "x-sim-options" in forwarded and not route.provider_slug.startswith("sim"):
-            forwarded = {k: v for k, v in forwarded.items() if k != "x-sim-options"}
-        headers = provider.headers(route, forwarded)
+        ex.route = route
+        headers = provider.headers(route, exchange.forwarded_for(ex, route))
         form: dict[str, Any] = {"model": route.upstream_model, **extra}
         timeout = httpx.Timeout(
             connect=route.connect_timeout_s,
@@ -184,80 +115,23 @@ def _multipart_builder(
 
 @endpoint(OPENAI)
 async def speech(request: HttpRequest) -> HttpResponseBase:
-    ex = Exchange(surface=OPENAI, endpoint="speech")
-    try:
-        relay.check_size(request)
-        ex.caller = await relay.authenticate(request)
-        ex.body = relay.read_json(request)
-        ex.model = await resolve(ex.body, ex.caller, kind="speech")
-        characters = media.speech_characters(ex.body)
-        ex.forwarded = relay.forwarded_headers(request)
-        ex.forwarded["x-request-id"] = ex.request_id
-        model = openai_routes(ex.model)
-        await relay.admit(
-            ex,
-            request,
-            tokens.count_text(str(ex.body["input"])),
-            0,
-            unit_cost_micros=media.unit_cost_micros(ex.model, characters),
-        )
-        return await _stream_audio(ex, model, characters)
-    except GatewayError as err:
-        return await relay._fail(ex, err)
+    return await exchange.serve(request, surface=OPENAI, endpoint="speech", steps=_speech)
 
 
-async def _stream_audio(ex: Exchange, model: ModelInfo, characters: int) -> StreamingHttpResponse:
-    """Pass the upstream's audio through chunk by chunk as it arrives. Billed in full once any
-    audio reached the client (the upstream has synthesised it); nothing when none did."""
-    assert ex.model is not None
-    opened = await routing.open_upstream(model, relay.builder(ex, "speech"), stream=True)
-    ex.route = opened.route
-    ex.stream = True
-    chunks = opened.response.aiter_raw()
-    try:
-        first = await chunks.__anext__()
-    except (StopAsyncIteration, httpx.HTTPError) as exc:
-        await opened.response.aclose()
-        raise errors.UpstreamFailed(
-            "The upstream closed the audio stream before any audio."
-        ) from exc
-    ex.ttft_ms = relay._elapsed_ms(ex)
-    cost = media.unit_cost_micros(ex.model, characters)
+async def _speech(ex: Exchange, request: HttpRequest) -> HttpResponseBase:
+    ex.body = exchange.read_json(request)
+    await exchange.resolve(ex, kind="speech")
+    characters = media.speech_characters(ex.body)
+    input_tokens = tokens.count_text(str(ex.body["input"]))
+    await exchange.admit(ex, input_tokens=input_tokens, ceiling=0, units=characters)
     fmt = str(ex.body.get("response_format") or "mp3")
-    content_type = opened.response.headers.get("content-type") or media.SPEECH_CONTENT_TYPES.get(
-        fmt, "application/octet-stream"
+    content_type, audio = await exchange.open_byte_stream(
+        ex,
+        "speech",
+        units=characters,
+        content_type=media.SPEECH_CONTENT_TYPES.get(fmt, "application/octet-stream"),
     )
-    state = {"finished": False, "failed": False}
-
-    async def body() -> AsyncIterator[bytes]:
-        try:
-            yield first
-            async for chunk in chunks:
-                if chunk:
-                    yield chunk
-            state["finished"] = True
-        except httpx.HTTPError:
-            state["failed"] = True
-        finally:
-            await asyncio.shield(_close_audio(ex, opened.response, state, characters, cost))
-
-    response = StreamingHttpResponse(body(), content_type=content_type)
-    for name, value in ex.headers().items():
-        response[name] = value
-    return response
-
-
-async def _close_audio(
-    ex: Exchange, upstream: httpx.Response, state: dict[str, bool], characters: int, cost: int
-) -> None:
-    try:
-        await upstream.aclose()
-    finally:
-        if state["failed"]:
-            ex.status, ex.error_code = 502, "upstream_error"
-        elif not state["finished"]:
-            ex.status, ex.error_code = 499, "client_disconnected"
-        await finish_units(ex, unit="characters", units=characters, cost_micros=cost)
+    return exchange.reply_stream(ex, audio, content_type)
 
 
 # --- images ------------------------------------------------------------------------------------
@@ -265,35 +139,20 @@ async def _close_audio(
 
 @endpoint(OPENAI)
 async def images(request: HttpRequest) -> HttpResponseBase:
-    ex = Exchange(surface=OPENAI, endpoint="images")
-    try:
-        relay.check_size(request)
-        ex.caller = await relay.authenticate(request)
-        ex.body = relay.read_json(request)
-        ex.model = await resolve(ex.body, ex.caller, kind="image")
-        wanted = media.image_count(ex.body)
-        # The docs' example reads data[0].url without asking; url is our default.
-        ex.body.setdefault("response_format", "url")
-        if ex.body["response_format"] is None:
-            ex.body["response_format"] = "url"
-        ex.forwarded = relay.forwarded_headers(request)
-        ex.forwarded["x-request-id"] = ex.request_id
-        model = openai_routes(ex.model)
-        await relay.admit(
-            ex,
-            request,
-            tokens.count_text(str(ex.body["prompt"])),
-            0,
-            unit_cost_micros=media.unit_cost_micros(ex.model, wanted),
-        )
-        opened = await routing.open_upstream(model, relay.builder(ex, "images"), stream=False)
-        ex.route = opened.route
-        data = relay.upstream_json(opened.response.content)
-        produced = data.get("data")
-        count = min(len(produced), wanted) if isinstance(produced, list) else 0
-        ex.ttft_ms = relay._elapsed_ms(ex)
-        cost = media.unit_cost_micros(ex.model, count)
-        await finish_units(ex, unit="images", units=count, cost_micros=cost)
-        return _reply(ex, orjson.dumps(data), "application/json")
-    except GatewayError as err:
-        return await relay._fail(ex, err)
+    return await exchange.serve(request, surface=OPENAI, endpoint="images", steps=_images)
+
+
+async def _images(ex: Exchange, request: HttpRequest) -> HttpResponseBase:
+    ex.body = exchange.read_json(request)
+    await exchange.resolve(ex, kind="image")
+    wanted = media.image_count(ex.body)
+    # The docs' example reads data[0].url without asking; url is our default.
+    if ex.body.get("response_format") is None:
+        ex.body["response_format"] = "url"
+    input_tokens = tokens.count_text(str(ex.body["prompt"]))
+    await exchange.admit(ex, input_tokens=input_tokens, ceiling=0, units=wanted)
+    data = exchange.upstream_json(await exchange.open_upstream(ex, "images", protocol=OPENAI))
+    produced = data.get("data")
+    ex.units = min(len(produced), wanted) if isinstance(produced, list) else 0
+    ex.ttft_ms = ex.elapsed_ms()
+    return exchange.reply_json(ex, data)

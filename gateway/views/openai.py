@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponseBase
 
-from gateway import relay
+from gateway import exchange
 from gateway.errors import OPENAI
 from gateway.views.common import (
+    chat,
     endpoint,
     find_model,
     fresh_caller,
@@ -18,7 +19,7 @@ from gateway.views.common import (
 
 @endpoint(OPENAI)
 async def chat_completions(request: HttpRequest) -> HttpResponseBase:
-    return await relay.chat(request, OPENAI)
+    return await exchange.serve(request, surface=OPENAI, endpoint="chat", steps=chat)
 
 
 @endpoint(OPENAI, methods=("GET",))

@@ -113,7 +113,7 @@ def test_it_picks_the_cheapest_embedding_model(catalog):
 
 
 def test_chat_completions_accept_auto_too(catalog):
-    """Needs relay.resolve_model to call gateway.auto.choose for "auto"."""
+    """Needs exchange.resolve_model to call gateway.auto.choose for "auto"."""
     done = client(catalog).chat.completions.create(
         model="auto", messages=[{"role": "user", "content": "[[say: via chat]]"}]
     )

@@ -1,0 +1,889 @@
+"""The request pipeline: every inference request (chat on both surfaces, Responses, embeddings,
+audio, images, count_tokens, and each batch line) is one ``Exchange`` that goes
+
+    start (size, key) -> parse (the view) -> resolve the model -> admit -> open the upstream
+    (through ``routing``: retries and fallback) -> answer or relay -> settle and record
+
+and that fails the same way wherever it fails. ``run`` holds the one try/except that guarantees
+it: whatever ends a request after admission (an error, a bug, a client hanging up) releases the
+reservation and writes exactly one usage record, made by ``usage_record`` and priced by
+``cost_micros`` (the only places). Views parse, call these functions, and reply; the per-protocol
+stream relays live in ``gateway/relay.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
+
+from billing import money
+from gateway import auth, auto, catalog, errors, limits, metering, relay, routing, tokens
+from gateway.auth import Caller
+from gateway.catalog import ModelInfo, RouteInfo
+from gateway.errors import ANTHROPIC, OPENAI, GatewayError
+from gateway.limits import Admission
+from gateway.providers import Provider, transport
+from gateway.tokens import Usage
+from gateway.translate import requests as treq
+from gateway.translate import responses as tresp
+from gateway.translate import sse
+from gateway.translate.errors import TranslationError
+
+logger = logging.getLogger("tokenfactory.gateway")
+
+_ROLES = {
+    OPENAI: ("system", "developer", "user", "assistant", "tool", "function"),
+    ANTHROPIC: ("user", "assistant"),
+}
+_FORWARDED = ("anthropic-version", "anthropic-beta", "x-sim-options")
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+_UNIT_NAMES = {"seconds": "second of audio", "characters": "million characters", "images": "image"}
+
+# Our own generator: nobody else seeds it (test tools seed the module-level one), and each
+# forked child (Celery's prefork pool) reseeds it from the OS.
+_ids = random.Random()
+os.register_at_fork(after_in_child=_ids.seed)
+
+
+def new_request_id() -> str:
+    """A request's id: 96 random bits. Not a secret, but it keys the usage record's idempotency,
+    so it must not repeat; a Mersenne Twister seeded from the OS costs no system call, where
+    ``secrets`` costs a getrandom(2) per id (a measured 5% of the event loop's time)."""
+    return f"req_{_ids.getrandbits(96):024x}"
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One request's journey, from the first byte in to the usage record."""
+
+    surface: str
+    endpoint: str = "chat"
+    request_id: str = field(default_factory=new_request_id)
+    started: float = field(default_factory=time.monotonic)
+    caller: Caller | None = None
+    secret: str = ""
+    model: ModelInfo | None = None
+    body: dict[str, Any] = field(default_factory=dict)
+    stream: bool = False
+    route: RouteInfo | None = None
+    admission: Admission | None = None
+    usage: Usage | None = None
+    # Set for a unit-priced request (seconds, characters, images): what it is billed for.
+    units: int | None = None
+    ttft_ms: int | None = None
+    status: int = 200
+    error_code: str = ""
+    forwarded: dict[str, str] = field(default_factory=dict)
+    refusal_headers: dict[str, str] = field(default_factory=dict)
+    # Batch lines: their batch, their price (percent of live), no RPM count, and how their key is
+    # reloaded when it changed (live requests reload it from ``secret``).
+    batch_id: str = ""
+    price_factor_percent: int = 100
+    counts_rpm: bool = True
+    reload_caller: Callable[[], Awaitable[Caller | None]] | None = None
+    # False for a request nobody is billed for (count_tokens): no usage record.
+    metered: bool = True
+    # A streamed answer's body settles the request itself, when the stream ends.
+    handed_off: bool = False
+    recorded: bool = False
+
+    def headers(self) -> dict[str, str]:
+        out = errors.request_id_headers(self.surface, self.request_id)
+        if self.admission is not None:
+            out.update(self.admission.headers)
+        else:
+            out.update(self.refusal_headers)
+        return out
+
+    def elapsed_ms(self) -> int:
+        return int((time.monotonic() - self.started) * 1000)
+
+
+# --- running a request: the one try/except --------------------------------------------------
+
+
+def serve(
+    request: HttpRequest,
+    *,
+    surface: str,
+    endpoint: str,
+    steps: Callable[[Exchange, HttpRequest], Awaitable[HttpResponseBase]],
+    metered: bool = True,
+) -> Awaitable[HttpResponseBase]:
+    """Run an inference view's ``steps`` (parse, the pipeline's calls, the reply) for a request:
+    its size and key checked first, any error answered in the surface's envelope."""
+    ex = Exchange(surface=surface, endpoint=endpoint, metered=metered)
+    return run(ex, steps, request, on_error=fail)
+
+
+async def run[A, R](
+    ex: Exchange,
+    steps: Callable[[Exchange, A], Awaitable[R]],
+    arg: A,
+    *,
+    on_error: Callable[[Exchange, GatewayError], R],
+    commit: Callable[[R, metering.UsageRecord], Awaitable[None]] | None = None,
+) -> R:
+    """Run ``steps(ex, arg)`` (``arg``: the HttpRequest of a live request, whose size and key
+    are checked first; a batch's line) and settle the request once, however it ends: an answer,
+    a GatewayError (answered by ``on_error``), a bug (a 500 in the caller's envelope) or a
+    cancellation (the client hung up: recorded as 499 and raised on). ``commit`` writes the
+    record with the result (a batch line's result, record and charge commit together)."""
+    try:
+        if isinstance(arg, HttpRequest):
+            await start(ex, arg)
+        result = await steps(ex, arg)
+    except GatewayError as err:
+        result = _failed(ex, err, on_error)
+    except Exception as exc:
+        logger.exception("request failed", extra={"request_id": ex.request_id})
+        crash = GatewayError(f"The gateway failed on this request ({type(exc).__name__}).")
+        result = _failed(ex, crash, on_error)
+    except BaseException as exc:
+        ex.usage, ex.units = None, None
+        if isinstance(exc, asyncio.CancelledError):
+            ex.status, ex.error_code = 499, "client_disconnected"
+        else:
+            ex.status, ex.error_code = 500, "server_error"
+        if not ex.handed_off:
+            await asyncio.shield(settle(ex))
+        raise
+    if not ex.handed_off:
+        await settle(ex, commit=None if commit is None else _bound(commit, result))
+    return result
+
+
+def _failed[R](
+    ex: Exchange, err: GatewayError, on_error: Callable[[Exchange, GatewayError], R]
+) -> R:
+    ex.status = err.status
+    ex.error_code = err.code or err.type
+    ex.usage, ex.units = None, None
+    if err.status >= 500:
+        logger.warning(
+            "upstream failure",
+            extra={"request_id": ex.request_id, "status": err.status, "error": err.message},
+        )
+    return on_error(ex, err)
+
+
+def _bound[R](
+    commit: Callable[[R, metering.UsageRecord], Awaitable[None]], result: R
+) -> Callable[[metering.UsageRecord], Awaitable[None]]:
+    def bound(record: metering.UsageRecord) -> Awaitable[None]:
+        return commit(result, record)
+
+    return bound
+
+
+def fail(ex: Exchange, err: GatewayError) -> HttpResponseBase:
+    """The error answer of a live request, in its surface's envelope."""
+    response = errors.response(err, ex.surface, ex.request_id)
+    headers = ex.admission.headers if ex.admission is not None else ex.refusal_headers
+    for name, value in headers.items():
+        response[name] = value
+    return response
+
+
+# --- settling: the one place a request is priced and recorded --------------------------------
+
+
+def cost_micros(
+    model: ModelInfo | None,
+    *,
+    usage: Usage | None = None,
+    units: int | None = None,
+    price_factor_percent: int = 100,
+) -> int:
+    """What a request costs: its units at the model's unit price, or its tokens at the model's
+    token prices; times ``price_factor_percent`` (batch lines), rounded up."""
+    if model is None:
+        return 0
+    if units is not None:
+        price = model.unit_price_micros or 0
+        if model.unit == "characters":
+            cost = money.per_million_cost_micros(units, price)
+        else:
+            cost = money.unit_cost_micros(units, price)
+    elif usage is not None and usage.total_tokens and model.is_priced:
+        cost = money.token_cost_micros(
+            input_tokens=usage.input_tokens,
+            cached_tokens=usage.cached_tokens,
+            output_tokens=usage.output_tokens,
+            input_price_micros=model.input_price_micros or 0,
+            output_price_micros=model.output_price_micros or 0,
+            cached_input_price_micros=model.cached_input_price_micros,
+        )
+    else:
+        return 0
+    if price_factor_percent == 100:
+        return cost
+    return -(-cost * price_factor_percent // 100)
+
+
+async def settle(
+    ex: Exchange, *, commit: Callable[[metering.UsageRecord], Awaitable[None]] | None = None
+) -> None:
+    """Swap the reservation for what was used and write the usage record: exactly once."""
+    if ex.recorded:
+        return
+    ex.recorded = True
+    if not ex.metered or (ex.caller is None and commit is None):
+        return
+    cost = cost_micros(
+        ex.model, usage=ex.usage, units=ex.units, price_factor_percent=ex.price_factor_percent
+    )
+    admission = ex.admission
+    billed = cost if admission is not None and admission.paid else 0
+    record = usage_record(ex, cost_micros=cost, billed_micros=billed)
+    if commit is not None:
+        await commit(record)
+    if ex.caller is None:
+        return
+    if admission is not None:
+        # With ``commit``, the record is in the database already; the copy settling queues is a
+        # no-op (metering dedupes on the request id).
+        used = ex.usage.total_tokens if ex.usage is not None else 0
+        await limits.settle(admission, tokens=used, billed_micros=billed, record=record)
+    elif commit is None:
+        await metering.record_unadmitted(record)
+
+
+def usage_record(ex: Exchange, *, cost_micros: int, billed_micros: int) -> metering.UsageRecord:
+    """The usage record of a request that has ended (the only place one is made from a request)."""
+    usage = ex.usage or Usage()
+    return metering.UsageRecord(
+        request_id=ex.request_id,
+        account_id=ex.caller.account_id if ex.caller else 0,
+        key_id=ex.caller.key_id if ex.caller else None,
+        surface=ex.surface,
+        endpoint=ex.endpoint,
+        model=ex.model.model_id if ex.model else str(ex.body.get("model", ""))[:200],
+        route=f"{ex.route.provider_slug}:{ex.route.upstream_model}" if ex.route else "",
+        status=ex.status,
+        error_code=ex.error_code,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cached_tokens=usage.cached_tokens,
+        reasoning_tokens=usage.reasoning_tokens,
+        is_estimate=usage.is_estimate,
+        cost_micros=cost_micros,
+        billed_micros=billed_micros,
+        in_window=not (ex.admission is not None and ex.admission.paid),
+        latency_ms=ex.elapsed_ms(),
+        ttft_ms=ex.ttft_ms,
+        stream=ex.stream,
+        batch_id=ex.batch_id,
+        created_at_ms=int(time.time() * 1000),
+    )
+
+
+# --- the request edge ------------------------------------------------------------------------
+
+
+async def start(ex: Exchange, request: HttpRequest) -> None:
+    """Size and key first (a request without a valid key is answered before it is read)."""
+    check_size(request)
+    ex.caller = await authenticate(request)
+    ex.secret = auth.bearer_from(request)
+    ex.forwarded = {name: value for name in _FORWARDED if (value := request.headers.get(name))}
+    ex.forwarded["x-request-id"] = ex.request_id
+
+
+def check_size(request: HttpRequest) -> None:
+    length = request.headers.get("content-length")
+    limit = settings.GATEWAY_MAX_BODY_BYTES
+    if length and length.isdigit() and int(length) > limit:
+        raise errors.PayloadTooLarge(
+            f"The request body is {int(length):,} bytes; the limit is {limit:,}. Send less content."
+        )
+
+
+def read_json(request: HttpRequest) -> dict[str, Any]:
+    check_size(request)
+    limit = settings.GATEWAY_MAX_BODY_BYTES
+    raw = request.body
+    if len(raw) > limit:
+        raise errors.PayloadTooLarge(f"The request body is over the {limit:,}-byte limit.")
+    if not raw:
+        raise errors.BadRequest("The request body is empty; send a JSON object.")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise errors.BadRequest(f"The request body is not valid JSON: {exc}.") from exc
+    if not isinstance(body, dict):
+        raise errors.BadRequest("The request body must be a JSON object.")
+    return body
+
+
+async def authenticate(request: HttpRequest) -> Caller:
+    secret = auth.bearer_from(request)
+    if not secret:
+        raise errors.Unauthorized(
+            "No API key. Send your tf- key as 'Authorization: Bearer tf-...' "
+            "or as 'x-api-key: tf-...'."
+        )
+    caller = await auth.authenticate(secret)
+    if caller is None:
+        raise errors.Unauthorized(
+            "Invalid API key: it is unknown, revoked or expired. Create a key in the dashboard."
+        )
+    return caller
+
+
+async def resolve(ex: Exchange, *, kind: str) -> ModelInfo:
+    """Set and return the model the body names (or the one ``auto`` picks: gateway/auto.py)."""
+    assert ex.caller is not None
+    ex.model = await resolve_model(ex.body, ex.caller, kind=kind)
+    return ex.model
+
+
+async def resolve_model(body: dict[str, Any], caller: Caller, *, kind: str) -> ModelInfo:
+    name = body.get("model")
+    if not isinstance(name, str) or not name:
+        raise errors.BadRequest("'model' is required and must be a string.", param="model")
+    snap = await catalog.snapshot()
+    if name == auto.AUTO:
+        return auto.choose(snap, caller, body, kind=kind)
+    model = snap.models.get(name)
+    if model is None:
+        raise errors.UnknownModel(
+            f"The model '{name}' does not exist. GET /v1/models lists the models you can use.",
+            param="model",
+        )
+    if model.kind != kind:
+        raise errors.BadRequest(
+            f"'{name}' is a {model.kind} model and cannot serve this endpoint.", param="model"
+        )
+    if not caller.may_use(model.model_id, model.tier):
+        if caller.allowed_models and model.model_id not in caller.allowed_models:
+            raise errors.Forbidden(
+                f"This key may not use '{name}': it is limited to "
+                f"{', '.join(sorted(caller.allowed_models))}.",
+                param="model",
+            )
+        raise errors.Forbidden(
+            f"Your plan ({caller.plan_name}) does not include '{name}' ({model.tier} tier). "
+            "Upgrade your plan to use it.",
+            param="model",
+        )
+    if not model.is_priced:
+        raise errors.ModelUnavailable(
+            f"'{name}' has no price set, so it cannot be served. Try another model.", param="model"
+        )
+    return model
+
+
+def _int_field(body: dict[str, Any], name: str) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise errors.BadRequest(f"'{name}' must be a positive integer.", param=name)
+    return value
+
+
+def check_chat(body: dict[str, Any], surface: str) -> tuple[bool, int | None]:
+    """Shape checks the upstream cannot be trusted to make for us; returns (stream, max_tokens)."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise errors.BadRequest("'messages' must be a non-empty array.", param="messages")
+    roles = _ROLES[surface]
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise errors.BadRequest(
+                f"messages[{i}] must be an object with a 'role'.", param=f"messages[{i}]"
+            )
+        if message["role"] not in roles:
+            # Translation refuses these already; a same-protocol route must not pass them on.
+            raise errors.BadRequest(
+                f"messages[{i}].role: '{message['role'][:40]}' is not one of {', '.join(roles)}.",
+                param=f"messages[{i}].role",
+            )
+    stream = body.get("stream", False)
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool):
+        raise errors.BadRequest("'stream' must be true or false.", param="stream")
+    if surface == ANTHROPIC:
+        if "max_tokens" not in body:
+            raise errors.BadRequest("max_tokens: Field required", param="max_tokens")
+        max_tokens = _int_field(body, "max_tokens")
+    else:
+        max_tokens = _int_field(body, "max_completion_tokens") or _int_field(body, "max_tokens")
+    return stream, max_tokens
+
+
+def output_ceiling(model: ModelInfo, max_tokens: int | None) -> int:
+    """The output tokens a chat request reserves: what it asks for, capped by the model."""
+    return min(max_tokens or model.max_output_tokens or 4096, model.max_output_tokens or 1 << 30)
+
+
+# --- admission -------------------------------------------------------------------------------
+
+
+async def admit(
+    ex: Exchange,
+    *,
+    input_tokens: int,
+    ceiling: int,
+    units: int | None = None,
+    on_full: Callable[[limits.Refused], Awaitable[None]] | None = None,
+) -> None:
+    """Ask limits to admit the request; a key changed since we cached it is reloaded first.
+    ``units``: a unit-priced request's units, paid from the balance (see limits). ``on_full``
+    (batch lines): waits out a full RPM/TPM minute instead of refusing."""
+    assert ex.caller is not None and ex.model is not None
+    unit_cost = None if units is None else cost_micros(ex.model, units=units)
+    for _ in range(2 if on_full is None else 1000):
+        try:
+            ex.admission = await limits.admit(
+                ex.caller,
+                ex.model,
+                input_tokens=input_tokens,
+                max_output_tokens=ceiling,
+                request_id=ex.request_id,
+                surface=ex.surface,
+                counts_rpm=ex.counts_rpm,
+                price_factor_percent=ex.price_factor_percent,
+                unit_cost_micros=unit_cost,
+            )
+            return
+        except limits.Stale:
+            if ex.reload_caller is not None:
+                caller = await ex.reload_caller()
+            else:
+                caller = await auth.authenticate(ex.secret, refresh=True)
+            if caller is None:
+                ex.caller = None
+                raise errors.Unauthorized(
+                    "Invalid API key: it is unknown, revoked or expired."
+                ) from None
+            ex.caller = caller
+            ex.model = await resolve_model(ex.body, caller, kind=ex.model.kind)
+        except limits.Refused as refused:
+            if on_full is not None and refused.reason in ("tpm", "rpm"):
+                await on_full(refused)
+                continue
+            ex.refusal_headers = refused.headers
+            raise refusal_error(refused, ex, unit_cost_micros=unit_cost) from None
+        except limits.Unavailable:
+            raise errors.LimitsUnavailable(
+                "Rate limits are unavailable right now (the limits store cannot be reached), so "
+                "the request was not run. Retry in a few seconds.",
+                retry_after=2,
+            ) from None
+    if on_full is not None:
+        raise errors.RateLimited("The key's token rate limit stayed full.", retry_after=60)
+    raise errors.ModelUnavailable("Admission kept finding the key changed; retry the request.")
+
+
+def refusal_error(
+    refused: limits.Refused, ex: Exchange, *, unit_cost_micros: int | None = None
+) -> GatewayError:
+    caller = ex.caller
+    assert caller is not None
+    if refused.reason == "rpm":
+        return errors.RateLimited(
+            f"Rate limit exceeded: {caller.rpm_limit} requests per minute for this key. "
+            f"Retry after {refused.retry_after}s.",
+            retry_after=refused.retry_after,
+        )
+    if refused.reason == "tpm":
+        return errors.RateLimited(
+            f"Rate limit exceeded: {caller.tpm_limit:,} tokens per minute for this key "
+            f"(a request reserves its input plus max_tokens). Retry after {refused.retry_after}s, "
+            "or lower max_tokens.",
+            retry_after=refused.retry_after,
+        )
+    if refused.reason == "budget":
+        return errors.TokenBudgetExceeded(
+            f"Your {caller.plan_name} token window is spent and your balance is empty. It resets "
+            f"in {refused.retry_after}s; add a pay-as-you-go top-up in the dashboard to go on now.",
+            retry_after=refused.retry_after,
+        )
+    if ex.model is not None and unit_cost_micros is not None:
+        balance = int(refused.headers.get("X-Balance-Micros", "0"))
+        unit = _UNIT_NAMES.get(ex.model.unit, ex.model.unit)
+        return errors.InsufficientBalance(
+            f"'{ex.model.model_id}' is priced per {unit}, and such requests are paid from your "
+            "prepaid balance, not your plan's token window: this one costs "
+            f"{money.format_usd(unit_cost_micros)} and your balance is "
+            f"{money.format_usd(max(0, balance))}. Top up your balance in the dashboard."
+        )
+    return errors.InsufficientBalance(
+        "Your token window cannot cover this request and your prepaid balance is below its "
+        "reservation (input plus max_tokens at the model's prices). Top up your balance, or "
+        "lower max_tokens."
+    )
+
+
+# --- the upstream ----------------------------------------------------------------------------
+
+
+def upstream_body(ex: Exchange, route: RouteInfo) -> dict[str, Any]:
+    """The body for ``route``'s protocol: passed through when it matches the surface (unknown
+    fields kept), translated when it does not."""
+    assert ex.model is not None
+    body = ex.body
+    try:
+        if route.protocol == ex.surface:
+            out = dict(body)
+            out["model"] = route.upstream_model
+            if ex.stream and route.protocol == OPENAI:
+                options = dict(out.get("stream_options") or {})
+                options["include_usage"] = True
+                out["stream_options"] = options
+            elif route.protocol == ANTHROPIC:
+                # Thinking blocks we made from OpenAI reasoning carry no signature; clients send
+                # them back and a real Anthropic upstream would refuse them.
+                out = treq.strip_unsigned_thinking(out)
+            return out
+        if ex.surface == OPENAI:
+            return treq.openai_to_anthropic(
+                body,
+                model=route.upstream_model,
+                default_max_tokens=ex.model.max_output_tokens or 4096,
+                max_output_tokens=ex.model.max_output_tokens or None,
+            )
+        out = treq.anthropic_to_openai(body, model=route.upstream_model)
+        if ex.stream:
+            out["stream_options"] = {"include_usage": True}
+        return out
+    except TranslationError as exc:
+        raise errors.BadRequest(exc.message, param=exc.param) from exc
+    except (TypeError, KeyError, AttributeError, ValueError) as exc:
+        raise errors.BadRequest(f"The request is malformed: {exc}") from exc
+
+
+def forwarded_for(ex: Exchange, route: RouteInfo) -> dict[str, str]:
+    """The caller's headers an upstream gets: simulator knobs only reach a simulator."""
+    forwarded = ex.forwarded
+    if "x-sim-options" in forwarded and not route.provider_slug.startswith("sim"):
+        return {k: v for k, v in forwarded.items() if k != "x-sim-options"}
+    return forwarded
+
+
+def json_builder(ex: Exchange, operation: str) -> routing.BuildFn:
+    """Builds ``ex.body`` for each route tried, encoded once per protocol and upstream model."""
+    encoded: dict[tuple[str, str], bytes] = {}
+
+    def build(route: RouteInfo, provider: Provider) -> httpx.Request:
+        ex.route = route  # the route being tried: a request cut short is recorded against it
+        cache_key = (route.protocol, route.upstream_model)
+        if cache_key not in encoded:
+            encoded[cache_key] = orjson.dumps(upstream_body(ex, route))
+        return provider.build(route, operation, encoded[cache_key], forwarded_for(ex, route))
+
+    return build
+
+
+async def open_upstream(
+    ex: Exchange,
+    operation: str,
+    *,
+    build: routing.BuildFn | None = None,
+    protocol: str | None = None,
+    stream: bool = False,
+) -> routing.Opened:
+    """Send through the router (retries, then the next route); ``protocol`` keeps the routes
+    of one upstream protocol (the media endpoints exist on OpenAI-protocol upstreams only)."""
+    assert ex.model is not None
+    model = ex.model
+    if protocol is not None:
+        routes = tuple(r for r in model.routes if r.protocol == protocol)
+        if not routes:
+            raise errors.ModelUnavailable(
+                f"{model.model_id} has no {protocol} upstream route for this endpoint.",
+                param="model",
+            )
+        if len(routes) != len(model.routes):
+            model = dataclasses.replace(model, routes=routes)
+    opened = await routing.open_upstream(model, build or json_builder(ex, operation), stream=stream)
+    ex.route = opened.route
+    return opened
+
+
+def upstream_json(opened: routing.Opened) -> dict[str, Any]:
+    """An upstream's non-stream answer as a JSON object, or UpstreamFailed."""
+    try:
+        data = orjson.loads(opened.response.content)
+    except orjson.JSONDecodeError as exc:
+        raise errors.UpstreamFailed(
+            "The upstream answered with something that is not JSON."
+        ) from exc
+    if not isinstance(data, dict):
+        raise errors.UpstreamFailed("The upstream answered with an unexpected JSON value.")
+    return data
+
+
+# --- answering -------------------------------------------------------------------------------
+
+
+async def complete_chat(ex: Exchange) -> dict[str, Any]:
+    """A non-stream chat answer in the caller's surface shape; sets the usage."""
+    opened = await open_upstream(ex, "chat")
+    out = answer(ex, upstream_json(opened), opened.route.protocol)
+    ex.ttft_ms = ex.elapsed_ms()
+    return out
+
+
+def answer(ex: Exchange, data: dict[str, Any], protocol: str) -> dict[str, Any]:
+    """The upstream's answer in the caller's surface shape, with its usage (counted by our
+    tokenizer and marked an estimate when the upstream gave none); sets ``ex.usage``."""
+    assert ex.model is not None
+    client_model = ex.model.model_id
+    try:
+        if protocol == ex.surface:
+            data["model"] = client_model
+            out = data
+        elif ex.surface == OPENAI:
+            out = tresp.anthropic_to_openai(data, model=client_model)
+        else:
+            out = tresp.openai_to_anthropic(data, model=client_model)
+    except (TranslationError, TypeError, KeyError, AttributeError, ValueError) as exc:
+        raise errors.UpstreamFailed(
+            f"The upstream's answer could not be translated: {exc}"
+        ) from exc
+    reported = data.get("usage")
+    usage = Usage.from_openai(reported) if protocol == OPENAI else Usage.from_anthropic(reported)
+    if usage is None:
+        usage = estimate_usage(ex, _response_text(out, ex.surface))
+        out["usage"] = usage.to_openai() if ex.surface == OPENAI else usage.to_anthropic()
+    ex.usage = usage
+    return out
+
+
+async def embed(ex: Exchange, *, counted_tokens: int) -> dict[str, Any]:
+    """An embeddings answer; its usage is the upstream's, else ``counted_tokens`` (estimated)."""
+    assert ex.model is not None
+    data = upstream_json(await open_upstream(ex, "embeddings", protocol=OPENAI))
+    reported = Usage.from_openai(data.get("usage"))
+    if reported is not None and reported.input_tokens:
+        ex.usage = Usage(input_tokens=reported.input_tokens)
+    else:
+        ex.usage = Usage(input_tokens=counted_tokens, is_estimate=True)
+    data["model"] = ex.model.model_id
+    data["usage"] = {"prompt_tokens": ex.usage.input_tokens, "total_tokens": ex.usage.input_tokens}
+    ex.ttft_ms = ex.elapsed_ms()
+    return data
+
+
+def estimate_usage(ex: Exchange, output_text: str, *, known: Usage | None = None) -> Usage:
+    """Usage counted with our tokenizer where the upstream gave none (marked as an estimate)."""
+    input_tokens = (
+        known.input_tokens if known and known.input_tokens else tokens.count_request(ex.body)
+    )
+    output_tokens = tokens.count_text(output_text)
+    if known is not None and known.output_tokens > output_tokens:
+        output_tokens = known.output_tokens
+    return Usage(
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cached_tokens=known.cached_tokens if known else 0,
+        is_estimate=True,
+    )
+
+
+def _response_text(out: dict[str, Any], surface: str) -> str:
+    parts: list[str] = []
+    if surface == OPENAI:
+        for choice in out.get("choices") or []:
+            message = choice.get("message") or {}
+            parts.append(str(message.get("content") or ""))
+            parts.append(str(message.get("reasoning_content") or ""))
+            for call in message.get("tool_calls") or []:
+                parts.append(str((call.get("function") or {}).get("arguments") or ""))
+    else:
+        for block in out.get("content") or []:
+            parts.append(str(block.get("text") or block.get("thinking") or ""))
+            if block.get("type") == "tool_use":
+                parts.append(orjson.dumps(block.get("input") or {}).decode())
+    return "".join(parts)
+
+
+def reply(ex: Exchange, content: bytes, content_type: str = "application/json") -> HttpResponse:
+    response = HttpResponse(content, content_type=content_type)
+    for name, value in ex.headers().items():
+        response[name] = value
+    return response
+
+
+def reply_json(ex: Exchange, data: dict[str, Any]) -> HttpResponse:
+    return reply(ex, orjson.dumps(data))
+
+
+def reply_stream(
+    ex: Exchange, parts: AsyncIterator[bytes], content_type: str = "text/event-stream"
+) -> StreamingHttpResponse:
+    headers = _SSE_HEADERS if content_type == "text/event-stream" else None
+    response = StreamingHttpResponse(parts, content_type=content_type, headers=headers)
+    for name, value in ex.headers().items():
+        response[name] = value
+    return response
+
+
+# --- streams: their bodies settle the request when they end ----------------------------------
+
+
+async def open_chat_stream(ex: Exchange) -> AsyncIterator[bytes]:
+    """Open a streamed chat answer and return its bytes in the caller's surface protocol. The
+    upstream's first bytes are awaited first, so a failure this early still reaches the caller
+    as a proper status; after that the stream settles the request when it ends (also when the
+    client hangs up: what was delivered is billed)."""
+    opened = await open_upstream(ex, "chat", stream=True)
+    stream_relay = relay.for_protocol(ex, opened.route.protocol)
+    # Decoded bytes: an upstream may gzip its stream even when asked not to.
+    chunks = transport.body_chunks(opened.response)
+    try:
+        first = await chunks.__anext__()
+    except (StopAsyncIteration, httpx.HTTPError) as exc:
+        await opened.response.aclose()
+        raise errors.UpstreamFailed(
+            "The upstream closed the stream before sending anything."
+        ) from exc
+    deadline = ex.started + opened.route.total_timeout_s
+    ex.handed_off = True
+    return _chat_stream(ex, opened.response, chunks, first, stream_relay, deadline)
+
+
+async def _chat_stream(
+    ex: Exchange,
+    upstream: httpx.Response,
+    chunks: AsyncIterator[bytes],
+    first: bytes,
+    stream_relay: relay.StreamRelay,
+    deadline: float,
+) -> AsyncIterator[bytes]:
+    decoder = sse.SSEDecoder()
+    try:
+        pending: bytes | None = first
+        while True:
+            if pending is None:
+                try:
+                    pending = await chunks.__anext__()
+                except StopAsyncIteration:
+                    break
+            # Everything that arrived in one read goes out in one write: chunk by chunk as the
+            # upstream sends, without a write per event when it sends many at once.
+            outs = [stream_relay.feed(event, data) for event, data in decoder.feed(pending)]
+            out = b"".join(outs)
+            if out:
+                if ex.ttft_ms is None:
+                    ex.ttft_ms = ex.elapsed_ms()
+                yield out
+            if stream_relay.finished or stream_relay.failed:
+                # The protocol's end ([DONE], message_stop) or an error event: the caller's
+                # stream ends now, not when the upstream gets round to ending its body.
+                break
+            pending = None
+            if time.monotonic() > deadline:
+                raise errors.UpstreamFailed("The upstream stream ran past the total timeout.")
+        tail = stream_relay.finish()
+        if tail:
+            yield tail
+    except httpx.HTTPError as exc:
+        stream_relay.failed = True
+        yield errors.stream_frame(
+            errors.UpstreamFailed(f"The upstream stream broke off ({type(exc).__name__})."),
+            ex.surface,
+            ex.request_id,
+        )
+    except GatewayError as err:
+        stream_relay.failed = True
+        yield errors.stream_frame(err, ex.surface, ex.request_id)
+    finally:
+        if ex.admission is not None and limits.settles_inline(ex.admission):
+            # In-process limits and metering: closing and settling never suspend, so nothing
+            # can interrupt them, and a shielding task would cost the caller's last bytes two
+            # trips round a busy event loop.
+            await _close_chat_stream(ex, upstream, stream_relay)
+        else:
+            await asyncio.shield(_close_chat_stream(ex, upstream, stream_relay))
+
+
+async def _close_chat_stream(
+    ex: Exchange, upstream: httpx.Response, stream_relay: relay.StreamRelay
+) -> None:
+    try:
+        if stream_relay.finished:
+            await transport.close_finished(upstream)
+        else:
+            await upstream.aclose()
+    finally:
+        delivered = stream_relay.delivered_text()
+        if stream_relay.failed and not delivered:
+            ex.status, ex.error_code = 502, "upstream_error"
+            ex.usage = Usage()
+        elif stream_relay.usage is not None and stream_relay.finished:
+            ex.usage = stream_relay.usage
+        else:
+            # Cut short (client hung up or the upstream broke): bill what was delivered.
+            ex.usage = estimate_usage(ex, delivered, known=stream_relay.usage)
+            if stream_relay.failed:
+                ex.status, ex.error_code = 502, "upstream_error"
+            else:
+                ex.status, ex.error_code = 499, "client_disconnected"
+        await settle(ex)
+
+
+async def open_byte_stream(
+    ex: Exchange, operation: str, *, units: int, content_type: str
+) -> tuple[str, AsyncIterator[bytes]]:
+    """Open a binary answer (speech audio), passed through chunk by chunk as it arrives: its
+    content type (the upstream's, else ``content_type``) and its bytes. Billed in full
+    (``units``) once any of it reached the client (the upstream made it); nothing otherwise."""
+    opened = await open_upstream(ex, operation, protocol=OPENAI, stream=True)
+    ex.stream = True
+    chunks = opened.response.aiter_raw()
+    try:
+        first = await chunks.__anext__()
+    except (StopAsyncIteration, httpx.HTTPError) as exc:
+        await opened.response.aclose()
+        raise errors.UpstreamFailed(
+            "The upstream closed the stream before sending anything."
+        ) from exc
+    ex.ttft_ms = ex.elapsed_ms()
+    ex.units = units
+    ex.handed_off = True
+    content_type = opened.response.headers.get("content-type") or content_type
+    return content_type, _byte_stream(ex, opened.response, chunks, first)
+
+
+async def _byte_stream(
+    ex: Exchange, upstream: httpx.Response, chunks: AsyncIterator[bytes], first: bytes
+) -> AsyncIterator[bytes]:
+    finished = failed = False
+    try:
+        yield first
+        async for chunk in chunks:
+            if chunk:
+                yield chunk
+        finished = True
+    except httpx.HTTPError:
+        failed = True
+    finally:
+        if failed:
+            ex.status, ex.error_code = 502, "upstream_error"
+        elif not finished:
+            ex.status, ex.error_code = 499, "client_disconnected"
+        await asyncio.shield(_close_byte_stream(ex, upstream))
+
+
+async def _close_byte_stream(ex: Exchange, upstream: httpx.Response) -> None:
+    try:
+        await upstream.aclose()
+    finally:
+        await settle(ex)
