@@ -6,6 +6,7 @@ REDIS_URL (CI sets it)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -441,8 +442,14 @@ def _run(account: dict[str, Any], run: Case) -> list[Any]:
         acct.window_started_at = datetime.fromtimestamp((T0_MS - started_ago_ms) / 1000, tz=UTC)
         acct.window_used_tokens = used
         acct.save(update_fields=["window_started_at", "window_used_tokens"])
-    key, _ = factories.api_key(acct)
-    h = Harness(caller=_caller(acct, key.pk, key.key_hash, **account))
+    key, secret = factories.api_key(acct)
+    # The key's change counter as authentication reads it (issuing a key announces it).
+    authenticated = asyncio.run(auth.authenticate(secret))
+    assert authenticated is not None
+    caller = dataclasses.replace(
+        _caller(acct, key.pk, key.key_hash, **account), version=authenticated.version
+    )
+    h = Harness(caller=caller)
     limits.reset_memory()
     with time_machine.travel(T0, tick=False):
         asyncio.run(run(h))
