@@ -1,5 +1,5 @@
-"""Dashboard pages: sign-up, the overview, keys and plans. Each view parses a form, calls one
-function of accounts.services or accounts.keys, and renders."""
+"""Dashboard pages: sign-up, keys and plans (the home page is gateway/pages/home.py). Each view
+parses a form, calls one function of accounts.services or accounts.keys, and renders."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
 from accounts import keys
-from accounts.forms import KeyCreateForm, KeyRotateForm, PlanSwitchForm, SignupForm, models_for
+from accounts.forms import KeyCreateForm, KeyRotateForm, PlanSwitchForm, SignupForm
 from accounts.models import Account, ApiKey, User
 from accounts.services import SignupError, account_for, sign_up
 from billing import plans
@@ -31,7 +31,6 @@ from billing.money import format_usd
 REVEAL_SESSION_KEY = "tf_reveal_key"
 REVEAL_COOKIE = "tf_reveal_pad"
 REVEAL_COOKIE_MAX_AGE_S = 300
-DEFAULT_SNIPPET_MODEL = "meta-llama/Llama-3.3-70B-Instruct"
 
 
 def _user(request: HttpRequest) -> User:
@@ -74,29 +73,6 @@ def signup(request: HttpRequest) -> HttpResponse:
             messages.success(request, "Welcome to Token Factory. Create a key to make a call.")
             return redirect("dashboard")
     return render(request, "registration/signup.html", {"form": form})
-
-
-def _snippet_model(account: Account) -> str:
-    chat = [m for m in models_for(account.plan) if m.kind == "chat"]
-    ids = {m.model_id for m in chat}
-    if DEFAULT_SNIPPET_MODEL in ids or not chat:
-        return DEFAULT_SNIPPET_MODEL
-    return chat[0].model_id
-
-
-@login_required
-def dashboard(request: HttpRequest) -> HttpResponse:
-    account = _account(request)
-    key_rows = list(ApiKey.objects.filter(account=account))
-    context: dict[str, Any] = {
-        "account": account,
-        "plan": account.plan,
-        "window": window_text(account.plan),
-        "balance": format_usd(account.balance_micros),
-        "active_keys": sum(1 for k in key_rows if k.is_usable),
-        "snippet_model": _snippet_model(account),
-    }
-    return render(request, "accounts/dashboard.html", context)
 
 
 def _keys_page(

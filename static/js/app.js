@@ -146,7 +146,30 @@
     });
   }
 
+  // The signed-in shell on narrow screens: the Menu button opens and closes the sidebar.
+  function setupMenu() {
+    var button = document.querySelector("[data-menu]");
+    var sidebar = document.querySelector("[data-sidebar]");
+    if (!button || !sidebar) return;
+    button.hidden = false;
+    function set(open) {
+      sidebar.classList.toggle("is-open", open);
+      button.setAttribute("aria-expanded", open ? "true" : "false");
+      button.textContent = open ? "Close" : "Menu";
+    }
+    button.addEventListener("click", function () {
+      set(!sidebar.classList.contains("is-open"));
+    });
+    document.addEventListener("keydown", function (event) {
+      if (event.key === "Escape" && sidebar.classList.contains("is-open")) {
+        set(false);
+        button.focus();
+      }
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
+    setupMenu();
     setupCopyButtons();
     setupConfirms();
     setupTabs();
