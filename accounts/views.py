@@ -10,7 +10,9 @@ from typing import Any
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -221,9 +223,30 @@ def _plans_page(request: HttpRequest, account: Account, status: int = 200) -> Ht
     return render(request, "accounts/plans.html", context, status=status)
 
 
-@login_required
+class LogoutView(auth_views.LogoutView):
+    """Django's log-out, which then says so on the page it lands on."""
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        response = super().post(request, *args, **kwargs)
+        messages.success(request, "You are logged out.")
+        return response
+
+
+def _public_plans_page(request: HttpRequest) -> HttpResponse:
+    rows = [
+        {"plan": plan, "window": window_text(plan), "price": format_usd(plan.monthly_price_micros)}
+        for plan in Plan.objects.filter(is_public=True)
+    ]
+    return render(request, "accounts/plans.html", {"account": None, "current": None, "rows": rows})
+
+
 @require_http_methods(["GET", "POST"])
 def plans_page(request: HttpRequest) -> HttpResponse:
+    """Anyone may read the plans (the landing page links here); switching needs a log-in."""
+    if not request.user.is_authenticated:
+        if request.method == "POST":
+            return redirect_to_login(request.get_full_path())
+        return _public_plans_page(request)
     account = _account(request)
     if request.method != "POST":
         return _plans_page(request, account)
@@ -248,5 +271,12 @@ def plans_page(request: HttpRequest) -> HttpResponse:
         return redirect("billing:billing")
     else:
         plans.assign_plan(account=account, plan=plan)
-        messages.success(request, f"You are now on {plan.name}. Its limits apply to every key.")
+        note = (
+            " Billing is off on this server, so no payment is taken."
+            if plan.monthly_price_micros > 0
+            else ""
+        )
+        messages.success(
+            request, f"You are now on {plan.name}. Its limits apply to every key.{note}"
+        )
     return redirect("plans")

@@ -168,7 +168,15 @@
     });
   }
 
+  // A form that came back with errors: focus its summary, so the person hears every error and
+  // Tab goes on to the fields.
+  function focusErrorSummary() {
+    var summary = document.querySelector("[data-error-summary]");
+    if (summary) summary.focus();
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
+    focusErrorSummary();
     setupMenu();
     setupCopyButtons();
     setupConfirms();
