@@ -8,8 +8,10 @@ from typing import Any
 from django import forms
 from django.conf import settings
 from django.contrib.auth.forms import AuthenticationForm
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
 
-from accounts.models import ApiKey
+from accounts.models import ApiKey, User
 from billing.models import Plan
 from gateway.models import CatalogModel
 
@@ -23,7 +25,7 @@ class LoginForm(AuthenticationForm):
 
 class SignupForm(forms.Form):
     email = forms.EmailField(
-        label="E-mail", max_length=254, widget=forms.EmailInput(attrs={"autocomplete": "email"})
+        label="Email", max_length=254, widget=forms.EmailInput(attrs={"autocomplete": "email"})
     )
     password1 = forms.CharField(
         label="Password",
@@ -36,6 +38,16 @@ class SignupForm(forms.Form):
         strip=False,
         widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
     )
+
+    def clean_password1(self) -> str:
+        """The password rules run whatever the e-mail, so one submit shows every error."""
+        password = str(self.cleaned_data.get("password1", ""))
+        candidate = User(email=str(self.data.get("email", "")).strip().lower())
+        try:
+            validate_password(password, user=candidate)
+        except ValidationError as exc:
+            raise ValidationError(list(exc.messages)) from exc
+        return password
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}

@@ -1,5 +1,6 @@
-"""Pages (landing, sign-up, log-in, dashboard, keys, plans) and the dashboard's key-management
-API. The gateway's pages (the model catalog, usage, batches) are routed in gateway/urls.py."""
+"""Pages (landing, sign-up, log-in, keys, plans) and the dashboard's key-management API. The
+gateway's pages (home, activity, the model catalog, usage, batches) are routed in
+gateway/urls.py."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
         ),
         name="login",
     ),
-    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("logout/", views.LogoutView.as_view(), name="logout"),
     path("password/change/", auth_views.PasswordChangeView.as_view(), name="password_change"),
     path(
         "password/change/done/",
@@ -51,7 +52,6 @@ urlpatterns: list[URLPattern | URLResolver] = [
         auth_views.PasswordResetCompleteView.as_view(),
         name="password_reset_complete",
     ),
-    path("dashboard/", views.dashboard, name="dashboard"),
     path("keys/", views.keys_page, name="keys"),
     path("keys/<int:key_id>/rotate/", views.key_rotate, name="key_rotate"),
     path("keys/<int:key_id>/revoke/", views.key_revoke, name="key_revoke"),

@@ -1,5 +1,5 @@
-"""Dashboard pages: sign-up, the overview, keys and plans. Each view parses a form, calls one
-function of accounts.services or accounts.keys, and renders."""
+"""Dashboard pages: sign-up, keys and plans (the home page is gateway/pages/home.py). Each view
+parses a form, calls one function of accounts.services or accounts.keys, and renders."""
 
 from __future__ import annotations
 
@@ -10,14 +10,16 @@ from typing import Any
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
 from accounts import keys
-from accounts.forms import KeyCreateForm, KeyRotateForm, PlanSwitchForm, SignupForm, models_for
+from accounts.forms import KeyCreateForm, KeyRotateForm, PlanSwitchForm, SignupForm
 from accounts.models import Account, ApiKey, User
 from accounts.services import SignupError, account_for, sign_up
 from billing import plans
@@ -31,7 +33,6 @@ from billing.money import format_usd
 REVEAL_SESSION_KEY = "tf_reveal_key"
 REVEAL_COOKIE = "tf_reveal_pad"
 REVEAL_COOKIE_MAX_AGE_S = 300
-DEFAULT_SNIPPET_MODEL = "meta-llama/Llama-3.3-70B-Instruct"
 
 
 def _user(request: HttpRequest) -> User:
@@ -74,29 +75,6 @@ def signup(request: HttpRequest) -> HttpResponse:
             messages.success(request, "Welcome to Token Factory. Create a key to make a call.")
             return redirect("dashboard")
     return render(request, "registration/signup.html", {"form": form})
-
-
-def _snippet_model(account: Account) -> str:
-    chat = [m for m in models_for(account.plan) if m.kind == "chat"]
-    ids = {m.model_id for m in chat}
-    if DEFAULT_SNIPPET_MODEL in ids or not chat:
-        return DEFAULT_SNIPPET_MODEL
-    return chat[0].model_id
-
-
-@login_required
-def dashboard(request: HttpRequest) -> HttpResponse:
-    account = _account(request)
-    key_rows = list(ApiKey.objects.filter(account=account))
-    context: dict[str, Any] = {
-        "account": account,
-        "plan": account.plan,
-        "window": window_text(account.plan),
-        "balance": format_usd(account.balance_micros),
-        "active_keys": sum(1 for k in key_rows if k.is_usable),
-        "snippet_model": _snippet_model(account),
-    }
-    return render(request, "accounts/dashboard.html", context)
 
 
 def _keys_page(
@@ -245,9 +223,30 @@ def _plans_page(request: HttpRequest, account: Account, status: int = 200) -> Ht
     return render(request, "accounts/plans.html", context, status=status)
 
 
-@login_required
+class LogoutView(auth_views.LogoutView):
+    """Django's log-out, which then says so on the page it lands on."""
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        response = super().post(request, *args, **kwargs)
+        messages.success(request, "You are logged out.")
+        return response
+
+
+def _public_plans_page(request: HttpRequest) -> HttpResponse:
+    rows = [
+        {"plan": plan, "window": window_text(plan), "price": format_usd(plan.monthly_price_micros)}
+        for plan in Plan.objects.filter(is_public=True)
+    ]
+    return render(request, "accounts/plans.html", {"account": None, "current": None, "rows": rows})
+
+
 @require_http_methods(["GET", "POST"])
 def plans_page(request: HttpRequest) -> HttpResponse:
+    """Anyone may read the plans (the landing page links here); switching needs a log-in."""
+    if not request.user.is_authenticated:
+        if request.method == "POST":
+            return redirect_to_login(request.get_full_path())
+        return _public_plans_page(request)
     account = _account(request)
     if request.method != "POST":
         return _plans_page(request, account)
@@ -272,5 +271,12 @@ def plans_page(request: HttpRequest) -> HttpResponse:
         return redirect("billing:billing")
     else:
         plans.assign_plan(account=account, plan=plan)
-        messages.success(request, f"You are now on {plan.name}. Its limits apply to every key.")
+        note = (
+            " Billing is off on this server, so no payment is taken."
+            if plan.monthly_price_micros > 0
+            else ""
+        )
+        messages.success(
+            request, f"You are now on {plan.name}. Its limits apply to every key.{note}"
+        )
     return redirect("plans")

@@ -1,13 +1,15 @@
 """Every gateway route: the OpenAI surface at /openai/v1/ and /v1/, the Anthropic one at
 /anthropic/v1/ and /v1/messages (chat, media, files and batches on both), health checks, and the
-gateway's dashboard pages (the model catalog, usage, batches)."""
+gateway's dashboard pages (home, activity, the model catalog, usage, batches)."""
 
 from __future__ import annotations
 
 from django.urls import URLPattern, URLResolver, path, re_path
 
+from gateway.pages import activity as activity_pages
 from gateway.pages import batches as batches_pages
 from gateway.pages import catalog as catalog_pages
+from gateway.pages import home as home_pages
 from gateway.pages import usage as usage_pages
 from gateway.views import anthropic, batches, media, openai, responses, shared
 
@@ -58,6 +60,9 @@ urlpatterns += [
     path("healthz", shared.healthz),
     path("readyz", shared.readyz),
     # The gateway's dashboard pages.
+    path("dashboard/", home_pages.home, name="dashboard"),
+    path("activity/", activity_pages.activity_page, name="activity"),
+    path("activity/<str:request_id>/", activity_pages.activity_detail, name="activity_detail"),
     path("models/", catalog_pages.catalog_page, name="catalog"),
     path("usage/", usage_pages.usage_page, name="usage"),
     path("usage/export.csv", usage_pages.usage_csv, name="usage_export"),

@@ -198,6 +198,8 @@ class Bucket:
     surface: str | None
     key_id: int | None
     totals: Totals
+    # The hour's start (UTC) in an hourly report (``report(hourly=True)``); None otherwise.
+    hour: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,9 +230,12 @@ def _rolled_up_to() -> int:
     return int(value or 0)
 
 
-def _dims(group_by: Sequence[str]) -> tuple[str, ...]:
+def _dims(group_by: Sequence[str], *, hourly: bool = False) -> tuple[str, ...]:
     # Totals alone still group by something small, so both halves are plain grouped queries.
-    return tuple(f"g_{name}" for name in group_by) or ("g_surface",)
+    dims = tuple(f"g_{name}" for name in group_by)
+    if hourly:
+        dims += ("g_hour",)
+    return dims or ("g_surface",)
 
 
 def _rollup_rows(
@@ -242,7 +247,8 @@ def _rollup_rows(
     model: str | None,
     dims: tuple[str, ...],
 ) -> QuerySet[UsageRollup, dict[str, Any]]:
-    granularity = _granularity(rng.start, rng.end)
+    hourly = "g_hour" in dims
+    granularity = UsageRollup.Granularity.HOUR if hourly else _granularity(rng.start, rng.end)
     rows = UsageRollup.objects.filter(
         account_id=account_id,
         granularity=granularity,
@@ -261,6 +267,7 @@ def _rollup_rows(
         "g_key": F("key_id"),
         "g_day": day,
         "g_surface": F("surface"),
+        "g_hour": F("bucket"),
     }
     return (
         rows.annotate(**{d: exprs[d] for d in dims})
@@ -317,6 +324,7 @@ def _tail_rows(
         "g_key": Coalesce(F("api_key_id"), Value(0), output_field=BigIntegerField()),
         "g_day": TruncDay("created_at"),
         "g_surface": F("surface"),
+        "g_hour": TruncHour("created_at"),
     }
     return (
         rows.annotate(**{d: exprs[d] for d in dims})
@@ -324,6 +332,14 @@ def _tail_rows(
         .annotate(**_record_sums())
         .order_by()
     )
+
+
+def _as_hour(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return moment.replace(minute=0, second=0, microsecond=0)
 
 
 def _as_date(value: Any) -> date | None:
@@ -345,18 +361,20 @@ def report(
     group_by: Sequence[str] = (),
     key_id: int | None = None,
     model: str | None = None,
+    hourly: bool = False,
 ) -> Report:
     """The account's usage in [start, end): the rollups plus the records after the watermark, so
     the answer is exact whether or not the rollups have run. ``start`` and ``end`` fall on hour
-    boundaries (whole days read the daily rollups)."""
+    boundaries (whole days read the daily rollups). ``hourly`` also splits every bucket by hour
+    (``Bucket.hour``), read from the hourly rollups."""
     rng = Range(start.astimezone(UTC), end.astimezone(UTC))
-    if _granularity(rng.start, rng.end) == UsageRollup.Granularity.HOUR and (
+    if (hourly or _granularity(rng.start, rng.end) == UsageRollup.Granularity.HOUR) and (
         rng.start.minute or rng.start.second or rng.end.minute or rng.end.second
     ):
         raise InvalidQuery("start", "start and end must be on the hour.")
     check_surface(surface)
     group_by = parse_group_by(group_by)
-    dims = _dims(group_by)
+    dims = _dims(group_by, hourly=hourly)
     filters: dict[str, Any] = {
         "account_id": account_id,
         "rng": rng,
@@ -368,7 +386,10 @@ def report(
     rows = _read_consistently(filters)
     merged: dict[tuple[Any, ...], Totals] = {}
     for row in rows:
-        ident = tuple(_as_date(row[d]) if d == "g_day" else row[d] for d in dims)
+        ident = tuple(
+            _as_date(row[d]) if d == "g_day" else _as_hour(row[d]) if d == "g_hour" else row[d]
+            for d in dims
+        )
         sums = Totals(*(int(row[s] or 0) for s in _SUMS))
         merged[ident] = merged.get(ident, Totals()) + sums
     buckets = []
@@ -381,10 +402,19 @@ def report(
                 surface=values.get("g_surface") if "surface" in group_by else None,
                 key_id=values.get("g_key") if "key" in group_by else None,
                 totals=totals,
+                hour=values.get("g_hour"),
             )
         )
-    buckets.sort(key=lambda b: (b.day or date.min, b.model or "", b.surface or "", b.key_id or 0))
-    if not group_by:
+    buckets.sort(
+        key=lambda b: (
+            b.day or date.min,
+            b.hour or datetime.min.replace(tzinfo=UTC),
+            b.model or "",
+            b.surface or "",
+            b.key_id or 0,
+        )
+    )
+    if not group_by and not hourly:
         total = sum((b.totals for b in buckets), Totals())
         buckets = [Bucket(day=None, model=None, surface=None, key_id=None, totals=total)]
     totals = sum((b.totals for b in buckets), Totals())

@@ -4,12 +4,14 @@ in the browser, so typing narrows the list without a reload)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import render
 
+from accounts.models import User
+from accounts.services import account_for
 from billing import money
 from billing.models import Plan
 from gateway.models import CatalogModel
@@ -34,10 +36,19 @@ class Filters:
     max_price: str = ""  # as typed, in dollars per 1M input tokens
     max_price_micros: int | None = None
     sort: str = "name"
+    # Only the models the signed-in person's plan includes (``available=1``).
+    available: bool = False
 
     @property
     def is_filtering(self) -> bool:
-        return bool(self.query or self.kind or self.provider or self.capabilities or self.max_price)
+        return bool(
+            self.query
+            or self.kind
+            or self.provider
+            or self.capabilities
+            or self.max_price
+            or self.available
+        )
 
 
 @dataclass(frozen=True)
@@ -52,6 +63,8 @@ class Row:
     plans: list[str]
     search: str
     shown: bool
+    # On the signed-in person's plan; None for a visitor.
+    available: bool | None = None
 
 
 def parse_filters(params: QueryDict, *, providers: list[str]) -> tuple[Filters, str]:
@@ -79,6 +92,7 @@ def parse_filters(params: QueryDict, *, providers: list[str]) -> tuple[Filters, 
         max_price=max_price if max_price_micros is not None else "",
         max_price_micros=max_price_micros,
         sort=sort if sort in SORTS else "name",
+        available=params.get("available", "") == "1",
     )
     return filters, error
 
@@ -156,15 +170,20 @@ def catalog_page(request: HttpRequest) -> HttpResponse:
     public_plans = list(Plan.objects.filter(is_public=True))
     providers = sorted({m.owned_by for m in models}, key=str.casefold)
     filters, price_error = parse_filters(request.GET, providers=providers)
+    plan = account_for(request.user).plan if isinstance(request.user, User) else None
+    if plan is None:
+        filters = replace(filters, available=False)
 
     plans_by_tier: dict[str, list[str]] = {}
     for tier in {m.tier for m in models}:
         plans_by_tier[tier] = [plan.name for plan in public_plans if plan.allows_tier(tier)]
 
-    entries = [
-        _row(model, plans=plans_by_tier[model.tier], shown=matches(model, filters))
-        for model in sorted(models, key=_sort_key(filters.sort))
-    ]
+    entries = []
+    for model in sorted(models, key=_sort_key(filters.sort)):
+        on_plan = plan.allows_tier(model.tier) if plan is not None else None
+        shown = matches(model, filters) and (on_plan is not False or not filters.available)
+        row = _row(model, plans=plans_by_tier[model.tier], shown=shown)
+        entries.append(replace(row, available=on_plan))
     context: dict[str, Any] = {
         "entries": entries,
         "rows": [entry for entry in entries if entry.shown],
@@ -175,5 +194,7 @@ def catalog_page(request: HttpRequest) -> HttpResponse:
         "providers": providers,
         "capabilities": [(slug, label) for slug, (_, label) in CAPABILITIES.items()],
         "sorts": list(SORTS.items()),
+        "plan": plan,
+        "on_plan": sum(1 for entry in entries if entry.available),
     }
     return render(request, "gateway/catalog.html", context)

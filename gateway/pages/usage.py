@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -42,22 +42,29 @@ class Filters:
 
 
 def _filters(request: HttpRequest, keys: QuerySet[ApiKey]) -> Filters:
-    """Unknown values fall back to the defaults: a page never fails on a stale link."""
-    period = request.GET.get("period", "month")
+    """The page's query string. A value that cannot be used raises InvalidQuery: the page says
+    which and answers 400, rather than quietly showing another period than the one asked for."""
+    period = request.GET.get("period", "month") or "month"
     if period not in dict(PERIODS):
-        period = "month"
-    surface = request.GET.get("surface", "all")
+        raise usage.InvalidQuery(
+            "period", f"period must be day, week or month, not {period[:40]!r}."
+        )
+    surface = request.GET.get("surface", "all") or "all"
     if surface not in dict(SURFACES):
-        surface = "all"
+        raise usage.InvalidQuery(
+            "surface", f"surface must be all, openai or anthropic, not {surface[:40]!r}."
+        )
     raw_key = request.GET.get("key", "")
     key_id = int(raw_key) if raw_key.isdigit() else None
-    if key_id is not None and not keys.filter(pk=key_id).exists():
-        key_id = None
+    if raw_key and (key_id is None or not keys.filter(pk=key_id).exists()):
+        raise usage.InvalidQuery("key", f"There is no key {raw_key[:40]!r} on your account.")
     model = request.GET.get("model", "").strip()[:200] or None
     return Filters(period=period, key_id=key_id, model=model, surface=surface)
 
 
-def _report(account: Account, filters: Filters, group_by: tuple[str, ...]) -> usage.Report:
+def _report(
+    account: Account, filters: Filters, group_by: tuple[str, ...], *, hourly: bool = False
+) -> usage.Report:
     rng = usage.period_range(filters.period, at=now())
     return usage.report(
         account_id=account.pk,
@@ -67,36 +74,74 @@ def _report(account: Account, filters: Filters, group_by: tuple[str, ...]) -> us
         group_by=group_by,
         key_id=filters.key_id,
         model=filters.model,
+        hourly=hourly,
     )
 
 
-def _days(start: date, end: date) -> list[date]:
-    return [start + timedelta(days=n) for n in range((end - start).days)]
+# Periods short enough to chart by the hour: a day's or a week's usage in daily bars is one or
+# seven bars, and "today" would always be a single one.
+HOURLY_PERIODS = ("day", "week")
+# The tokens chart names this many models and sums the rest as "Other (n models)", so its legend
+# never crowds out the plot however many models an account uses.
+TOP_MODELS = 7
 
 
-def _chart_data(rep: usage.Report, today: date) -> dict[str, Any]:
-    """Series for the four charts, every day of the range present (zeros included)."""
-    days = _days(rep.start.date(), min(rep.end.date(), today + timedelta(days=1)))
-    index = {d: n for n, d in enumerate(days)}
-    models = sorted({b.model for b in rep.buckets if b.model})
-    tokens = {m: [0] * len(days) for m in models}
-    cost = [0] * len(days)
-    errors = [0] * len(days)
-    requests = [0] * len(days)
+def _slots(rep: usage.Report, *, hourly: bool, at: datetime) -> list[datetime]:
+    """The chart's x axis: every hour (or day) of the report's range up to now, zeros included."""
+    step = timedelta(hours=1) if hourly else timedelta(days=1)
+    last = min(rep.end, at.replace(minute=0, second=0, microsecond=0) + step)
+    if not hourly:
+        last = min(rep.end, datetime.combine(at.date() + timedelta(days=1), time.min, tzinfo=UTC))
+    slots = []
+    moment = rep.start
+    while moment < last:
+        slots.append(moment)
+        moment += step
+    return slots
+
+
+def chart_data(rep: usage.Report, *, hourly: bool, at: datetime) -> dict[str, Any]:
+    """Series for the four charts. ``rep`` is grouped by model and surface, and by day (or, when
+    ``hourly``, split by hour)."""
+    slots = _slots(rep, hourly=hourly, at=at)
+    index = {slot: n for n, slot in enumerate(slots)}
+    per_model: dict[str, list[int]] = {}
+    cost = [0] * len(slots)
+    errors = [0] * len(slots)
+    requests = [0] * len(slots)
     surfaces: dict[str, int] = {}
     for b in rep.buckets:
-        if b.day is None or b.day not in index or b.model is None:
+        slot = (
+            b.hour if hourly else (datetime.combine(b.day, time.min, tzinfo=UTC) if b.day else None)
+        )
+        if slot is None or slot not in index or b.model is None:
             continue
-        at = index[b.day]
-        tokens[b.model][at] += b.totals.total_tokens
-        cost[at] += b.totals.cost_micros
-        errors[at] += b.totals.errors
-        requests[at] += b.totals.requests
+        at_slot = index[slot]
+        per_model.setdefault(b.model, [0] * len(slots))[at_slot] += b.totals.total_tokens
+        cost[at_slot] += b.totals.cost_micros
+        errors[at_slot] += b.totals.errors
+        requests[at_slot] += b.totals.requests
         if b.surface:
             surfaces[b.surface] = surfaces.get(b.surface, 0) + b.totals.requests
+    ranked = sorted(per_model, key=lambda m: (-sum(per_model[m]), m))
+    shown = ranked if len(ranked) <= TOP_MODELS + 1 else ranked[:TOP_MODELS]
+    series = [{"model": m, "tokens": per_model[m]} for m in sorted(shown)]
+    rest = [m for m in ranked if m not in shown]
+    if rest:
+        series.append(
+            {
+                "model": f"Other ({len(rest)} models)",
+                "tokens": [sum(per_model[m][n] for m in rest) for n in range(len(slots))],
+                "other": rest,
+            }
+        )
     return {
-        "days": [d.isoformat() for d in days],
-        "tokens_by_model": [{"model": m, "tokens": tokens[m]} for m in models],
+        "hourly": hourly,
+        "slots": [slot.isoformat() for slot in slots],
+        # Kept for the daily charts' callers: the days as dates.
+        "days": [slot.date().isoformat() for slot in slots] if not hourly else [],
+        "tokens_by_model": series,
+        "models_total": len(ranked),
         # Micro-dollars; the page shows them as dollars.
         "cost_micros": cost,
         "errors": errors,
@@ -143,11 +188,19 @@ def usage_page(request: HttpRequest) -> HttpResponse:
     assert isinstance(request.user, User)
     account = account_for(request.user)
     keys = ApiKey.objects.filter(account=account)
-    filters = _filters(request, keys)
+    error: usage.InvalidQuery | None = None
+    try:
+        filters = _filters(request, keys)
+    except usage.InvalidQuery as exc:
+        error, filters = exc, Filters(period="month", key_id=None, model=None, surface="all")
+    at = now()
     rep = _report(account, filters, ("day", "model", "surface"))
-    today = now().date()
+    hourly = filters.period in HOURLY_PERIODS
+    charted = _report(account, filters, ("model", "surface"), hourly=True) if hourly else rep
+    data = chart_data(charted, hourly=hourly, at=at)
     context: dict[str, Any] = {
         "account": account,
+        "error": error,
         "filters": filters,
         "periods": PERIODS,
         "surfaces": SURFACES,
@@ -156,14 +209,13 @@ def usage_page(request: HttpRequest) -> HttpResponse:
         "report": rep,
         "last_day": (rep.end - timedelta(days=1)).date(),
         "totals": rep.totals,
-        "cost": money.format_usd(rep.totals.cost_micros),
-        "billed": money.format_usd(rep.totals.billed_micros),
         "rows": _table(rep),
-        "chart_data": _chart_data(rep, today),
+        "chart_data": data,
+        "bucket": "hour" if hourly else "day",
         "meter": usage.meter_state(account.pk),
         "export_query": filters.query(),
     }
-    return render(request, "gateway/usage.html", context)
+    return render(request, "gateway/usage.html", context, status=400 if error else 200)
 
 
 @login_required
@@ -171,7 +223,10 @@ def usage_csv(request: HttpRequest) -> HttpResponse:
     assert isinstance(request.user, User)
     account = account_for(request.user)
     keys = ApiKey.objects.filter(account=account)
-    filters = _filters(request, keys)
+    try:
+        filters = _filters(request, keys)
+    except usage.InvalidQuery as exc:
+        return HttpResponse(exc.message, status=400, content_type="text/plain; charset=utf-8")
     rep = _report(account, filters, ("day", "model", "surface", "key"))
     names = {k.pk: k.name for k in keys}
     response = HttpResponse(content_type="text/csv; charset=utf-8")

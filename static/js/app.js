@@ -146,7 +146,38 @@
     });
   }
 
+  // The signed-in shell on narrow screens: the Menu button opens and closes the sidebar.
+  function setupMenu() {
+    var button = document.querySelector("[data-menu]");
+    var sidebar = document.querySelector("[data-sidebar]");
+    if (!button || !sidebar) return;
+    button.hidden = false;
+    function set(open) {
+      sidebar.classList.toggle("is-open", open);
+      button.setAttribute("aria-expanded", open ? "true" : "false");
+      button.textContent = open ? "Close" : "Menu";
+    }
+    button.addEventListener("click", function () {
+      set(!sidebar.classList.contains("is-open"));
+    });
+    document.addEventListener("keydown", function (event) {
+      if (event.key === "Escape" && sidebar.classList.contains("is-open")) {
+        set(false);
+        button.focus();
+      }
+    });
+  }
+
+  // A form that came back with errors: focus its summary, so the person hears every error and
+  // Tab goes on to the fields.
+  function focusErrorSummary() {
+    var summary = document.querySelector("[data-error-summary]");
+    if (summary) summary.focus();
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
+    focusErrorSummary();
+    setupMenu();
     setupCopyButtons();
     setupConfirms();
     setupTabs();

@@ -18,6 +18,7 @@
       kind: String(data.get("kind") || ""),
       provider: String(data.get("provider") || ""),
       caps: data.getAll("cap").map(String),
+      available: data.get("available") === "1",
       maxPriceMicros: maxPrice === "" ? null : dollarsToMicros(maxPrice),
       hasMaxPrice: maxPrice !== "",
       sort: String(data.get("sort") || "name"),
@@ -30,6 +31,7 @@
       if (hay.indexOf(f.words[i]) === -1) return false;
     }
     if (f.kind && item.getAttribute("data-kind") !== f.kind) return false;
+    if (f.available && item.getAttribute("data-available") !== "1") return false;
     if (f.provider && item.getAttribute("data-provider") !== f.provider) return false;
     var caps = (item.getAttribute("data-caps") || "").split(" ");
     for (var j = 0; j < f.caps.length; j++) {

@@ -46,7 +46,7 @@ def test_it_signs_up_creates_rotates_and_revokes_a_key(
 
     page.goto("/")
     page.get_by_role("link", name="Sign up").click()
-    page.get_by_label("E-mail").fill("erin@example.com")
+    page.get_by_label("Email").fill("erin@example.com")
     page.get_by_label("Password", exact=True).fill("a long pass phrase")
     page.get_by_label("Confirm password").fill("a long pass phrase")
     page.get_by_role("button", name="Create account").click()

@@ -129,7 +129,9 @@ def test_it_draws_the_usage_charts_with_the_accounts_data(signed_in: Any) -> Non
     assert drawn["models"] == ["sim-claude", "sim-gpt"]
     # 3 days x (1,000 + 2,000 + 3,000 + 4,000) input + (250 + 500 + 750) x 4 output
     assert drawn["tokens"] == 30_000 + 6_000
-    assert drawn["days"] == 7
+    # Last 7 days is charted by the hour: every hour from the first day's midnight to now.
+    start = (now() - timedelta(days=6)).replace(hour=0, minute=0, second=0, microsecond=0)
+    assert drawn["days"] == int((now() - start).total_seconds() // 3600) + 1
     assert drawn["cost"] == pytest.approx(3 * (0.04 + 0.08 + 0.12 + 0.16))
     assert drawn["surfaces"] == ["Anthropic", "OpenAI"]
     assert drawn["bySurface"] == [6, 6]
