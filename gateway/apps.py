@@ -14,7 +14,7 @@ class GatewayConfig(AppConfig):
     def ready(self) -> None:
         """Listen to what accounts and billing announce; they never call the gateway."""
         # These import models, which Django allows only once the app registry is ready.
-        from gateway import auth, limits  # noqa: PLC0415
+        from gateway import auth, limits, metering, usage  # noqa: PLC0415
 
         def move_live_balance(
             sender: object, *, account_id: int, amount_micros: int, **kwargs: object
@@ -23,4 +23,14 @@ class GatewayConfig(AppConfig):
 
         key_changed.connect(auth.invalidate, dispatch_uid="gateway.auth.invalidate")
         balance_moved.connect(move_live_balance, weak=False, dispatch_uid="gateway.limits.balance")
+
+        def after_flush(sender: object, *, account_ids: set[int], **kwargs: object) -> None:
+            limits.persist_windows(account_ids)
+            usage.after_flush(account_ids)  # live meters (and in-process rollups); never raises
+
+        def before_drain(sender: object, **kwargs: object) -> None:
+            limits.reap_now_and_then()
+
         live.register_window_reader(limits.window_state)
+        metering.flushed.connect(after_flush, weak=False, dispatch_uid="gateway.after_flush")
+        metering.draining.connect(before_drain, weak=False, dispatch_uid="gateway.before_drain")

@@ -23,6 +23,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -30,6 +31,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from redis.exceptions import NoScriptError, RedisError
 
+from accounts.models import Account
 from billing import money, windows
 from gateway import auth, metering, store
 from gateway.auth import CHANGE_PREFIX, Caller
@@ -345,8 +347,6 @@ async def settle(
 def _persisted(account_id: int) -> tuple[int, int, int]:
     """What the database keeps of the account's live state, in one read: the window's start in ms
     (0: none opened), the tokens used in it, and the prepaid balance in micro-dollars."""
-    from accounts.models import Account
-
     row = (
         Account.objects.filter(pk=account_id)
         .values_list("window_started_at", "window_used_tokens", "balance_micros")
@@ -358,6 +358,33 @@ def _persisted(account_id: int) -> tuple[int, int, int]:
     if started is None:
         return 0, 0, int(balance or 0)
     return windows.to_ms(started), int(used or 0), int(balance or 0)
+
+
+def persist_windows(account_ids: set[int]) -> None:
+    """Write the accounts' live windows to their rows (after their usage records landed), so a
+    Redis that lost its state, or a restart, resumes each window where it was."""
+    for account_id in account_ids:
+        state = window_state(account_id)
+        if not state or not state.get("start"):
+            continue
+        Account.objects.filter(pk=account_id).update(
+            window_started_at=datetime.fromtimestamp(state["start"] / 1000, tz=UTC),
+            window_used_tokens=state.get("used", 0),
+        )
+
+
+_REAP_EVERY_S = 30.0
+_last_reap = 0.0
+
+
+def reap_now_and_then() -> None:
+    """``reap_abandoned``, at most every 30 s of this process (called at each metering drain)."""
+    global _last_reap
+    now = time.monotonic()
+    if now - _last_reap < _REAP_EVERY_S:
+        return
+    _last_reap = now
+    reap_abandoned()
 
 
 def balance_moved(account_id: int, amount_micros: int) -> None:

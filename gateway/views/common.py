@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
@@ -95,8 +96,6 @@ def openai_model(model: ModelInfo) -> dict[str, Any]:
 
 
 def anthropic_model(model: ModelInfo) -> dict[str, Any]:
-    from datetime import UTC, datetime
-
     created = datetime.fromtimestamp(model.created, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {
         "type": "model",
