@@ -243,7 +243,12 @@ LOGGING = {
     "formatters": {"json": {"()": "tokenfactory.logs.JsonFormatter"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        # Django's own default config gives "django" a plain-text console handler under DEBUG:
+        # every 4xx/5xx would be printed twice (once plain, once as JSON through the root).
+        "django": {"handlers": [], "level": LOG_LEVEL, "propagate": True},
+        "django.db.backends": {"level": "WARNING"},
+    },
 }
 
 # --- Token Factory ---------------------------------------------------------------------------
