@@ -16,23 +16,6 @@ def round_up(numerator: int, denominator: int) -> int:
     return -(-numerator // denominator)
 
 
-def cost_micros(tokens: int, price_per_million_micros: int) -> int:
-    """Cost of ``tokens`` at a per-million price (see ``round_up``)."""
-    if tokens <= 0 or price_per_million_micros <= 0:
-        return 0
-    return round_up(tokens * price_per_million_micros, TOKENS_PER_PRICE_UNIT)
-
-
-def unit_cost_micros(units: int, price_per_unit_micros: int) -> int:
-    """Cost of ``units`` (seconds of audio, images, ...) at a per-unit price."""
-    return max(0, units) * max(0, price_per_unit_micros)
-
-
-def per_million_cost_micros(units: int, price_per_million_micros: int) -> int:
-    """Cost of ``units`` priced per million units (characters for speech), rounded up."""
-    return cost_micros(units, price_per_million_micros)
-
-
 def from_cents(cents: int) -> int:
     return cents * MICROS_PER_CENT
 
@@ -81,6 +64,9 @@ def request_cost(
     input_price_micros: int | None = 0,
     output_price_micros: int | None = 0,
     cached_input_price_micros: int | None = None,
+    units: int | None = None,
+    unit_price_micros: int | None = 0,
+    units_per_price: int = 1,
     unit_cost_micros: int | None = None,
     price_factor_percent: int = 100,
 ) -> int:
@@ -90,8 +76,9 @@ def request_cost(
     - Token-priced: input, cached input and output tokens at the model's per-million prices;
       cached input at the cached price where the model has one (else the input price), and never
       more cached tokens than input tokens.
-    - Unit-priced (seconds, characters, images): ``unit_cost_micros``, already priced by the
-      caller; the token arguments are then ignored.
+    - Unit-priced (seconds, images; characters are priced per million, ``units_per_price``):
+      ``units`` at ``unit_price_micros``; the token arguments are then ignored.
+    - ``unit_cost_micros``: a cost this function already priced (a reservation re-scaled).
     - ``price_factor_percent`` scales the whole price (batch lines: ``BATCH_PRICE_PERCENT``).
 
     The exact amount is one fraction, rounded once with ``round_up`` (any fraction of a
@@ -99,6 +86,9 @@ def request_cost(
     factor = max(0, price_factor_percent)
     if unit_cost_micros is not None:
         return round_up(max(0, unit_cost_micros) * factor, 100)
+    if units is not None:
+        exact_units = max(0, units) * max(0, unit_price_micros or 0)
+        return round_up(exact_units * factor, max(1, units_per_price) * 100)
     input_tokens = max(0, input_tokens)
     cached = min(max(cached_tokens, 0), input_tokens)
     input_price = max(0, input_price_micros or 0)
@@ -109,23 +99,3 @@ def request_cost(
         + max(0, output_tokens) * max(0, output_price_micros or 0)
     )
     return round_up(exact * factor, TOKENS_PER_PRICE_UNIT * 100)
-
-
-def token_cost_micros(
-    *,
-    input_tokens: int,
-    cached_tokens: int,
-    output_tokens: int,
-    input_price_micros: int,
-    output_price_micros: int,
-    cached_input_price_micros: int | None,
-) -> int:
-    """Deprecated: ``request_cost`` (kept until relay.py and batches.py call it directly)."""
-    return request_cost(
-        input_tokens=input_tokens,
-        cached_tokens=cached_tokens,
-        output_tokens=output_tokens,
-        input_price_micros=input_price_micros,
-        output_price_micros=output_price_micros,
-        cached_input_price_micros=cached_input_price_micros,
-    )

@@ -212,25 +212,23 @@ def cost_micros(
     if model is None:
         return 0
     if units is not None:
-        price = model.unit_price_micros or 0
-        if model.unit == "characters":
-            cost = money.per_million_cost_micros(units, price)
-        else:
-            cost = money.unit_cost_micros(units, price)
-    elif usage is not None and usage.total_tokens and model.is_priced:
-        cost = money.token_cost_micros(
-            input_tokens=usage.input_tokens,
-            cached_tokens=usage.cached_tokens,
-            output_tokens=usage.output_tokens,
-            input_price_micros=model.input_price_micros or 0,
-            output_price_micros=model.output_price_micros or 0,
-            cached_input_price_micros=model.cached_input_price_micros,
+        return money.request_cost(
+            units=units,
+            unit_price_micros=model.unit_price_micros,
+            units_per_price=money.TOKENS_PER_PRICE_UNIT if model.unit == "characters" else 1,
+            price_factor_percent=price_factor_percent,
         )
-    else:
+    if usage is None or not usage.total_tokens or not model.is_priced:
         return 0
-    if price_factor_percent == 100:
-        return cost
-    return -(-cost * price_factor_percent // 100)
+    return money.request_cost(
+        input_tokens=usage.input_tokens,
+        cached_tokens=usage.cached_tokens,
+        output_tokens=usage.output_tokens,
+        input_price_micros=model.input_price_micros,
+        output_price_micros=model.output_price_micros,
+        cached_input_price_micros=model.cached_input_price_micros,
+        price_factor_percent=price_factor_percent,
+    )
 
 
 async def settle(

@@ -6,14 +6,27 @@ from billing import money
 
 
 def test_it_rounds_token_costs_up_to_the_next_micro_dollar():
-    assert money.cost_micros(1, 140_000) == 1  # 0.14 micro-dollars rounds up to 1
-    assert money.cost_micros(1_000_000, 140_000) == 140_000
-    assert money.cost_micros(3, 333_333) == 1
-    assert money.cost_micros(0, 140_000) == 0
+    def cost(tokens: int, price: int) -> int:
+        return money.request_cost(input_tokens=tokens, input_price_micros=price)
+
+    assert cost(1, 140_000) == 1  # 0.14 micro-dollars rounds up to 1
+    assert cost(1_000_000, 140_000) == 140_000
+    assert cost(3, 333_333) == 1
+    assert cost(0, 140_000) == 0
+
+
+def test_it_prices_units_once_with_the_batch_factor():
+    # 3 images at $0.04: $0.12; half price for a batch line.
+    assert money.request_cost(units=3, unit_price_micros=40_000) == 120_000
+    assert money.request_cost(units=3, unit_price_micros=40_000, price_factor_percent=50) == 60_000
+    # 7 characters at $15 per million: 105 micro-dollars; half of it is 52.5, rounded up once.
+    per_million = {"units_per_price": 1_000_000, "unit_price_micros": 15_000_000}
+    assert money.request_cost(units=7, **per_million) == 105
+    assert money.request_cost(units=7, price_factor_percent=50, **per_million) == 53
 
 
 def test_it_bills_cached_input_at_the_cached_price():
-    cost = money.token_cost_micros(
+    cost = money.request_cost(
         input_tokens=1_000_000,
         cached_tokens=500_000,
         output_tokens=0,
@@ -89,8 +102,8 @@ def test_cached_tokens_never_exceed_input_and_take_the_cached_price():
     assert cost == 1  # ten cached tokens at 0.1: 1 micro-dollar, not ten at the full price
 
 
-def test_the_old_token_price_name_is_request_cost():
-    old = money.token_cost_micros(
+def test_a_request_is_rounded_once_not_per_part():
+    cost = money.request_cost(
         input_tokens=7,
         cached_tokens=3,
         output_tokens=11,
@@ -99,4 +112,4 @@ def test_the_old_token_price_name_is_request_cost():
         cached_input_price_micros=111_111,
     )
     # 4 * 0.333333 + 3 * 0.111111 + 11 * 0.777777 = 10.222212, rounded up once.
-    assert old == 11
+    assert cost == 11

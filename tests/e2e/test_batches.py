@@ -71,15 +71,14 @@ def lines_of(client: openai.OpenAI, file_id: str | None) -> dict[str, Any]:
 
 
 def half_price(record: UsageRecord) -> int:
-    live = money.token_cost_micros(
+    return money.request_cost(
         input_tokens=record.input_tokens,
         cached_tokens=record.cached_tokens,
         output_tokens=record.output_tokens,
         input_price_micros=IN_PRICE,
         output_price_micros=OUT_PRICE,
-        cached_input_price_micros=None,
+        price_factor_percent=50,
     )
-    return -(-live // 2)
 
 
 def test_it_runs_an_openai_batch_across_protocols_and_reports_bad_lines(live):

@@ -100,7 +100,9 @@ def test_it_embeds_a_string_and_bills_its_input_tokens(media_models):
     assert record.status == 200
     assert record.model == "sim-embed"
     assert record.input_tokens == done.usage.prompt_tokens
-    assert record.cost_micros == money.cost_micros(done.usage.prompt_tokens, EMBED_PRICE)
+    assert record.cost_micros == money.request_cost(
+        input_tokens=done.usage.prompt_tokens, input_price_micros=EMBED_PRICE
+    )
 
 
 def test_it_embeds_lists_token_arrays_base64_and_dimensions(media_models):
@@ -228,7 +230,9 @@ def test_it_streams_speech_to_a_file_and_bills_per_character(media_models, tmp_p
     assert len(audio) > 1000
     (record,) = records(endpoint="speech")
     assert record.status == 200
-    assert record.cost_micros == money.per_million_cost_micros(len(text), CHARACTER_PRICE)
+    assert record.cost_micros == money.request_cost(
+        units=len(text), unit_price_micros=CHARACTER_PRICE, units_per_price=1_000_000
+    )
     assert record.cost_micros == 480  # 32 characters at $15 per 1M
 
 
