@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import time
 import weakref
 from typing import Any, cast
@@ -151,7 +152,9 @@ def _forget_closed_loops() -> None:
         if task.done() and not task.cancelled() and task.exception() is None:
             transport = task.result().transport
             if transport is not None:
-                transport.abort()
+                # A closed loop cannot run the close callbacks; the socket then goes with the GC.
+                with contextlib.suppress(RuntimeError):
+                    transport.abort()
 
 
 async def _open(loop: asyncio.AbstractEventLoop, url: str) -> _Multiplexed:
