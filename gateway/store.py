@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import time
 import weakref
 from typing import Any, cast
@@ -140,9 +141,20 @@ class _Multiplexed(asyncio.Protocol):
         self.watchdog = self.loop.call_later(1.0, self._watch)
 
 
-_multiplexed: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[_Multiplexed]] = (
-    weakref.WeakKeyDictionary()
-)
+# A plain dict: the task refers to its loop, so weak keys would never let go. Entries of closed
+# loops (tests run many) are dropped, their sockets closed, whenever a connection opens.
+_multiplexed: dict[asyncio.AbstractEventLoop, asyncio.Task[_Multiplexed]] = {}
+
+
+def _forget_closed_loops() -> None:
+    for loop in [loop for loop in _multiplexed if loop.is_closed()]:
+        task = _multiplexed.pop(loop)
+        if task.done() and not task.cancelled() and task.exception() is None:
+            transport = task.result().transport
+            if transport is not None:
+                # A closed loop cannot run the close callbacks; the socket then goes with the GC.
+                with contextlib.suppress(RuntimeError):
+                    transport.abort()
 
 
 async def _open(loop: asyncio.AbstractEventLoop, url: str) -> _Multiplexed:
@@ -184,6 +196,7 @@ async def call(*args: Any) -> Any:
         opening.done()
         and (opening.cancelled() or opening.exception() is not None or opening.result().lost)
     ):
+        _forget_closed_loops()
         opening = _multiplexed[loop] = loop.create_task(_open(loop, url))
     # Shielded: a caller cancelled while the connection opens must not cancel it for the others.
     conn = opening.result() if opening.done() else await asyncio.shield(opening)
