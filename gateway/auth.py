@@ -102,7 +102,8 @@ def local_version(key_hash: str) -> int:
     return _local_versions.get(key_hash, 0)
 
 
-async def _version(key_hash: str) -> int:
+async def key_version(key_hash: str) -> int:
+    """The key's change counter now (Redis, or this process without Redis)."""
     redis = store.client()
     if redis is None:
         return local_version(key_hash)
@@ -125,7 +126,7 @@ async def authenticate(secret: str, *, refresh: bool = False) -> Caller | None:
                 return None
             return caller
     # Read the change counter before the row, so a change racing this load is seen as stale.
-    version = await _version(digest)
+    version = await key_version(digest)
     caller = await sync_to_async(_load, thread_sensitive=False)(secret, version)
     _cache[digest] = (caller, time.monotonic())
     _cache.move_to_end(digest)
@@ -137,7 +138,7 @@ async def authenticate(secret: str, *, refresh: bool = False) -> Caller | None:
 async def is_stale(caller: Caller) -> bool:
     """True when the key changed after this process cached it (one Redis GET). Admission does the
     same check inside its own script, so gated requests pay nothing extra for it."""
-    return await _version(caller.key_hash) != caller.version
+    return await key_version(caller.key_hash) != caller.version
 
 
 def invalidate(sender: object = None, *, key_hashes: Iterable[str], **kwargs: object) -> None:

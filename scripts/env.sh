@@ -55,13 +55,17 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=".venv/.installed-$want-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
-  echo "env.sh: installing dependencies into .venv ($want)..." >&2
+  started=$SECONDS
+  echo "env.sh: installing dependencies into .venv ($want; the first time takes a few minutes)..." >&2
   pip_install --upgrade pip >/dev/null
+  # The project's own code runs from this folder: only its dependencies are installed (not as
+  # editable, which would print setuptools' editable-install banner for nothing).
   if [ "$want" = dev ]; then
-    pip_install -e '.[dev]'
+    pip_install '.[dev]'
   else
-    pip_install -e .
+    pip_install .
   fi
   touch "$stamp"
+  echo "env.sh: dependencies installed in $((SECONDS - started)) s" >&2
 fi
 export PATH="$root/.venv/bin:$PATH"

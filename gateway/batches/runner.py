@@ -29,7 +29,7 @@ from django.db.models import Count, F, Q
 from django.utils.timezone import now
 
 from accounts.models import ApiKey
-from gateway import auth, errors, exchange, limits, media, metering, store, tokens
+from gateway import auth, errors, exchange, limits, media, metering, tokens
 from gateway.auth import Caller
 from gateway.batches import output, parsing
 from gateway.errors import OPENAI, GatewayError
@@ -132,12 +132,7 @@ class _Runner:
         key = await _db(_usable_key)(self.key_id)
         if key is None:
             return None
-        version = 0
-        redis = store.client()
-        if redis is not None:
-            value = await redis.get(auth.CHANGE_PREFIX + key.key_hash)
-            version = int(value) if value is not None else 0
-        return auth.caller_for(key, version)
+        return auth.caller_for(key, await auth.key_version(key.key_hash))
 
     async def _run_lines(self) -> None:
         limit = concurrency()
