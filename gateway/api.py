@@ -271,6 +271,13 @@ async def get_usage(
     model: str | None = params.Query(None, description="only this model's requests"),
 ) -> Any:
     caller: Caller = request.auth  # type: ignore[attr-defined]
+    if model is not None and ("\x00" in model or len(model) > 200):
+        # A model name is at most 200 characters and never holds NUL (PostgreSQL's text refuses it).
+        raise errors.BadRequest(
+            "'model' must be a model name of at most 200 characters.",
+            param="model",
+            code="invalid_parameter",
+        )
     try:
         return await sync_to_async(_report)(
             caller,

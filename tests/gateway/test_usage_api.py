@@ -252,6 +252,8 @@ def test_it_answers_on_the_hour_ranges_from_hourly_rollups(owner_setup):
         ({"start": "2020-01-01", "end": "2025-01-01"}, "end"),
         ({"key": "nope"}, "key"),
         ({"key": "999999"}, "key"),
+        ({"model": "gpt\x00"}, "model"),
+        ({"model": "m" * 201}, "model"),
     ],
 )
 def test_it_refuses_bad_parameters_with_a_400_naming_them(owner_setup, params, param):
