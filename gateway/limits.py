@@ -450,6 +450,11 @@ local now = a.now_ms
 if tonumber(redis.call('GET', KEYS[5]) or '0') ~= a.key_version then
   return {'outcome', 'stale'}
 end
+if type(a.balance_micros) == 'number' and redis.call('EXISTS', KEYS[4]) == 0 then
+  -- Loaded with the window from the account row: kept now, so a request that first needs the
+  -- balance later does not need the database (which may be down by then).
+  redis.call('SET', KEYS[4], a.balance_micros)
+end
 local reset_s = (math.floor(now / 60000) + 1) * 60
 local rpm_used = 0
 local counts_rpm = a.counts_rpm and a.rpm_limit >= 0
@@ -649,6 +654,9 @@ class MemoryLimiter:
         self._prune(minute)
         reset_s = (minute + 1) * 60
         rpm_key, tpm_key = f"rpm:{caller.key_id}:{minute}", f"tpm:{caller.key_id}:{minute}"
+        if req.balance_micros is not None:
+            # Loaded with the window from the account row: kept now (see the Lua script).
+            self.balances.setdefault(caller.account_id, req.balance_micros)
         counts_rpm = req.counts_rpm and req.rpm_limit >= 0
         rpm_used = self.counters.get(rpm_key, 0) if counts_rpm else 0
         kind = req.window_kind

@@ -288,11 +288,11 @@ case(
     [
         ("ok", "opens", False, 0),
         ("headers", "opens", hdr(800)),
-        ("state", "opened", (0, 5 * HOUR_MS, 0, 200), None),
-        ("state", "settled", (0, 5 * HOUR_MS, 150, 0), None),
+        ("state", "opened", (0, 5 * HOUR_MS, 0, 200), 0),
+        ("state", "settled", (0, 5 * HOUR_MS, 150, 0), 0),
         ("ok", "after the end", False, 0),
         ("headers", "after the end", {**hdr(980), "X-RateLimit-Reset": str(RESET + 5 * 3600)}),
-        ("state", "reopened", (5 * HOUR_MS + 1000, 10 * HOUR_MS + 1000, 0, 20), None),
+        ("state", "reopened", (5 * HOUR_MS + 1000, 10 * HOUR_MS + 1000, 0, 20), 0),
     ],
 )
 MARCH_MS = int(datetime(2026, 3, 1, tzinfo=UTC).timestamp() * 1000) - T0_MS
@@ -306,10 +306,10 @@ case(
     [
         ("ok", "march", False, 0),
         ("headers", "march", hdr(800)),
-        ("state", "march", (MARCH_MS, APRIL_MS, 120, 0), None),
+        ("state", "march", (MARCH_MS, APRIL_MS, 120, 0), 0),
         ("ok", "april", False, 0),
         ("headers", "april", {**hdr(980), "X-RateLimit-Reset": APRIL_RESET}),
-        ("state", "april", (APRIL_MS, MAY_MS, 0, 20), None),
+        ("state", "april", (APRIL_MS, MAY_MS, 0, 20), 0),
     ],
 )
 case(
@@ -402,7 +402,7 @@ case(
     [
         ("ok", "once", False, 0),
         ("headers", "once", hdr(800)),
-        ("state", "after", (0, 5 * HOUR_MS, 50, 0), None),
+        ("state", "after", (0, 5 * HOUR_MS, 50, 0), 0),
     ],
 )
 case(
