@@ -22,6 +22,7 @@ _ANTHROPIC_TYPES = {
     403: "permission_error",
     404: "not_found_error",
     405: "invalid_request_error",
+    408: "timeout_error",
     413: "request_too_large",
     415: "invalid_request_error",
     422: "invalid_request_error",
@@ -32,6 +33,18 @@ _ANTHROPIC_TYPES = {
     504: "timeout_error",
     529: "overloaded_error",
 }
+
+
+def surface_for(path: str, *, anthropic_version: bool = False) -> str:
+    """The surface whose envelope an answer on ``path`` uses before any view has seen it: the
+    Anthropic one under /anthropic/ and /v1/messages, and for the shared paths (/v1/models) when
+    the caller sent ``anthropic-version`` (only the Anthropic SDK does); OpenAI's otherwise."""
+    bare = path.lstrip("/")
+    if bare.startswith(("anthropic/", "v1/messages")):
+        return ANTHROPIC
+    if anthropic_version and bare.startswith("v1/models"):
+        return ANTHROPIC
+    return OPENAI
 
 
 class GatewayError(Exception):
@@ -84,6 +97,10 @@ class UnknownModel(NotFound):
 
 class MethodNotAllowed(GatewayError):
     status, type, code = 405, "invalid_request_error", "method_not_allowed"
+
+
+class RequestTimeout(GatewayError):
+    status, type, code = 408, "invalid_request_error", "request_timeout"
 
 
 class PayloadTooLarge(GatewayError):

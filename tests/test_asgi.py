@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import socket
+import time
 from typing import Any
+
+import orjson
 
 import pytest
 from websockets.exceptions import InvalidStatus
@@ -24,3 +28,108 @@ def test_a_websocket_upgrade_to_a_path_without_a_socket_is_refused_with_403(
     with pytest.raises(InvalidStatus) as again:
         connect(url, origin=Origin("http://127.0.0.1"), open_timeout=5).close()
     assert again.value.response.status_code == 403
+
+
+# --- the request edge: bodies too large or too slow, headers too slow ----------------------------
+
+
+def _open(server: Any) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    return sock
+
+
+def _head(path: str, **headers: str) -> bytes:
+    lines = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", *(f"{k}: {v}" for k, v in headers.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def _response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """Read one response (whole, the server closes after it)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed without an answer: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    want = int(headers.get("content-length", "0"))
+    while len(body) < want:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return int(status_line.split()[1]), headers, body
+
+
+@pytest.mark.parametrize(
+    ("path", "surface"),
+    [
+        ("/openai/v1/chat/completions", "openai"),
+        ("/v1/chat/completions", "openai"),
+        ("/anthropic/v1/messages", "anthropic"),
+        ("/v1/messages", "anthropic"),
+        ("/billing/stripe/webhook/", ""),
+        ("/login/", ""),
+    ],
+)
+@pytest.mark.parametrize("declared", [400_000_000, 32 * 1024 * 1024 + 1])
+def test_a_declared_body_over_the_limit_is_refused_at_once_without_reading_it(
+    gateway_server: Any, path: str, surface: str, declared: int
+) -> None:
+    started = time.monotonic()
+    with _open(gateway_server) as sock:
+        sock.sendall(_head(path, **{"Content-Length": str(declared)}) + b"{}")
+        status, headers, body = _response(sock)
+    assert status == 413
+    assert time.monotonic() - started < 2
+    assert headers.get("connection") == "close"
+    if surface == "openai":
+        assert orjson.loads(body)["error"]["code"] == "request_too_large"
+        assert headers["x-request-id"].startswith("req_")
+    elif surface == "anthropic":
+        assert orjson.loads(body)["error"]["type"] == "request_too_large"
+        assert headers["request-id"] == headers["x-request-id"]
+
+
+@pytest.mark.parametrize("path", ["/openai/v1/chat/completions", "/billing/stripe/webhook/"])
+def test_a_chunked_body_is_cut_off_at_the_limit_as_it_arrives(
+    gateway_server: Any, settings: Any, path: str
+) -> None:
+    settings.GATEWAY_MAX_BODY_BYTES = 1024 * 1024
+    chunk = b"a" * 65536
+    with _open(gateway_server) as sock:
+        sock.sendall(_head(path, **{"Transfer-Encoding": "chunked"}))
+        for _ in range(17):  # just over the limit, and the body never ends
+            sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        status, headers, body = _response(sock)
+    assert status == 413
+    if path.startswith("/openai/"):
+        assert orjson.loads(body)["error"]["code"] == "request_too_large"
+
+
+@pytest.mark.parametrize("path", ["/openai/v1/chat/completions", "/login/"])
+def test_a_body_that_stops_arriving_times_out(
+    gateway_server: Any, settings: Any, path: str
+) -> None:
+    settings.HTTP_BODY_TIMEOUT_SECONDS = 1
+    started = time.monotonic()
+    with _open(gateway_server) as sock:
+        sock.sendall(_head(path, **{"Content-Length": "100"}) + b'{"model":')
+        status, headers, body = _response(sock)
+    assert status == 408
+    assert 0.9 < time.monotonic() - started < 3
+    if path.startswith("/openai/"):
+        assert orjson.loads(body)["error"]["message"]
+
+
+@pytest.mark.parametrize("sent", [b"", b"POST /openai/v1/chat/completions HTTP/1.1\r\nHost: x\r\n"])
+def test_headers_that_do_not_arrive_in_time_close_the_connection(
+    gateway_server: Any, settings: Any, sent: bytes
+) -> None:
+    settings.HTTP_HEADER_TIMEOUT_SECONDS = 1
+    started = time.monotonic()
+    with _open(gateway_server) as sock:
+        sock.sendall(sent)
+        assert sock.recv(65536) == b""
+    assert time.monotonic() - started < 3

@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
+import orjson
 from asgiref.sync import iscoroutinefunction, sync_to_async
 from asgiref.wsgi import WsgiToAsgi
 from django.conf import settings
@@ -27,6 +28,9 @@ from django.http import HttpRequest, HttpResponseBase
 from django.urls import ResolverMatch, set_script_prefix
 from django.utils.log import log_response
 from whitenoise import WhiteNoise
+
+from gateway import errors
+from gateway.exchange import new_request_id
 
 GATEWAY_PREFIXES = ("/openai/", "/anthropic/", "/v1/")
 
@@ -205,7 +209,7 @@ def _prefix(storage: Any) -> str:
 
 
 class Router:
-    """Send each HTTP request to the handler that suits its path."""
+    """Send each HTTP request to the handler that suits its path, through the body guard."""
 
     def __init__(self, full: Any, bare: Any, static: Any) -> None:
         self.full, self.bare, self.static = full, bare, static
@@ -213,8 +217,88 @@ class Router:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         path = scope.get("path", "")
         if path.startswith(GATEWAY_PREFIXES):
-            await self.bare(scope, receive, send)
+            app = self.bare
         elif path.startswith(settings.STATIC_URL):
-            await self.static(scope, receive, send)
+            app = self.static
         else:
-            await self.full(scope, receive, send)
+            app = self.full
+        await guard_body(app, scope, receive, send)
+
+
+# --- the body guard -----------------------------------------------------------------------------
+
+
+async def guard_body(app: Any, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Run ``app`` with the request body bounded, before any handler reads it:
+
+    - a ``Content-Length`` over ``GATEWAY_MAX_BODY_BYTES`` is answered 413 at once, unread;
+    - a body sent without one (chunked) is counted as it arrives and answered 413 the moment it
+      passes the limit;
+    - the whole body must arrive within ``HTTP_BODY_TIMEOUT_SECONDS`` of the first read, or 408.
+
+    Refusals go out with ``Connection: close`` (the rest of the body is never read), in the
+    surface's error envelope on the gateway's paths; the handler then sees a disconnect."""
+    limit: int = settings.GATEWAY_MAX_BODY_BYTES
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            if value.isdigit() and int(value) > limit:
+                await refuse_body(scope, send, errors.PayloadTooLarge(_too_large(limit)))
+                return
+            break
+    state = {"reading": True, "received": 0, "deadline": 0.0}
+    loop = asyncio.get_running_loop()
+
+    async def guarded() -> dict[str, Any]:
+        if not state["reading"]:
+            return cast(dict[str, Any], await receive())
+        if not state["deadline"]:
+            state["deadline"] = loop.time() + settings.HTTP_BODY_TIMEOUT_SECONDS
+        try:
+            async with asyncio.timeout_at(state["deadline"]):
+                message: dict[str, Any] = await receive()
+        except TimeoutError:
+            state["reading"] = False
+            seconds = settings.HTTP_BODY_TIMEOUT_SECONDS
+            await refuse_body(
+                scope,
+                send,
+                errors.RequestTimeout(f"The request body did not arrive within {seconds} s."),
+            )
+            return {"type": "http.disconnect"}
+        if message["type"] != "http.request":
+            state["reading"] = False
+            return message
+        state["received"] += len(message.get("body", b""))
+        if state["received"] > limit:
+            state["reading"] = False
+            await refuse_body(scope, send, errors.PayloadTooLarge(_too_large(limit)))
+            return {"type": "http.disconnect"}
+        if not message.get("more_body", False):
+            state["reading"] = False
+        return message
+
+    await app(scope, guarded, send)
+
+
+def _too_large(limit: int) -> str:
+    return f"The request body is over the {limit:,}-byte limit. Send less content."
+
+
+async def refuse_body(scope: dict[str, Any], send: Any, err: errors.GatewayError) -> None:
+    """Answer ``err`` before the body is read, and close the connection."""
+    path = scope.get("path", "")
+    headers: list[tuple[bytes, bytes]] = [(b"connection", b"close")]
+    if path.startswith(GATEWAY_PREFIXES):
+        anthropic_version = any(name == b"anthropic-version" for name, _ in scope["headers"])
+        surface = errors.surface_for(path, anthropic_version=anthropic_version)
+        request_id = new_request_id()
+        body = orjson.dumps(errors.body_for(err, surface, request_id))
+        headers.append((b"content-type", b"application/json"))
+        for name, value in errors.request_id_headers(surface, request_id).items():
+            headers.append((name.encode(), value.encode()))
+    else:
+        body = err.message.encode()
+        headers.append((b"content-type", b"text/plain; charset=utf-8"))
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": err.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -250,6 +250,10 @@ LOGGING = {
 # Requests larger than this are refused with 413 before they are parsed.
 GATEWAY_MAX_BODY_BYTES = envint("GATEWAY_MAX_BODY_BYTES", 32 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = GATEWAY_MAX_BODY_BYTES
+# A request's headers must arrive within this many seconds of the connection (or of the request
+# before it), and its whole body within this many of the first read: otherwise 408 / closed.
+HTTP_HEADER_TIMEOUT_SECONDS = envint("HTTP_HEADER_TIMEOUT_SECONDS", 10)
+HTTP_BODY_TIMEOUT_SECONDS = envint("HTTP_BODY_TIMEOUT_SECONDS", 60)
 GATEWAY_KEY_CACHE_SECONDS = envint("GATEWAY_KEY_CACHE_SECONDS", 30)
 GATEWAY_CATALOG_CACHE_SECONDS = envint("GATEWAY_CATALOG_CACHE_SECONDS", 30)
 GATEWAY_CONNECT_TIMEOUT_MS = envint("GATEWAY_CONNECT_TIMEOUT_MS", 5_000)
