@@ -6,12 +6,12 @@ import socket
 import time
 from typing import Any
 
+import httpx
 import orjson
-
 import pytest
 from websockets.exceptions import InvalidStatus
-from websockets.typing import Origin
 from websockets.sync.client import connect
+from websockets.typing import Origin
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -102,7 +102,7 @@ def test_a_chunked_body_is_cut_off_at_the_limit_as_it_arrives(
         sock.sendall(_head(path, **{"Transfer-Encoding": "chunked"}))
         for _ in range(17):  # just over the limit, and the body never ends
             sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-        status, headers, body = _response(sock)
+        status, _headers, body = _response(sock)
     assert status == 413
     if path.startswith("/openai/"):
         assert orjson.loads(body)["error"]["code"] == "request_too_large"
@@ -116,7 +116,7 @@ def test_a_body_that_stops_arriving_times_out(
     started = time.monotonic()
     with _open(gateway_server) as sock:
         sock.sendall(_head(path, **{"Content-Length": "100"}) + b'{"model":')
-        status, headers, body = _response(sock)
+        status, _headers, body = _response(sock)
     assert status == 408
     assert 0.9 < time.monotonic() - started < 3
     if path.startswith("/openai/"):
@@ -133,3 +133,56 @@ def test_headers_that_do_not_arrive_in_time_close_the_connection(
         sock.sendall(sent)
         assert sock.recv(65536) == b""
     assert time.monotonic() - started < 3
+
+
+# --- DEBUG off: branded pages, JSON on the API paths ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "surface"),
+    [
+        ("/openai/v1/chat/completions", {}, "openai"),
+        ("/v1/embeddings", {}, "openai"),
+        ("/anthropic/v1/messages", {}, "anthropic"),
+        ("/v1/messages/batches", {}, "anthropic"),
+        ("/v1/models", {"anthropic-version": "2023-06-01"}, "anthropic"),
+        ("/dashboard/", {}, ""),
+    ],
+)
+def test_the_404_and_500_handlers_answer_json_on_api_paths_and_branded_pages_elsewhere(
+    settings: Any, path: str, headers: dict[str, str], surface: str
+) -> None:
+    from django.test import RequestFactory
+    from django.urls import get_resolver
+
+    settings.DEBUG = False
+    request = RequestFactory().post(path, headers=headers)
+    resolver = get_resolver()
+    not_found = resolver.resolve_error_handler(404)(request, exception=Exception("x"))
+    failed = resolver.resolve_error_handler(500)(request)
+    assert (not_found.status_code, failed.status_code) == (404, 500)
+    if not surface:
+        assert b'data-testid="error-page"' in not_found.content
+        assert b'data-testid="error-page"' in failed.content
+        return
+    for response in (not_found, failed):
+        assert response["Content-Type"] == "application/json"
+        assert response["x-request-id"].startswith("req_")
+        body = orjson.loads(response.content)
+        if surface == "anthropic":
+            assert body["type"] == "error" and body["error"]["message"]
+            assert response["request-id"] == response["x-request-id"]
+        else:
+            assert body["error"]["message"] and body["error"]["type"]
+    assert "Traceback" not in failed.content.decode()
+
+
+def test_with_debug_off_an_unknown_page_is_the_branded_404_without_the_url_list(
+    gateway_server: Any, settings: Any
+) -> None:
+    settings.DEBUG = False
+    for path in ("/no-such-page/", "/billing/nope/", "/accounts/x/y/"):
+        response = httpx.get(gateway_server.url + path)
+        assert response.status_code == 404
+        assert 'data-testid="error-page"' in response.text
+        assert "URLconf" not in response.text and "tokenfactory.urls" not in response.text

@@ -32,7 +32,7 @@ from whitenoise import WhiteNoise
 from gateway import errors
 from gateway.exchange import new_request_id
 
-GATEWAY_PREFIXES = ("/openai/", "/anthropic/", "/v1/")
+GATEWAY_PREFIXES = errors.API_PREFIXES
 
 
 class MiddlewareFreeASGIHandler(ASGIHandler):
