@@ -158,7 +158,7 @@ def test_the_404_and_500_handlers_answer_json_on_api_paths_and_branded_pages_els
     settings.DEBUG = False
     request = RequestFactory().post(path, headers=headers)
     resolver = get_resolver()
-    not_found = resolver.resolve_error_handler(404)(request, exception=Exception("x"))
+    not_found = resolver.resolve_error_handler(404)(request, Exception("x"))
     failed = resolver.resolve_error_handler(500)(request)
     assert (not_found.status_code, failed.status_code) == (404, 500)
     if not surface:
