@@ -158,8 +158,9 @@ def test_the_404_and_500_handlers_answer_json_on_api_paths_and_branded_pages_els
     settings.DEBUG = False
     request = RequestFactory().post(path, headers=headers)
     resolver = get_resolver()
-    not_found = resolver.resolve_error_handler(404)(request, Exception("x"))
-    failed = resolver.resolve_error_handler(500)(request)
+    handle_404: Any = resolver.resolve_error_handler(404)
+    handle_500: Any = resolver.resolve_error_handler(500)
+    not_found, failed = handle_404(request, Exception("x")), handle_500(request)
     assert (not_found.status_code, failed.status_code) == (404, 500)
     if not surface:
         assert b'data-testid="error-page"' in not_found.content
