@@ -187,3 +187,27 @@ def test_with_debug_off_an_unknown_page_is_the_branded_404_without_the_url_list(
         assert response.status_code == 404
         assert 'data-testid="error-page"' in response.text
         assert "URLconf" not in response.text and "tokenfactory.urls" not in response.text
+
+
+# --- security headers on the gateway's paths ------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/openai/v1/models", "/v1/models", "/v1/docs", "/v1/nope"])
+def test_the_gateway_paths_carry_the_security_headers(
+    gateway_server: Any, settings: Any, path: str
+) -> None:
+    settings.SECURE_SSL_REDIRECT = False
+    settings.SECURE_HSTS_SECONDS = 31536000
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    plain = httpx.get(gateway_server.url + path)
+    assert plain.headers["x-content-type-options"] == "nosniff"
+    assert plain.headers["x-frame-options"] == "DENY"
+    assert plain.headers["referrer-policy"] == "same-origin"
+    assert "strict-transport-security" not in plain.headers  # never over plain HTTP
+    secure = httpx.get(gateway_server.url + path, headers={"x-forwarded-proto": "https"})
+    assert secure.headers["strict-transport-security"].startswith("max-age=31536000")
+
+    settings.SECURE_SSL_REDIRECT = True
+    redirected = httpx.post(gateway_server.url + path, json={})
+    assert redirected.status_code == 301
+    assert redirected.headers["location"].startswith("https://")

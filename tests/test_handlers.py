@@ -120,9 +120,11 @@ async def test_a_view_answers_without_any_middleware(handler: MiddlewareFreeASGI
     answer = await _call(handler, "/v1/echo")
     assert answer["status"] == 200
     assert answer["body"] == b'{"length": 0, "path": "/v1/echo"}'
-    # The settings' middleware (clickjacking, security headers) did not run.
-    assert "x-frame-options" not in answer["headers"]
-    assert "x-content-type-options" not in answer["headers"]
+    # The settings' middleware chain did not run (no session, CSRF or messages: no cookie, no
+    # Vary on it); the security headers are applied without it (issue #16 item 18).
+    assert "set-cookie" not in answer["headers"] and "vary" not in answer["headers"]
+    assert answer["headers"]["x-frame-options"] == "DENY"
+    assert answer["headers"]["x-content-type-options"] == "nosniff"
 
 
 async def test_sync_and_template_views_answer(handler: MiddlewareFreeASGIHandler) -> None:

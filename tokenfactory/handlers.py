@@ -24,7 +24,9 @@ from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.exception import convert_exception_to_response
 from django.core.signals import setting_changed
-from django.http import HttpRequest, HttpResponseBase
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.middleware.clickjacking import XFrameOptionsMiddleware
+from django.middleware.security import SecurityMiddleware
 from django.urls import ResolverMatch, set_script_prefix
 from django.utils.log import log_response
 from whitenoise import WhiteNoise
@@ -63,6 +65,7 @@ class MiddlewareFreeASGIHandler(ASGIHandler):
         self._respond: Callable[[HttpRequest], Awaitable[HttpResponseBase]] = cast(
             Any, convert_exception_to_response(self._view_response)
         )
+        self._security_middleware()
         setting_changed.connect(self._forget_routes, weak=False)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -133,9 +136,21 @@ class MiddlewareFreeASGIHandler(ASGIHandler):
         body_file.seek(0)
         return body_file
 
+    def _security_middleware(self) -> None:
+        """Django's own security headers and HTTPS redirect (SecurityMiddleware) and frame
+        protection (XFrameOptionsMiddleware), built once from the settings and applied to each
+        answer by direct calls: no trip through the middleware chain."""
+        self.security = SecurityMiddleware(_no_view)
+        self.frames = XFrameOptionsMiddleware(_no_view)
+
     async def get_response_async(self, request: HttpRequest) -> HttpResponseBase:
-        """The view's response, without middleware; a 4xx or 5xx logged as Django logs it."""
-        response: HttpResponseBase = await self._respond(request)
+        """The view's response, without middleware but with the security headers (and the HTTPS
+        redirect, if set); a 4xx or 5xx logged as Django logs it."""
+        redirect = self.security.process_request(request)
+        response: HttpResponseBase = redirect or await self._respond(request)
+        # Both only set headers, which a streamed answer has too (the stubs say HttpResponse).
+        self.security.process_response(request, cast(HttpResponse, response))
+        self.frames.process_response(request, cast(HttpResponse, response))
         if response.status_code >= 400:
             await sync_to_async(log_response, thread_sensitive=False)(
                 "%s: %s",
@@ -175,6 +190,11 @@ class MiddlewareFreeASGIHandler(ASGIHandler):
 
     def _forget_routes(self, **kwargs: Any) -> None:
         self._resolved.clear()
+        self._security_middleware()
+
+
+def _no_view(request: HttpRequest) -> HttpResponseBase:
+    raise AssertionError("the security middleware only adds headers here")
 
 
 def _not_found(environ: dict[str, Any], start_response: Any) -> list[bytes]:
