@@ -55,6 +55,11 @@ async def file_view(request: HttpRequest) -> FileResponse:
     return FileResponse(handle)
 
 
+# As tokenfactory/urls.py has them (the default 404 page links to the dashboard's URL names,
+# which this URL map does not have).
+handler404 = "gateway.errors.page_not_found"
+handler500 = "gateway.errors.server_error"
+
 urlpatterns = [
     path("v1/echo", echo),
     path("v1/sync", sync_view),
