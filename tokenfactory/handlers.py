@@ -265,36 +265,48 @@ async def guard_body(app: Any, scope: dict[str, Any], receive: Any, send: Any) -
                 await refuse_body(scope, send, errors.PayloadTooLarge(_too_large(limit)))
                 return
             break
-    state = {"reading": True, "received": 0, "deadline": 0.0}
-    loop = asyncio.get_running_loop()
+    received = 0
+    done = expired = False
+    timer: asyncio.TimerHandle | None = None
+    task = asyncio.current_task()
+    assert task is not None
+
+    def expire() -> None:
+        # One timer per request rather than a timeout per read: it cancels the read in progress.
+        nonlocal expired
+        expired = True
+        task.cancel()
 
     async def guarded() -> dict[str, Any]:
-        if not state["reading"]:
+        nonlocal received, done, timer
+        if done:
             return cast(dict[str, Any], await receive())
-        if not state["deadline"]:
-            state["deadline"] = loop.time() + settings.HTTP_BODY_TIMEOUT_SECONDS
-        try:
-            async with asyncio.timeout_at(state["deadline"]):
-                message: dict[str, Any] = await receive()
-        except TimeoutError:
-            state["reading"] = False
-            seconds = settings.HTTP_BODY_TIMEOUT_SECONDS
-            await refuse_body(
-                scope,
-                send,
-                errors.RequestTimeout(f"The request body did not arrive within {seconds} s."),
+        if timer is None:
+            timer = asyncio.get_running_loop().call_later(
+                settings.HTTP_BODY_TIMEOUT_SECONDS, expire
             )
+        try:
+            message: dict[str, Any] = await receive()
+        except asyncio.CancelledError:
+            if not expired:
+                raise
+            task.uncancel()
+            done = True
+            seconds = settings.HTTP_BODY_TIMEOUT_SECONDS
+            err = errors.RequestTimeout(f"The request body did not arrive within {seconds} s.")
+            await refuse_body(scope, send, err)
             return {"type": "http.disconnect"}
-        if message["type"] != "http.request":
-            state["reading"] = False
-            return message
-        state["received"] += len(message.get("body", b""))
-        if state["received"] > limit:
-            state["reading"] = False
-            await refuse_body(scope, send, errors.PayloadTooLarge(_too_large(limit)))
-            return {"type": "http.disconnect"}
-        if not message.get("more_body", False):
-            state["reading"] = False
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                timer.cancel()
+                done = True
+                await refuse_body(scope, send, errors.PayloadTooLarge(_too_large(limit)))
+                return {"type": "http.disconnect"}
+            if message.get("more_body", False):
+                return message
+        timer.cancel()
+        done = True
         return message
 
     await app(scope, guarded, send)
