@@ -265,8 +265,10 @@ def stripe_webhook(request: HttpRequest) -> HttpResponse:
         outcome = webhooks.receive(
             payload=request.body, signature=request.headers.get("Stripe-Signature")
         )
-    except webhooks.BadSignature:
+    except webhooks.BadSignature as exc:
+        log.warning("stripe webhook refused: %s", exc)
         return JsonResponse({"error": "invalid signature"}, status=400)
     except webhooks.BadPayload as exc:
+        log.warning("stripe webhook malformed: %s", exc)
         return JsonResponse({"error": str(exc)}, status=400)
     return JsonResponse({"received": True, "outcome": outcome})

@@ -5,6 +5,7 @@ never let an older state override a newer one."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -32,7 +33,14 @@ class BadSignature(ValueError):
 
 
 class BadPayload(ValueError):
-    pass
+    """A signed delivery that is not a well-formed event: answered 400 and logged, never applied
+    (Stripe retries it; a fixed endpoint then applies the retry)."""
+
+
+# How far a signature's or an event's time may be ahead of our clock: Stripe's own tolerance.
+CLOCK_SKEW_SECONDS = 300
+# The most a paid top-up can be (checkout refuses to start anything larger), in cents.
+MAX_TOPUP_CENTS = 10_000_00
 
 
 def grace_period() -> timedelta:
@@ -47,22 +55,41 @@ def receive(*, payload: bytes, signature: str | None) -> str:
         stripe_api.verify_webhook(payload=payload, signature=signature)
     except (stripe.SignatureVerificationError, UnicodeDecodeError) as exc:
         raise BadSignature(str(exc)) from exc
+    # The library refuses a signature that is too old, not one from the future.
+    if signed_at(signature) > time.time() + CLOCK_SKEW_SECONDS:
+        raise BadSignature("the signature's timestamp is in the future")
     try:
         event = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
         raise BadPayload("the body is not JSON") from exc
-    if not isinstance(event, dict) or not event.get("id") or not event.get("type"):
-        raise BadPayload("the body is not a Stripe event")
     return apply(event)
 
 
-def apply(event: Obj) -> str:
-    event_id = str(event["id"])
-    event_type = str(event["type"])
+def signed_at(signature: str | None) -> int:
+    """The ``t=`` timestamp of a (verified) Stripe-Signature header."""
+    for part in (signature or "").split(","):
+        name, _, value = part.strip().partition("=")
+        if name == "t" and value.isdigit():
+            return int(value)
+    raise BadSignature("the signature has no timestamp")
+
+
+def apply(event: Any) -> str:
+    """Apply a parsed event once; BadPayload (nothing applied) unless it is well formed."""
+    if not isinstance(event, dict):
+        raise BadPayload("the body is not a Stripe event")
+    event_id = _required_id(event.get("id"), "id")
+    event_type = event.get("type")
+    if not isinstance(event_type, str) or not event_type:
+        raise BadPayload("the event has no type")
+    obj = _get(event, "data", "object")
+    if not isinstance(obj, dict):
+        raise BadPayload("the event's data.object is not an object")
+    created = _timestamp(event.get("created"), "created")
+    if created is None or created.timestamp() > time.time() + CLOCK_SKEW_SECONDS:
+        raise BadPayload("the event's created time is missing or in the future")
     if StripeEvent.objects.filter(event_id=event_id).exists():
         return "duplicate"
-    obj = _get(event, "data", "object") or {}
-    created = datetime.fromtimestamp(int(event.get("created") or 0), tz=UTC)
     handler = HANDLERS.get(event_type)
     with transaction.atomic():
         try:
@@ -84,7 +111,13 @@ def apply(event: Obj) -> str:
 
 
 def _checkout_completed(session: Obj, created: datetime) -> tuple[Account | None, str]:
-    metadata = session.get("metadata") or {}
+    metadata = _object(session, "metadata")
+    session_id = _required_id(session.get("id"), "the session's id")
+    amount_total = session.get("amount_total")
+    if amount_total is not None and not (
+        type(amount_total) is int and 0 <= amount_total <= MAX_TOPUP_CENTS
+    ):
+        raise BadPayload(f"amount_total is not a whole number of cents up to {MAX_TOPUP_CENTS}")
     account = _account_for(
         account_id=metadata.get("account_id") or session.get("client_reference_id"),
         customer_id=session.get("customer"),
@@ -98,10 +131,9 @@ def _checkout_completed(session: Obj, created: datetime) -> tuple[Account | None
     if session.get("payment_status") != "paid":
         # Delayed payment methods: checkout.session.async_payment_succeeded credits it later.
         return account, "awaiting payment"
-    amount_micros = money.from_cents(int(session.get("amount_total") or 0))
+    amount_micros = money.from_cents(amount_total or 0)
     if amount_micros <= 0:
         return account, "ignored: nothing paid"
-    session_id = str(session["id"])
     payment_intent = _id(session.get("payment_intent"))
     entry = ledger.credit(
         account=account,
@@ -135,9 +167,14 @@ def _note_subscription_checkout(account: Account, session: Obj) -> str:
 def _subscription_event(
     stripe_sub: Obj, created: datetime, *, deleted: bool
 ) -> tuple[Account | None, str]:
-    sub_id = str(stripe_sub.get("id") or "")
+    sub_id = _required_id(stripe_sub.get("id"), "the subscription's id")
+    period_end = _timestamp(
+        stripe_sub.get("current_period_end")
+        or _get(stripe_sub, "items", "data", 0, "current_period_end"),
+        "current_period_end",
+    )
     account = _account_for(
-        account_id=(stripe_sub.get("metadata") or {}).get("account_id"),
+        account_id=_object(stripe_sub, "metadata").get("account_id"),
         customer_id=stripe_sub.get("customer"),
         subscription_id=sub_id,
     )
@@ -162,10 +199,7 @@ def _subscription_event(
     sub.stripe_customer_id = _id(stripe_sub.get("customer"))
     sub.stripe_price_id = price_id
     sub.status = status
-    sub.current_period_end = _timestamp(
-        stripe_sub.get("current_period_end")
-        or _get(stripe_sub, "items", "data", 0, "current_period_end")
-    )
+    sub.current_period_end = period_end
     sub.last_event_created = created
     if plan is not None:
         sub.plan = plan
@@ -319,8 +353,32 @@ def _id(value: Any) -> str:
     return str(value or "")
 
 
-def _timestamp(value: Any) -> datetime | None:
-    return datetime.fromtimestamp(int(value), tz=UTC) if value else None
+def _timestamp(value: Any, name: str) -> datetime | None:
+    """A Stripe time (whole seconds since the epoch), or None when absent."""
+    if value is None:
+        return None
+    if type(value) is not int or not 0 < value < _LAST_SECOND:
+        raise BadPayload(f"{name} is not a time in whole seconds")
+    return datetime.fromtimestamp(value, tz=UTC)
+
+
+_LAST_SECOND = int(datetime(9999, 1, 1, tzinfo=UTC).timestamp())
+
+
+def _required_id(value: Any, name: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise BadPayload(f"{name} is missing or not a string")
+    return value
+
+
+def _object(obj: Obj, name: str) -> Obj:
+    """A field that must be an object when present (metadata)."""
+    value = obj.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BadPayload(f"{name} is not an object")
+    return value
 
 
 def _get(obj: Any, *path: str | int) -> Any:

@@ -7,10 +7,12 @@ it."""
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 import orjson
-from django.http import HttpResponse
+from django.http import HttpRequest, HttpResponse
+from django.views import defaults
 
 OPENAI = "openai"
 ANTHROPIC = "anthropic"
@@ -22,6 +24,7 @@ _ANTHROPIC_TYPES = {
     403: "permission_error",
     404: "not_found_error",
     405: "invalid_request_error",
+    408: "timeout_error",
     413: "request_too_large",
     415: "invalid_request_error",
     422: "invalid_request_error",
@@ -32,6 +35,18 @@ _ANTHROPIC_TYPES = {
     504: "timeout_error",
     529: "overloaded_error",
 }
+
+
+def surface_for(path: str, *, anthropic_version: bool = False) -> str:
+    """The surface whose envelope an answer on ``path`` uses before any view has seen it: the
+    Anthropic one under /anthropic/ and /v1/messages, and for the shared paths (/v1/models) when
+    the caller sent ``anthropic-version`` (only the Anthropic SDK does); OpenAI's otherwise."""
+    bare = path.lstrip("/")
+    if bare.startswith(("anthropic/", "v1/messages")):
+        return ANTHROPIC
+    if anthropic_version and bare.startswith("v1/models"):
+        return ANTHROPIC
+    return OPENAI
 
 
 class GatewayError(Exception):
@@ -84,6 +99,10 @@ class UnknownModel(NotFound):
 
 class MethodNotAllowed(GatewayError):
     status, type, code = 405, "invalid_request_error", "method_not_allowed"
+
+
+class RequestTimeout(GatewayError):
+    status, type, code = 408, "invalid_request_error", "request_timeout"
 
 
 class PayloadTooLarge(GatewayError):
@@ -177,6 +196,41 @@ def stream_frame(err: GatewayError, surface: str, request_id: str) -> bytes:
         data = orjson.dumps(anthropic_body(err, request_id))
         return b"event: error\ndata: " + data + b"\n\n"
     return b"data: " + orjson.dumps(openai_body(err)) + b"\n\n"
+
+
+# --- Django's 404 and 500 (tokenfactory/urls.py's handler404 and handler500) ------------------
+
+API_PREFIXES = ("/openai/", "/anthropic/", "/v1/")
+
+
+def _api_surface(request: HttpRequest) -> str | None:
+    if not request.path.startswith(API_PREFIXES):
+        return None
+    return surface_for(request.path, anthropic_version="anthropic-version" in request.headers)
+
+
+def _request_id() -> str:
+    return "req_" + secrets.token_hex(12)
+
+
+def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """A 404 with DEBUG off: JSON in the surface's envelope on the API paths, the branded page
+    elsewhere."""
+    surface = _api_surface(request)
+    if surface is None:
+        return defaults.page_not_found(request, exception)
+    err = NotFound(f"Invalid URL ({request.method} {request.path})")
+    return response(err, surface, _request_id())
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """A 500 with DEBUG off (the error is logged by Django): JSON in the surface's envelope on
+    the API paths, the branded page elsewhere."""
+    surface = _api_surface(request)
+    if surface is None:
+        return defaults.server_error(request)
+    err = GatewayError("The server hit an error and has logged it. Try again in a moment.")
+    return response(err, surface, _request_id())
 
 
 # --- batch lines ------------------------------------------------------------------------------

@@ -297,6 +297,12 @@ async def start(ex: Exchange, request: HttpRequest) -> None:
     ex.caller = await authenticate(request)
     ex.secret = auth.bearer_from(request)
     ex.forwarded = {name: value for name in _FORWARDED if (value := request.headers.get(name))}
+    for name, value in ex.forwarded.items():
+        if not value.isascii() or not value.isprintable():
+            raise errors.BadRequest(
+                f"The {name} header must be printable ASCII; it is passed on to the upstream.",
+                param=name,
+            )
     ex.forwarded["x-request-id"] = ex.request_id
 
 
@@ -323,7 +329,37 @@ def read_json(request: HttpRequest) -> dict[str, Any]:
         raise errors.BadRequest(f"The request body is not valid JSON: {exc}.") from exc
     if not isinstance(body, dict):
         raise errors.BadRequest("The request body must be a JSON object.")
+    check_depth(body, raw)
     return body
+
+
+# How deeply a request's JSON may nest. An upstream body is encoded with orjson, which stops at
+# 255 levels; translation adds a few, so past this a request could be admitted and then fail.
+MAX_JSON_DEPTH = 200
+
+
+def check_depth(value: Any, raw: bytes = b"") -> None:
+    """BadRequest if ``value`` (parsed from ``raw``) nests deeper than ``MAX_JSON_DEPTH``. Counting
+    the raw brackets first (a C loop) leaves the walk to the rare body that has that many."""
+    if raw and raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH:
+        return
+    if _depth_over(value, MAX_JSON_DEPTH):
+        raise errors.BadRequest(
+            f"The request's JSON is nested more than {MAX_JSON_DEPTH} levels deep; "
+            "send a flatter body."
+        )
+
+
+def _depth_over(value: Any, left: int) -> bool:
+    if isinstance(value, dict):
+        children: Any = value.values()
+    elif isinstance(value, list):
+        children = value
+    else:
+        return False
+    if left == 0:
+        return True
+    return any(_depth_over(child, left - 1) for child in children)
 
 
 async def authenticate(request: HttpRequest) -> Caller:
@@ -582,7 +618,10 @@ def json_builder(ex: Exchange, operation: str) -> routing.BuildFn:
         ex.route = route  # the route being tried: a request cut short is recorded against it
         cache_key = (route.protocol, route.upstream_model)
         if cache_key not in encoded:
-            encoded[cache_key] = orjson.dumps(upstream_body(ex, route))
+            try:
+                encoded[cache_key] = orjson.dumps(upstream_body(ex, route))
+            except orjson.JSONEncodeError as exc:  # checked at parse time; this is the backstop
+                raise errors.BadRequest(f"The request cannot be forwarded: {exc}.") from exc
         return provider.build(route, operation, encoded[cache_key], forwarded_for(ex, route))
 
     return build

@@ -55,12 +55,10 @@ async def file_view(request: HttpRequest) -> FileResponse:
     return FileResponse(handle)
 
 
-def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
-    # This module is the URL map here: the site's branded 404 page links to routes it lacks.
-    return HttpResponse(b"not found", status=404)
-
-
-handler404 = not_found
+# As tokenfactory/urls.py has them (the default 404 page links to the dashboard's URL names,
+# which this URL map does not have).
+handler404 = "gateway.errors.page_not_found"
+handler500 = "gateway.errors.server_error"
 
 urlpatterns = [
     path("v1/echo", echo),
@@ -127,9 +125,11 @@ async def test_a_view_answers_without_any_middleware(handler: MiddlewareFreeASGI
     answer = await _call(handler, "/v1/echo")
     assert answer["status"] == 200
     assert answer["body"] == b'{"length": 0, "path": "/v1/echo"}'
-    # The settings' middleware (clickjacking, security headers) did not run.
-    assert "x-frame-options" not in answer["headers"]
-    assert "x-content-type-options" not in answer["headers"]
+    # The settings' middleware chain did not run (no session, CSRF or messages: no cookie, no
+    # Vary on it); the security headers are applied without it (issue #16 item 18).
+    assert "set-cookie" not in answer["headers"] and "vary" not in answer["headers"]
+    assert answer["headers"]["x-frame-options"] == "DENY"
+    assert answer["headers"]["x-content-type-options"] == "nosniff"
 
 
 async def test_sync_and_template_views_answer(handler: MiddlewareFreeASGIHandler) -> None:

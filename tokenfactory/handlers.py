@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
+import orjson
 from asgiref.sync import iscoroutinefunction, sync_to_async
 from asgiref.wsgi import WsgiToAsgi
 from django.conf import settings
@@ -23,12 +24,17 @@ from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.exception import convert_exception_to_response
 from django.core.signals import setting_changed
-from django.http import HttpRequest, HttpResponseBase
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.middleware.clickjacking import XFrameOptionsMiddleware
+from django.middleware.security import SecurityMiddleware
 from django.urls import ResolverMatch, set_script_prefix
 from django.utils.log import log_response
 from whitenoise import WhiteNoise
 
-GATEWAY_PREFIXES = ("/openai/", "/anthropic/", "/v1/")
+from gateway import errors
+from gateway.exchange import new_request_id
+
+GATEWAY_PREFIXES = errors.API_PREFIXES
 
 
 class MiddlewareFreeASGIHandler(ASGIHandler):
@@ -59,6 +65,7 @@ class MiddlewareFreeASGIHandler(ASGIHandler):
         self._respond: Callable[[HttpRequest], Awaitable[HttpResponseBase]] = cast(
             Any, convert_exception_to_response(self._view_response)
         )
+        self._security_middleware()
         setting_changed.connect(self._forget_routes, weak=False)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -129,9 +136,21 @@ class MiddlewareFreeASGIHandler(ASGIHandler):
         body_file.seek(0)
         return body_file
 
+    def _security_middleware(self) -> None:
+        """Django's own security headers and HTTPS redirect (SecurityMiddleware) and frame
+        protection (XFrameOptionsMiddleware), built once from the settings and applied to each
+        answer by direct calls: no trip through the middleware chain."""
+        self.security = SecurityMiddleware(_no_view)
+        self.frames = XFrameOptionsMiddleware(_no_view)
+
     async def get_response_async(self, request: HttpRequest) -> HttpResponseBase:
-        """The view's response, without middleware; a 4xx or 5xx logged as Django logs it."""
-        response: HttpResponseBase = await self._respond(request)
+        """The view's response, without middleware but with the security headers (and the HTTPS
+        redirect, if set); a 4xx or 5xx logged as Django logs it."""
+        redirect = self.security.process_request(request)
+        response: HttpResponseBase = redirect or await self._respond(request)
+        # Both only set headers, which a streamed answer has too (the stubs say HttpResponse).
+        self.security.process_response(request, cast(HttpResponse, response))
+        self.frames.process_response(request, cast(HttpResponse, response))
         if response.status_code >= 400:
             await sync_to_async(log_response, thread_sensitive=False)(
                 "%s: %s",
@@ -171,6 +190,11 @@ class MiddlewareFreeASGIHandler(ASGIHandler):
 
     def _forget_routes(self, **kwargs: Any) -> None:
         self._resolved.clear()
+        self._security_middleware()
+
+
+def _no_view(request: HttpRequest) -> HttpResponseBase:
+    raise AssertionError("the security middleware only adds headers here")
 
 
 def _not_found(environ: dict[str, Any], start_response: Any) -> list[bytes]:
@@ -205,7 +229,7 @@ def _prefix(storage: Any) -> str:
 
 
 class Router:
-    """Send each HTTP request to the handler that suits its path."""
+    """Send each HTTP request to the handler that suits its path, through the body guard."""
 
     def __init__(self, full: Any, bare: Any, static: Any) -> None:
         self.full, self.bare, self.static = full, bare, static
@@ -213,8 +237,100 @@ class Router:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         path = scope.get("path", "")
         if path.startswith(GATEWAY_PREFIXES):
-            await self.bare(scope, receive, send)
+            app = self.bare
         elif path.startswith(settings.STATIC_URL):
-            await self.static(scope, receive, send)
+            app = self.static
         else:
-            await self.full(scope, receive, send)
+            app = self.full
+        await guard_body(app, scope, receive, send)
+
+
+# --- the body guard -----------------------------------------------------------------------------
+
+
+async def guard_body(app: Any, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Run ``app`` with the request body bounded, before any handler reads it:
+
+    - a ``Content-Length`` over ``GATEWAY_MAX_BODY_BYTES`` is answered 413 at once, unread;
+    - a body sent without one (chunked) is counted as it arrives and answered 413 the moment it
+      passes the limit;
+    - the whole body must arrive within ``HTTP_BODY_TIMEOUT_SECONDS`` of the first read, or 408.
+
+    Refusals go out with ``Connection: close`` (the rest of the body is never read), in the
+    surface's error envelope on the gateway's paths; the handler then sees a disconnect."""
+    limit: int = settings.GATEWAY_MAX_BODY_BYTES
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            if value.isdigit() and int(value) > limit:
+                await refuse_body(scope, send, errors.PayloadTooLarge(_too_large(limit)))
+                return
+            break
+    received = 0
+    done = expired = False
+    timer: asyncio.TimerHandle | None = None
+    task = asyncio.current_task()
+    assert task is not None
+
+    def expire() -> None:
+        # One timer per request rather than a timeout per read: it cancels the read in progress.
+        nonlocal expired
+        expired = True
+        task.cancel()
+
+    async def guarded() -> dict[str, Any]:
+        nonlocal received, done, timer
+        if done:
+            return cast(dict[str, Any], await receive())
+        if timer is None:
+            timer = asyncio.get_running_loop().call_later(
+                settings.HTTP_BODY_TIMEOUT_SECONDS, expire
+            )
+        try:
+            message: dict[str, Any] = await receive()
+        except asyncio.CancelledError:
+            if not expired:
+                raise
+            task.uncancel()
+            done = True
+            seconds = settings.HTTP_BODY_TIMEOUT_SECONDS
+            err = errors.RequestTimeout(f"The request body did not arrive within {seconds} s.")
+            await refuse_body(scope, send, err)
+            return {"type": "http.disconnect"}
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                timer.cancel()
+                done = True
+                await refuse_body(scope, send, errors.PayloadTooLarge(_too_large(limit)))
+                return {"type": "http.disconnect"}
+            if message.get("more_body", False):
+                return message
+        timer.cancel()
+        done = True
+        return message
+
+    await app(scope, guarded, send)
+
+
+def _too_large(limit: int) -> str:
+    return f"The request body is over the {limit:,}-byte limit. Send less content."
+
+
+async def refuse_body(scope: dict[str, Any], send: Any, err: errors.GatewayError) -> None:
+    """Answer ``err`` before the body is read, and close the connection."""
+    path = scope.get("path", "")
+    headers: list[tuple[bytes, bytes]] = [(b"connection", b"close")]
+    if path.startswith(GATEWAY_PREFIXES):
+        anthropic_version = any(name == b"anthropic-version" for name, _ in scope["headers"])
+        surface = errors.surface_for(path, anthropic_version=anthropic_version)
+        request_id = new_request_id()
+        body = orjson.dumps(errors.body_for(err, surface, request_id))
+        headers.append((b"content-type", b"application/json"))
+        for name, value in errors.request_id_headers(surface, request_id).items():
+            headers.append((name.encode(), value.encode()))
+    else:
+        body = err.message.encode()
+        headers.append((b"content-type", b"text/plain; charset=utf-8"))
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": err.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

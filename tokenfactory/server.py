@@ -18,6 +18,8 @@ from typing import Any
 
 import uvicorn
 import uvloop
+from django.conf import settings
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 # What ``loop=`` names: uvicorn imports it in every worker process and calls it for the loop.
 LOOP_FACTORY = "tokenfactory.server:new_event_loop"
@@ -44,9 +46,54 @@ def eager_task(
     return asyncio.Task(coro, loop=loop, name=name, context=context, eager_start=True)
 
 
+class HttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, with a deadline for a request's headers: a connection that
+    sends none, or starts a request and never finishes its headers, is closed after
+    ``HTTP_HEADER_TIMEOUT_SECONDS`` (uvicorn bounds only the idle time between requests). The
+    body's own deadline is the ASGI-level guard in ``tokenfactory.handlers``."""
+
+    header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.start_header_timer()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.start_header_timer()
+
+    def on_headers_complete(self) -> None:
+        self.stop_header_timer()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.stop_header_timer()
+        super().connection_lost(exc)
+
+    def start_header_timer(self) -> None:
+        if self.header_timer is None:
+            seconds = settings.HTTP_HEADER_TIMEOUT_SECONDS
+            self.header_timer = self.loop.call_later(seconds, self.headers_too_slow)
+
+    def stop_header_timer(self) -> None:
+        if self.header_timer is not None:
+            self.header_timer.cancel()
+            self.header_timer = None
+
+    def headers_too_slow(self) -> None:
+        self.header_timer = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+
 # How ``manage.py serve`` runs uvicorn, whatever the address and workers: uvloop with eager tasks,
-# httptools, no lifespan events (the app has none). The tests' servers use the same.
-OPTIONS: dict[str, Any] = {"loop": LOOP_FACTORY, "http": "httptools", "lifespan": "off"}
+# httptools with a deadline for headers, no lifespan events (the app has none). The tests'
+# servers use the same.
+OPTIONS: dict[str, Any] = {
+    "loop": LOOP_FACTORY,
+    "http": "tokenfactory.server:HttpProtocol",
+    "lifespan": "off",
+}
 
 
 def run(

@@ -9,6 +9,7 @@ from typing import Any
 
 import dj_database_url
 import django_stubs_ext
+from csp.constants import NONCE, NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 # Lets admin and queryset classes be subscripted at run time (ModelAdmin[Plan]).
@@ -95,6 +96,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # Static files are served by WhiteNoise in tokenfactory/handlers.py, outside this chain.
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -216,14 +218,31 @@ if envstr("EMAIL_HOST"):
 SECURE_PROXY_SSL_HEADER = (
     ("HTTP_X_FORWARDED_PROTO", "https") if envbool("BEHIND_PROXY", False) else None
 )
-SESSION_COOKIE_SECURE = not DEBUG
-CSRF_COOKIE_SECURE = not DEBUG
+# Cookies only over HTTPS; scripts/run (plain HTTP on this machine) sets SECURE_COOKIES=false.
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = envbool("SECURE_COOKIES", not DEBUG)
 SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", not DEBUG)
 SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
 SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", not DEBUG)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+# The pages' Content-Security-Policy (django-csp): scripts and styles from our own static files
+# only (Chart.js is vendored), plus the one inline script in base.html by its per-request nonce;
+# style="" attributes are allowed (not <style> elements); the live meter's websocket is 'self'.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        "style-src": [SELF],
+        "style-src-attr": ["'unsafe-inline'"],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -255,6 +274,10 @@ LOGGING = {
 # Requests larger than this are refused with 413 before they are parsed.
 GATEWAY_MAX_BODY_BYTES = envint("GATEWAY_MAX_BODY_BYTES", 32 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = GATEWAY_MAX_BODY_BYTES
+# A request's headers must arrive within this many seconds of the connection (or of the request
+# before it), and its whole body within this many of the first read: otherwise 408 / closed.
+HTTP_HEADER_TIMEOUT_SECONDS = envint("HTTP_HEADER_TIMEOUT_SECONDS", 10)
+HTTP_BODY_TIMEOUT_SECONDS = envint("HTTP_BODY_TIMEOUT_SECONDS", 60)
 GATEWAY_KEY_CACHE_SECONDS = envint("GATEWAY_KEY_CACHE_SECONDS", 30)
 GATEWAY_CATALOG_CACHE_SECONDS = envint("GATEWAY_CATALOG_CACHE_SECONDS", 30)
 GATEWAY_CONNECT_TIMEOUT_MS = envint("GATEWAY_CONNECT_TIMEOUT_MS", 5_000)

@@ -7,6 +7,10 @@ from django.urls import include, path
 
 from gateway.urls import fallback_patterns
 
+# With DEBUG off: JSON in the surface's envelope on the API paths, branded pages elsewhere.
+handler404 = "gateway.errors.page_not_found"
+handler500 = "gateway.errors.server_error"
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("gateway.urls")),

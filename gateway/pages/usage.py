@@ -218,6 +218,17 @@ def usage_page(request: HttpRequest) -> HttpResponse:
     return render(request, "gateway/usage.html", context, status=400 if error else 200)
 
 
+# What a spreadsheet reads as the start of a formula (OWASP's CSV injection list).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_text(text: str) -> str:
+    """A text cell a spreadsheet shows as text: one that would start a formula gets a leading
+    apostrophe, as OWASP recommends. Key names and model strings are the caller's words (any key
+    holder chooses the model string in the owner's export)."""
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+
+
 @login_required
 def usage_csv(request: HttpRequest) -> HttpResponse:
     assert isinstance(request.user, User)
@@ -255,10 +266,10 @@ def usage_csv(request: HttpRequest) -> HttpResponse:
         writer.writerow(
             [
                 b.day.isoformat() if b.day else "",
-                b.model or "",
+                spreadsheet_text(b.model or ""),
                 b.surface or "",
                 b.key_id or "",
-                names.get(b.key_id or 0, ""),
+                spreadsheet_text(names.get(b.key_id or 0, "")),
                 t.requests,
                 t.errors,
                 t.input_tokens,

@@ -182,6 +182,103 @@ def test_unknown_event_types_are_recorded_and_acknowledged(hook: Any, account: A
     assert StripeEvent.objects.get().type == "customer.created"
 
 
+MALFORMED_SESSIONS: dict[str, dict[str, Any]] = {
+    "amount_total not a number": {"amount_total": "abc"},
+    "amount_total a float": {"amount_total": 2500.5},
+    "amount_total a boolean": {"amount_total": True},
+    "amount_total 1e18 cents": {"amount_total": 10**18},
+    "amount_total negative": {"amount_total": -2500},
+    "metadata a list": {"metadata": ["account_id", "kind"]},
+    "metadata a string": {"metadata": "topup"},
+    "a null session id": {"id": None},
+    "an empty session id": {"id": ""},
+    "a numeric session id": {"id": 12345},
+}
+
+
+@pytest.mark.parametrize("how", list(MALFORMED_SESSIONS))
+def test_a_signed_but_malformed_checkout_event_gets_400_and_credits_nothing(
+    hook: Any, account: Account, stripe_on: FakeStripe, how: str, caplog: Any
+) -> None:
+    session = {**_topup_session(stripe_on, account, 25), **MALFORMED_SESSIONS[how]}
+
+    response = hook(event("checkout.session.completed", session))
+
+    assert response.status_code == 400, response.text
+    assert "error" in response.json()
+    assert _balance(account) == 0
+    assert LedgerEntry.objects.count() == 0
+    assert StripeEvent.objects.count() == 0
+    assert not LedgerEntry.objects.filter(idempotency_key="stripe:checkout:None").exists()
+
+
+@pytest.mark.parametrize(
+    "created",
+    ["1700000000", 1.7e9, None, True, -1, "in a day", int(time.time()) + 86_400, 10**20],
+)
+def test_an_event_with_a_bad_created_time_gets_400_and_changes_nothing(
+    hook: Any, account: Account, stripe_on: FakeStripe, created: Any
+) -> None:
+    payload = event("checkout.session.completed", _topup_session(stripe_on, account, 25))
+    payload["created"] = created
+
+    response = hook(payload)
+
+    assert response.status_code == 400, response.text
+    assert _balance(account) == 0 and StripeEvent.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"id": "evt_x", "type": "checkout.session.completed", "data": []},
+        {"id": "evt_x", "type": "checkout.session.completed", "data": {"object": "x"}},
+        {"id": ["evt_x"], "type": "checkout.session.completed", "data": {"object": {}}},
+        {"id": "evt_x", "type": 7, "data": {"object": {}}},
+    ],
+)
+def test_a_signed_event_of_the_wrong_shape_gets_400(
+    hook: Any, account: Account, payload: dict[str, Any]
+) -> None:
+    response = hook({**payload, "created": int(time.time())})
+
+    assert response.status_code == 400, response.text
+    assert StripeEvent.objects.count() == 0
+
+
+def test_a_signature_made_a_day_in_the_future_is_refused(
+    hook: Any, account: Account, stripe_on: FakeStripe
+) -> None:
+    payload = json.dumps(
+        event("checkout.session.completed", _topup_session(stripe_on, account, 25))
+    )
+
+    response = hook(payload, timestamp=int(time.time()) + 86_400)
+
+    assert response.status_code == 400
+    assert _balance(account) == 0 and StripeEvent.objects.count() == 0
+    # Within Stripe's five minutes either way (clocks drift), it is accepted.
+    assert hook(payload, timestamp=int(time.time()) + 60).json()["outcome"] == "credited"
+
+
+def test_a_malformed_subscription_event_gets_400_and_changes_nothing(
+    hook: Any, account: Account
+) -> None:
+    factories.plan()
+    bad = {
+        "id": "sub_x",
+        "object": "subscription",
+        "customer": "cus_x",
+        "status": "active",
+        "metadata": ["not", "a", "dict"],
+        "current_period_end": "soon",
+    }
+    response = hook(event("customer.subscription.updated", bad))
+
+    assert response.status_code == 400, response.text
+    assert StripeEvent.objects.count() == 0 and not Subscription.objects.exists()
+
+
 # --- subscriptions ------------------------------------------------------------------------------
 
 
@@ -357,8 +454,10 @@ def test_a_failed_payment_leaves_a_grace_period_then_falls_back_to_test(
     assert _plan(account) == "test"
     assert Subscription.objects.get(account=account).status == "unpaid"
 
-    # Paying the invoice later puts the account back on the plan it pays for.
-    hook(event("invoice.paid", invoice, created=t + 8 * 86400))
+    # Paying the invoice later puts the account back on the plan it pays for. (Eight days on:
+    # an event created in the future is refused.)
+    with time_machine.travel(failed_at + timedelta(days=8), tick=True):
+        assert hook(event("invoice.paid", invoice, created=t + 8 * 86400)).status_code == 200
     assert _plan(account) == "pro"
     row = Subscription.objects.get(account=account)
     assert row.status == "active" and row.grace_until is None

@@ -368,3 +368,55 @@ def test_it_answers_path_tricks_and_wrong_methods_in_the_surfaces_envelope(env):
             assert_refused(response, surface)
         except AssertionError as exc:
             raise AssertionError(f"{method} {path}: {exc}") from exc
+
+
+def _nested(depth: int) -> Any:
+    node: Any = "hi"
+    for n in range(depth):
+        node = [node] if n % 2 else {"k": node}
+    return node
+
+
+def test_it_refuses_bodies_too_deep_to_forward_and_headers_it_cannot_forward(env, caplog):
+    """JSON nested deeper than an upstream body can be encoded, and non-ASCII forwarded headers:
+    a 400 in the surface's envelope before admission, so no usage record and nothing held."""
+    client = env["client"]
+    targets = [
+        ("/openai/v1/chat/completions", OPENAI, chat_openai(), ("messages", 0, "content")),
+        ("/v1/chat/completions", OPENAI, chat_openai(), ("metadata",)),
+        ("/anthropic/v1/messages", ANTHROPIC, chat_anthropic(), ("messages", 0, "content")),
+        ("/v1/messages", ANTHROPIC, chat_anthropic(), ("metadata",)),
+        ("/openai/v1/embeddings", OPENAI, embeddings(), ("extra",)),
+        ("/openai/v1/responses", OPENAI, {"model": "sim-gpt", "input": "hi"}, ("metadata",)),
+    ]
+    for path, surface, base, where in targets:
+        for depth in (256, 300, 1000):
+            body = _dumps(_set(base, where, _nested(depth)))
+            response = client.post(path, content=body)
+            assert response.status_code == 400, (path, depth, response.text[:300])
+            assert_refused(response, surface, body)
+            assert "nested" in response.text
+    for name in ("anthropic-version", "anthropic-beta"):
+        for value in ("2023-06-01\u00e9".encode("latin-1"), "\u2603".encode()):
+            for path, surface, body in (
+                ("/anthropic/v1/messages", ANTHROPIC, chat_anthropic()),
+                ("/openai/v1/chat/completions", OPENAI, chat_openai()),
+            ):
+                response = client.post(path, json=body, headers={name: value})
+                assert response.status_code == 400, (name, value, response.text[:300])
+                assert_refused(response, surface)
+                assert name in response.text
+    # Refused before admission: no model resolved, nothing reserved, nothing failed.
+    metering.drain()
+    assert not UsageRecord.objects.exclude(status=400).exists()
+    assert not UsageRecord.objects.exclude(model="").exists()
+    assert not any(r.levelname == "ERROR" for r in caplog.records)
+
+
+def test_json_nested_as_deep_as_the_limit_is_still_served(live):
+    headers = {"authorization": f"Bearer {live['secret']}"}
+    ledger.credit(account=live["account"], amount_micros=TOPUP_MICROS, idempotency_key="deep")
+    body = _set(chat_openai(), ("metadata",), _nested(190))
+    with httpx.Client(base_url=live["url"], headers=headers, timeout=30) as client:
+        response = client.post("/openai/v1/chat/completions", content=_dumps(body))
+    assert response.status_code == 200, response.text[:300]

