@@ -11,7 +11,7 @@ from django.contrib.auth.forms import AuthenticationForm
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 
-from accounts.models import ApiKey, User
+from accounts.models import ApiKey, ManagementKey, User
 from billing.models import Plan
 from gateway.models import CatalogModel
 
@@ -103,6 +103,25 @@ class KeyCreateForm(forms.Form):
         field.choices = [(m.model_id, m.model_id) for m in models_for(plan)]
         self.fields["rpm_limit"] = _cap_field("Requests per minute", plan.rpm_limit)
         self.fields["tpm_limit"] = _cap_field("Tokens per minute", plan.tpm_limit)
+
+
+class ManagementKeyCreateForm(forms.Form):
+    prefix = "mgmt"
+
+    name = forms.CharField(
+        label="Script",
+        max_length=100,
+        widget=forms.TextInput(attrs={"placeholder": "e.g. deploy script"}),
+        help_text="What will use this key.",
+    )
+    access = forms.ChoiceField(
+        choices=[
+            (ManagementKey.Scope.READ.value, "Read keys"),
+            (ManagementKey.Scope.WRITE.value, "Read and manage keys"),
+        ],
+        initial=ManagementKey.Scope.READ.value,
+        help_text="Manage: create, edit, rotate and revoke inference keys.",
+    )
 
 
 class KeyRotateForm(forms.Form):

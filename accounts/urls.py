@@ -55,6 +55,12 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("keys/", views.keys_page, name="keys"),
     path("keys/<int:key_id>/rotate/", views.key_rotate, name="key_rotate"),
     path("keys/<int:key_id>/revoke/", views.key_revoke, name="key_revoke"),
+    path("keys/management/", views.management_key_create, name="management_key_create"),
+    path(
+        "keys/management/<int:key_id>/revoke/",
+        views.management_key_revoke,
+        name="management_key_revoke",
+    ),
     path("plans/", views.plans_page, name="plans"),
     path("api/keys/", api.KeyListApi.as_view(), name="api_keys"),
     path("api/keys/<int:key_id>/", api.KeyDetailApi.as_view(), name="api_key"),

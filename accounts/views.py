@@ -19,8 +19,14 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
 from accounts import keys
-from accounts.forms import KeyCreateForm, KeyRotateForm, PlanSwitchForm, SignupForm
-from accounts.models import Account, ApiKey, User
+from accounts.forms import (
+    KeyCreateForm,
+    KeyRotateForm,
+    ManagementKeyCreateForm,
+    PlanSwitchForm,
+    SignupForm,
+)
+from accounts.models import Account, ApiKey, ManagementKey, User
 from accounts.services import SignupError, account_for, sign_up
 from billing import plans
 from billing.models import Plan
@@ -82,6 +88,7 @@ def _keys_page(
     account: Account,
     form: KeyCreateForm | None = None,
     status: int = 200,
+    management_form: ManagementKeyCreateForm | None = None,
 ) -> HttpResponse:
     reveal = _unseal(request)
     context: dict[str, Any] = {
@@ -91,6 +98,8 @@ def _keys_page(
         "form": form or KeyCreateForm(plan=account.plan),
         "rotate_form": KeyRotateForm(),
         "reveal": reveal,
+        "management_keys": ManagementKey.objects.filter(account=account),
+        "management_form": management_form or ManagementKeyCreateForm(),
     }
     response = render(request, "accounts/keys.html", context, status=status)
     # The page may hold a key shown once: never let a cache or the back button keep it.
@@ -100,7 +109,9 @@ def _keys_page(
     return response
 
 
-def _reveal_redirect(request: HttpRequest, issued: keys.IssuedKey, action: str) -> HttpResponse:
+def _reveal_redirect(
+    request: HttpRequest, issued: keys.IssuedKey | keys.IssuedManagementKey, action: str
+) -> HttpResponse:
     """Back to the keys page, which shows ``issued``'s secret once (see REVEAL_SESSION_KEY)."""
     secret = issued.secret.encode()
     pad = secrets.token_bytes(len(secret))
@@ -175,6 +186,36 @@ def keys_page(request: HttpRequest) -> HttpResponse:
         else:
             return _reveal_redirect(request, issued, "created")
     return _keys_page(request, account, form=form, status=400)
+
+
+@login_required
+@require_http_methods(["POST"])
+def management_key_create(request: HttpRequest) -> HttpResponse:
+    account = _account(request)
+    form = ManagementKeyCreateForm(request.POST)
+    if form.is_valid():
+        access = form.cleaned_data["access"]
+        try:
+            issued = keys.issue_management(
+                account=account,
+                name=form.cleaned_data["name"],
+                scopes=[ManagementKey.Scope.READ, access],
+                created_by=_user(request),
+            )
+        except keys.KeyError_ as exc:
+            form.add_error(None, str(exc))
+        else:
+            return _reveal_redirect(request, issued, "created")
+    return _keys_page(request, account, status=400, management_form=form)
+
+
+@login_required
+@require_http_methods(["POST"])
+def management_key_revoke(request: HttpRequest, key_id: int) -> HttpResponse:
+    key = get_object_or_404(ManagementKey, pk=key_id, account=_account(request))
+    keys.revoke_management(key=key)
+    messages.success(request, f"Revoked {key.name} ({key.hint}). It stopped working at once.")
+    return redirect("keys")
 
 
 def _own_key(request: HttpRequest, key_id: int) -> ApiKey:

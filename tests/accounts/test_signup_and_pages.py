@@ -10,7 +10,7 @@ from django.core import mail
 from django.test import Client
 
 from accounts import keys
-from accounts.models import Account, ApiKey, User
+from accounts.models import Account, ApiKey, ManagementKey, User
 from accounts.services import account_for
 from billing.models import Plan
 from gateway import catalog
@@ -255,6 +255,38 @@ def test_the_keys_page_shows_a_new_key_once(signed_in: Client, alice: User) -> N
     again = signed_in.get("/keys/").content.decode()
     assert secret not in again
     assert key.hint in again
+
+
+def test_the_keys_page_issues_lists_apart_and_revokes_management_keys(
+    signed_in: Client, alice: User
+) -> None:
+    factories.api_key(account_for(alice), name="backend")
+    response = signed_in.post(
+        "/keys/management/", {"mgmt-name": "deploy script", "mgmt-access": "keys:write"}
+    )
+    assert response.status_code == 302
+    page = signed_in.get("/keys/")
+    secret = page.context["reveal"]["secret"]
+    assert secret.startswith("tf-mgmt-")
+    mkey = keys.verify_management(secret)
+    assert mkey is not None and mkey.scopes == ["keys:read", "keys:write"]
+    assert [k.name for k in page.context["keys"]] == ["backend"]
+    assert [k.name for k in page.context["management_keys"]] == ["deploy script"]
+    again = signed_in.get("/keys/").content.decode()
+    assert secret not in again and mkey.hint in again
+    assert signed_in.post(f"/keys/management/{mkey.pk}/revoke/").status_code == 302
+    assert keys.verify_management(secret) is None
+    read_only = signed_in.post("/keys/management/", {"mgmt-name": "ci", "mgmt-access": "keys:read"})
+    assert read_only.status_code == 302
+    assert ManagementKey.objects.get(name="ci").scopes == ["keys:read"]
+    bad = signed_in.post("/keys/management/", {"mgmt-name": "x", "mgmt-access": "admin"})
+    assert bad.status_code == 400
+
+
+def test_nobody_revokes_anothers_management_key(signed_in: Client, charlie: User) -> None:
+    mkey, secret = factories.management_key(account_for(charlie))
+    assert signed_in.post(f"/keys/management/{mkey.pk}/revoke/").status_code == 404
+    assert keys.verify_management(secret) is not None
 
 
 def test_no_server_side_store_holds_a_new_key_before_it_is_shown(
