@@ -7,9 +7,10 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.urls import URLPattern, URLResolver, path
+from django_ratelimit.decorators import ratelimit
 
-from accounts import api, views
-from accounts.forms import LoginForm
+from accounts import api, throttle, views
+from accounts.forms import LoginForm, ResetRequestForm
 
 urlpatterns: list[URLPattern | URLResolver] = [
     path("", views.landing, name="landing"),
@@ -30,11 +31,12 @@ urlpatterns: list[URLPattern | URLResolver] = [
     ),
     path(
         "password/reset/",
-        auth_views.PasswordResetView.as_view(
-            email_template_name="emails/password_reset.txt",
-            subject_template_name="emails/password_reset_subject.txt",
-            extra_email_context={"site_name": settings.SITE_NAME},
-        ),
+        ratelimit(
+            key=throttle.client_key,
+            rate=throttle.reset_client_rate,
+            method="POST",
+            group="password-reset-client",
+        )(auth_views.PasswordResetView.as_view(form_class=ResetRequestForm)),
         name="password_reset",
     ),
     path(
