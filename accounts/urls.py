@@ -4,7 +4,6 @@ gateway/urls.py."""
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.urls import URLPattern, URLResolver, path
 from django_ratelimit.decorators import ratelimit
