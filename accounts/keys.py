@@ -20,7 +20,7 @@ from django.db import transaction
 from django.utils.timezone import now
 
 from accounts import signals
-from accounts.models import Account, ApiKey, ManagementKey, User
+from accounts.models import Account, ApiKey, ManagementKey, Membership, User
 
 ENVIRONMENTS = ("prod", "stag", "dev")
 RANDOM_LENGTH = 40
@@ -70,6 +70,16 @@ def _check_caps(account: Account, rpm_limit: int | None, tpm_limit: int | None) 
         raise KeyError_(f"tpm_limit must be between 1 and your plan's {plan.tpm_limit or 'no'} cap")
 
 
+UNVERIFIED = "confirm your e-mail address first: open the link we mailed you when you signed up"
+
+
+def account_verified(account: Account) -> bool:
+    """Keys work only once one of the account's owners confirmed their address (accounts with
+    no people, made by tools and tests, need no one)."""
+    owners = Membership.objects.filter(account=account, role=Membership.Role.OWNER)
+    return not owners.exists() or owners.filter(user__email_verified_at__isnull=False).exists()
+
+
 def issue(
     *,
     account: Account,
@@ -86,6 +96,8 @@ def issue(
         raise KeyError_("give the key a name, e.g. 'production backend'")
     if expires_at is not None and expires_at <= now():
         raise KeyError_("expires_at must be in the future")
+    if not account_verified(account):
+        raise KeyError_(UNVERIFIED)
     _check_caps(account, rpm_limit, tpm_limit)
     secret = generate(environment)
     key = ApiKey.objects.create(
@@ -220,6 +232,8 @@ def issue_management(
     name = name.strip()
     if not name:
         raise KeyError_("give the key a name, e.g. 'deploy script'")
+    if not account_verified(account):
+        raise KeyError_(UNVERIFIED)
     wanted = sorted(set(scopes))
     unknown = [s for s in wanted if s not in MANAGEMENT_SCOPES]
     if unknown or not wanted:

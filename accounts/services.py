@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.password_validation import validate_password
+from django.contrib.auth.tokens import PasswordResetTokenGenerator
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import transaction
+from django.urls import reverse
+from django.utils.encoding import force_bytes
+from django.utils.http import urlsafe_base64_decode, urlsafe_base64_encode
+from django.utils.timezone import now
 
 from accounts.models import Account, Membership, User
 from billing import plans
@@ -19,8 +26,71 @@ class SignupError(ValueError):
         self.message = message
 
 
-def sign_up(*, email: str, password: str, name: str = "", plan: Plan | None = None) -> User:
-    """Create a user and their personal account (on the default plan unless one is given)."""
+class _VerificationTokens(PasswordResetTokenGenerator):
+    """Links that prove a person reads mail at their address: they stop working once used (the
+    hash covers email_verified_at) and after PASSWORD_RESET_TIMEOUT."""
+
+    key_salt = "accounts.services.email_verification"
+
+    def _make_hash_value(self, user: AbstractBaseUser, timestamp: int) -> str:
+        assert isinstance(user, User)
+        return f"{user.pk}{user.email}{user.email_verified_at}{timestamp}"
+
+
+verification_tokens = _VerificationTokens()
+
+
+def signup_plan() -> Plan:
+    """The plan new sign-ups start on: SIGNUP_PLAN (a slug or name) or the default plan."""
+    if settings.SIGNUP_PLAN:
+        return plans.by_name(settings.SIGNUP_PLAN)
+    return plans.default()
+
+
+def verification_path(user: User) -> str:
+    uid = urlsafe_base64_encode(force_bytes(user.pk))
+    return reverse("verify_email", args=[uid, verification_tokens.make_token(user)])
+
+
+def verify_email(*, uidb64: str, token: str) -> User | None:
+    """Mark the address verified if the link is right; the person, or None."""
+    try:
+        user = User.objects.get(pk=int(urlsafe_base64_decode(uidb64).decode()))
+    except (ValueError, TypeError, OverflowError, User.DoesNotExist):
+        return None
+    if user.is_email_verified:
+        return user if verification_tokens.check_token(user, token) else None
+    if not verification_tokens.check_token(user, token):
+        return None
+    user.email_verified_at = now()
+    user.save(update_fields=["email_verified_at"])
+    return user
+
+
+def request_sign_up(*, email: str, password: str, base_url: str) -> None:
+    """The sign-up form's action. Whether or not the address has an account, the person is told
+    to check their mail, and the mail (a verification link, or a note that the account exists)
+    goes out from a Celery task: the page says nothing about which addresses exist."""
+    from accounts import tasks  # noqa: PLC0415 (tasks call back into this module)
+
+    email = email.strip().lower()
+    if User.objects.filter(email__iexact=email).exists():
+        tasks.send_signup_mail.delay(email=email, base_url=base_url, existing=True)
+        return
+    user = sign_up(email=email, password=password, verified=False)
+    tasks.send_signup_mail.delay(email=user.email, base_url=base_url, existing=False)
+
+
+def sign_up(
+    *,
+    email: str,
+    password: str,
+    name: str = "",
+    plan: Plan | None = None,
+    verified: bool = True,
+) -> User:
+    """Create a user and their personal account (on SIGNUP_PLAN unless one is given). People who
+    sign themselves up are created unverified; an operator's (createaccount) are verified."""
     email = email.strip().lower()
     try:
         validate_email(email)
@@ -34,8 +104,13 @@ def sign_up(*, email: str, password: str, name: str = "", plan: Plan | None = No
     except ValidationError as exc:
         raise SignupError("password", " ".join(exc.messages)) from exc
     with transaction.atomic():
-        user = User.objects.create_user(email=email, password=password, name=name)
-        account = Account.objects.create(name=name or email, plan=plan or plans.default())
+        user = User.objects.create_user(
+            email=email,
+            password=password,
+            name=name,
+            email_verified_at=now() if verified else None,
+        )
+        account = Account.objects.create(name=name or email, plan=plan or signup_plan())
         Membership.objects.create(user=user, account=account, role=Membership.Role.OWNER)
     return user
 

@@ -4,6 +4,7 @@ shared cache). The client is identified the same way everywhere: ``client_addres
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from django.conf import settings
@@ -12,20 +13,27 @@ from django.shortcuts import render
 from django_ratelimit.core import is_ratelimited
 
 
-def client_address(request: HttpRequest) -> str:
+def client_address(request: HttpRequest) -> str | None:
     """The caller's IP: the socket's peer, or behind a proxy (BEHIND_PROXY) the address the proxy
-    appended to X-Forwarded-For (earlier entries are the client's to forge)."""
+    appended to X-Forwarded-For (earlier entries are the client's to forge). None when there is
+    no valid one (a request made in-process)."""
+    candidates = []
     if settings.BEHIND_PROXY:
-        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+        forwarded = str(request.META.get("HTTP_X_FORWARDED_FOR", ""))
         hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
-        if hops:
-            return hops[-1]
-    return str(request.META.get("REMOTE_ADDR") or "unknown")
+        candidates += hops[-1:]
+    candidates.append(str(request.META.get("REMOTE_ADDR") or ""))
+    for candidate in candidates:
+        try:
+            return str(ipaddress.ip_address(candidate))
+        except ValueError:
+            continue
+    return None
 
 
 def client_key(group: str, request: HttpRequest) -> str:
     """``client_address`` as django-ratelimit calls a key."""
-    return client_address(request)
+    return client_address(request) or "unknown"
 
 
 def reset_client_rate(group: str, request: HttpRequest) -> str:

@@ -14,6 +14,7 @@ from accounts.forms import LoginForm, ResetRequestForm
 urlpatterns: list[URLPattern | URLResolver] = [
     path("", views.landing, name="landing"),
     path("signup/", views.signup, name="signup"),
+    path("signup/verify/<uidb64>/<token>/", views.verify_email, name="verify_email"),
     path(
         "login/",
         auth_views.LoginView.as_view(

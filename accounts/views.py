@@ -17,8 +17,9 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
+from django_ratelimit.decorators import ratelimit
 
-from accounts import keys
+from accounts import keys, services, throttle
 from accounts.forms import (
     KeyCreateForm,
     KeyRotateForm,
@@ -27,7 +28,7 @@ from accounts.forms import (
     SignupForm,
 )
 from accounts.models import Account, ApiKey, ManagementKey, User
-from accounts.services import SignupError, account_for, sign_up
+from accounts.services import SignupError, account_for, request_sign_up
 from billing import plans
 from billing.models import Plan
 from billing.money import format_usd
@@ -64,23 +65,36 @@ def landing(request: HttpRequest) -> HttpResponse:
     return render(request, "landing.html", {"public_plans": Plan.objects.filter(is_public=True)})
 
 
+@ratelimit(key=throttle.client_key, rate=throttle.signup_client_rate, method="POST", group="signup")
 @require_http_methods(["GET", "POST"])
 def signup(request: HttpRequest) -> HttpResponse:
+    """The same answer whether or not the address already has an account: check your inbox."""
     if request.user.is_authenticated:
         return redirect("dashboard")
     form = SignupForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
+        email = form.cleaned_data["email"]
         try:
-            user = sign_up(
-                email=form.cleaned_data["email"], password=form.cleaned_data["password1"]
+            request_sign_up(
+                email=email,
+                password=form.cleaned_data["password1"],
+                base_url=request.build_absolute_uri("/").rstrip("/"),
             )
         except SignupError as exc:
             form.add_error("password1" if exc.field == "password" else "email", exc.message)
         else:
-            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-            messages.success(request, "Welcome to Token Factory. Create a key to make a call.")
-            return redirect("dashboard")
+            return render(request, "registration/signup_sent.html", {"email": email.lower()})
     return render(request, "registration/signup.html", {"form": form})
+
+
+@require_http_methods(["GET"])
+def verify_email(request: HttpRequest, uidb64: str, token: str) -> HttpResponse:
+    user = services.verify_email(uidb64=uidb64, token=token)
+    if user is None or not user.is_active:
+        return render(request, "registration/verify_failed.html", status=400)
+    login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+    messages.success(request, "Your e-mail address is confirmed. Create a key to make a call.")
+    return redirect("dashboard")
 
 
 def _keys_page(
@@ -98,6 +112,7 @@ def _keys_page(
         "form": form or KeyCreateForm(plan=account.plan),
         "rotate_form": KeyRotateForm(),
         "reveal": reveal,
+        "verified": keys.account_verified(account),
         "management_keys": ManagementKey.objects.filter(account=account),
         "management_form": management_form or ManagementKeyCreateForm(),
     }

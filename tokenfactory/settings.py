@@ -126,6 +126,8 @@ AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_VERBOSE = False
 # Sign-ups and password-reset mails per client address, and reset mails per address (more are
 # silently not sent): "count/period" with period s, m, h or d (django-ratelimit's syntax).
+# The plan accounts that sign themselves up start on (a slug or name); empty: the default plan.
+SIGNUP_PLAN = envstr("SIGNUP_PLAN")
 SIGNUP_RATE_PER_CLIENT = envstr("SIGNUP_RATE_PER_CLIENT", "5/h")
 PASSWORD_RESET_RATE_PER_CLIENT = envstr("PASSWORD_RESET_RATE_PER_CLIENT", "10/h")
 PASSWORD_RESET_RATE_PER_EMAIL = envstr("PASSWORD_RESET_RATE_PER_EMAIL", "3/h")

@@ -18,6 +18,12 @@ pytestmark = pytest.mark.django_db
 PASSWORD = "correct horse battery"
 
 
+@pytest.fixture(autouse=True)
+def _mail_tasks_run_here(settings: Any) -> None:
+    """Mail goes out from Celery tasks: run them in the test (CI otherwise has a broker)."""
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+
+
 def log_in(client: Client, email: str, password: str, path: str = "/login/") -> Any:
     return client.post(path, {"username": email, "password": password})
 
