@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.password_validation import validate_password
-from django.contrib.auth.tokens import PasswordResetTokenGenerator
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import transaction
-from django.urls import reverse
-from django.utils.encoding import force_bytes
-from django.utils.http import urlsafe_base64_decode, urlsafe_base64_encode
 from django.utils.timezone import now
 
+from accounts import tasks
 from accounts.models import Account, Membership, User
 from billing import plans
 from billing.models import Plan
@@ -26,20 +22,6 @@ class SignupError(ValueError):
         self.message = message
 
 
-class _VerificationTokens(PasswordResetTokenGenerator):
-    """Links that prove a person reads mail at their address: they stop working once used (the
-    hash covers email_verified_at) and after PASSWORD_RESET_TIMEOUT."""
-
-    key_salt = "accounts.services.email_verification"
-
-    def _make_hash_value(self, user: AbstractBaseUser, timestamp: int) -> str:
-        assert isinstance(user, User)
-        return f"{user.pk}{user.email}{user.email_verified_at}{timestamp}"
-
-
-verification_tokens = _VerificationTokens()
-
-
 def signup_plan() -> Plan:
     """The plan new sign-ups start on: SIGNUP_PLAN (a slug or name) or the default plan."""
     if settings.SIGNUP_PLAN:
@@ -47,32 +29,10 @@ def signup_plan() -> Plan:
     return plans.default()
 
 
-def verification_path(user: User) -> str:
-    uid = urlsafe_base64_encode(force_bytes(user.pk))
-    return reverse("verify_email", args=[uid, verification_tokens.make_token(user)])
-
-
-def verify_email(*, uidb64: str, token: str) -> User | None:
-    """Mark the address verified if the link is right; the person, or None."""
-    try:
-        user = User.objects.get(pk=int(urlsafe_base64_decode(uidb64).decode()))
-    except (ValueError, TypeError, OverflowError, User.DoesNotExist):
-        return None
-    if user.is_email_verified:
-        return user if verification_tokens.check_token(user, token) else None
-    if not verification_tokens.check_token(user, token):
-        return None
-    user.email_verified_at = now()
-    user.save(update_fields=["email_verified_at"])
-    return user
-
-
 def request_sign_up(*, email: str, password: str, base_url: str) -> None:
     """The sign-up form's action. Whether or not the address has an account, the person is told
     to check their mail, and the mail (a verification link, or a note that the account exists)
     goes out from a Celery task: the page says nothing about which addresses exist."""
-    from accounts import tasks  # noqa: PLC0415 (tasks call back into this module)
-
     email = email.strip().lower()
     if User.objects.filter(email__iexact=email).exists():
         tasks.send_signup_mail.delay(email=email, base_url=base_url, existing=True)

@@ -8,7 +8,7 @@ from django.contrib.auth.forms import PasswordResetForm
 from django.core.mail import send_mail
 from django.template.loader import render_to_string
 
-from accounts import services
+from accounts import verification
 from accounts.models import User
 
 
@@ -26,7 +26,7 @@ def send_signup_mail(*, email: str, base_url: str, existing: bool) -> None:
     else:
         template = "emails/verify_email.txt"
         subject = f"Confirm your e-mail address for {settings.SITE_NAME}"
-        context["link"] = base_url + services.verification_path(user)
+        context["link"] = base_url + verification.verification_path(user)
     body = render_to_string(template, context)
     send_mail(subject, body, None, [user.email])
 

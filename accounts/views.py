@@ -19,7 +19,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 from django_ratelimit.decorators import ratelimit
 
-from accounts import keys, services, throttle
+from accounts import keys, throttle, verification
 from accounts.forms import (
     KeyCreateForm,
     KeyRotateForm,
@@ -89,7 +89,7 @@ def signup(request: HttpRequest) -> HttpResponse:
 
 @require_http_methods(["GET"])
 def verify_email(request: HttpRequest, uidb64: str, token: str) -> HttpResponse:
-    user = services.verify_email(uidb64=uidb64, token=token)
+    user = verification.verify_email(uidb64=uidb64, token=token)
     if user is None or not user.is_active:
         return render(request, "registration/verify_failed.html", status=400)
     login(request, user, backend="django.contrib.auth.backends.ModelBackend")
