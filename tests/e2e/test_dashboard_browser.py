@@ -40,9 +40,12 @@ def page(transactional_db: None, gateway_server: ServerThread) -> Iterator[Any]:
 
 
 def test_it_signs_up_creates_rotates_and_revokes_a_key(
-    page: Any, gateway_server: ServerThread
+    page: Any, gateway_server: ServerThread, settings: Any
 ) -> None:
+    from django.core import mail
     from playwright.sync_api import expect
+
+    settings.CELERY_TASK_ALWAYS_EAGER = True  # the verification mail's task runs in the server
 
     page.goto("/")
     page.get_by_role("link", name="Sign up").click()
@@ -51,6 +54,12 @@ def test_it_signs_up_creates_rotates_and_revokes_a_key(
     page.get_by_label("Confirm password").fill("a long pass phrase")
     page.get_by_role("button", name="Create account").click()
 
+    # The address is confirmed by the link mailed to it before anything else.
+    expect(page.get_by_test_id("signup-sent")).to_contain_text("erin@example.com")
+    (message,) = mail.outbox
+    link = re.search(r"https?://[^/\s]+(/signup/verify/\S+/)", str(message.body))
+    assert link is not None
+    page.goto(link.group(1))
     expect(page).to_have_url(re.compile(r"/dashboard/$"))
     expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
     expect(page.get_by_test_id("rpm")).to_have_text("30")
