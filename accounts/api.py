@@ -1,6 +1,7 @@
 """Dashboard key-management API (DRF) under /api/keys/: list, create, update, rotate, revoke.
 
-Signed-in browsers use the session (with CSRF); scripts send ``Authorization: Bearer tf-...``.
+Signed-in browsers use the session (with CSRF); scripts send a management key,
+``Authorization: Bearer tf-mgmt-...`` (never an inference key: those only call models).
 Every query is scoped to the caller's account, and the full key appears only in the response
 that creates it."""
 
@@ -13,27 +14,36 @@ from django.conf import settings
 from django.http import Http404
 from rest_framework import exceptions, serializers, status
 from rest_framework.authentication import BaseAuthentication
+from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts import keys
 from accounts.forms import models_for
-from accounts.models import Account, ApiKey, Membership, User
+from accounts.models import Account, ApiKey, ManagementKey, Membership, User
 from accounts.services import account_for
 from gateway import errors
 
 
-class ApiKeyAuthentication(BaseAuthentication):
-    """``Authorization: Bearer tf-...``: the key's account acts, through one of its owners."""
+class ManagementKeyAuthentication(BaseAuthentication):
+    """``Authorization: Bearer tf-mgmt-...``: a management key acts for its account, through one
+    of its owners, within its scopes. An inference key (tf-prod-/tf-stag-/tf-dev-) is refused:
+    a leaked key that may only call one model must not be able to widen itself."""
 
-    def authenticate(self, request: Request) -> tuple[User, ApiKey] | None:
+    def authenticate(self, request: Request) -> tuple[User, ManagementKey] | None:
         header = request.headers.get("authorization", "")
         scheme, _, secret = header.partition(" ")
-        if scheme.lower() != "bearer" or not secret.strip().startswith("tf-"):
+        secret = secret.strip()
+        if scheme.lower() != "bearer" or not secret.startswith("tf-"):
             return None
-        key = keys.verify(secret.strip())
+        if not secret.startswith(keys.MANAGEMENT_PREFIX):
+            raise exceptions.PermissionDenied(
+                "Inference keys cannot manage keys. Create a management key (tf-mgmt-...) on "
+                "the Keys page and send it instead."
+            )
+        key = keys.verify_management(secret)
         if key is None:
-            raise exceptions.AuthenticationFailed("This API key is invalid, expired or revoked.")
+            raise exceptions.AuthenticationFailed("This management key is invalid or revoked.")
         owner = (
             Membership.objects.filter(account=key.account, role=Membership.Role.OWNER)
             .select_related("user")
@@ -42,21 +52,36 @@ class ApiKeyAuthentication(BaseAuthentication):
         )
         user = owner.user if owner else key.created_by
         if user is None or not user.is_active:
-            raise exceptions.AuthenticationFailed("This API key's account has no active owner.")
+            raise exceptions.AuthenticationFailed("This key's account has no active owner.")
         return user, key
 
     def authenticate_header(self, request: Request) -> str:
         return 'Bearer realm="api"'
 
 
-# Imported after ApiKeyAuthentication exists: APIView reads DEFAULT_AUTHENTICATION_CLASSES (which
-# names it) when rest_framework.views is first imported.
+class KeyScopes(BasePermission):
+    """A management key reads with keys:read and changes keys only with keys:write; a signed-in
+    owner may do both."""
+
+    message = "This management key may only read keys (it lacks the keys:write scope)."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        key = request.auth
+        if not isinstance(key, ManagementKey):
+            return True
+        if request.method in SAFE_METHODS:
+            return key.allows(ManagementKey.Scope.READ)
+        return key.allows(ManagementKey.Scope.WRITE)
+
+
+# Imported after ManagementKeyAuthentication exists: APIView reads
+# DEFAULT_AUTHENTICATION_CLASSES (which names it) when rest_framework.views is first imported.
 from rest_framework.views import APIView  # noqa: E402
 from rest_framework.views import exception_handler as drf_exception_handler  # noqa: E402
 
 
 def _account(request: Request) -> Account:
-    if isinstance(request.auth, ApiKey):
+    if isinstance(request.auth, ManagementKey):
         return request.auth.account
     user = request.user
     assert isinstance(user, User)
@@ -166,6 +191,8 @@ def _key_error(exc: keys.KeyError_) -> exceptions.ValidationError:
 
 
 class _KeysApi(APIView):
+    permission_classes = [IsAuthenticated, KeyScopes]
+
     def get_authenticate_header(self, request: Request) -> str:
         # Session auth comes first in settings and has no challenge, which would turn every
         # "who are you?" into 403; scripts should get 401 and know to send a key.

@@ -7,11 +7,13 @@ from typing import Any
 
 from django import forms
 from django.conf import settings
-from django.contrib.auth.forms import AuthenticationForm
+from django.contrib.auth.forms import AuthenticationForm, PasswordResetForm
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
+from django.http import HttpRequest
 
-from accounts.models import ApiKey, User
+from accounts import tasks, throttle
+from accounts.models import ApiKey, ManagementKey, User
 from billing.models import Plan
 from gateway.models import CatalogModel
 
@@ -21,6 +23,21 @@ class LoginForm(AuthenticationForm):
 
     def clean_username(self) -> str:
         return str(self.cleaned_data.get("username", "")).strip().lower()
+
+
+class ResetRequestForm(PasswordResetForm):
+    """Django's reset form, except that the look-up and the mail happen in a Celery task
+    (accounts.tasks.send_password_reset), and at most PASSWORD_RESET_RATE_PER_EMAIL mails go to
+    one address: the request does the same work whether or not the address has an account."""
+
+    def save(self, *args: Any, request: HttpRequest | None = None, **kwargs: Any) -> None:
+        assert request is not None
+        if not throttle.reset_mail_allowed(request):
+            return
+        email = str(self.cleaned_data["email"]).strip().lower()
+        tasks.send_password_reset.delay(
+            email=email, domain=request.get_host(), use_https=request.is_secure()
+        )
 
 
 class SignupForm(forms.Form):
@@ -103,6 +120,25 @@ class KeyCreateForm(forms.Form):
         field.choices = [(m.model_id, m.model_id) for m in models_for(plan)]
         self.fields["rpm_limit"] = _cap_field("Requests per minute", plan.rpm_limit)
         self.fields["tpm_limit"] = _cap_field("Tokens per minute", plan.tpm_limit)
+
+
+class ManagementKeyCreateForm(forms.Form):
+    prefix = "mgmt"
+
+    name = forms.CharField(
+        label="Script",
+        max_length=100,
+        widget=forms.TextInput(attrs={"placeholder": "e.g. deploy script"}),
+        help_text="What will use this key.",
+    )
+    access = forms.ChoiceField(
+        choices=[
+            (ManagementKey.Scope.READ.value, "Read keys"),
+            (ManagementKey.Scope.WRITE.value, "Read and manage keys"),
+        ],
+        initial=ManagementKey.Scope.READ.value,
+        help_text="Manage: create, edit, rotate and revoke inference keys.",
+    )
 
 
 class KeyRotateForm(forms.Form):

@@ -1,4 +1,8 @@
-"""tf- keys: what one looks like, how it is hashed, issued, verified, rotated and revoked."""
+"""tf- keys: what one looks like, how it is hashed, issued, verified, rotated and revoked.
+
+Two kinds, never interchangeable: inference keys (``tf-prod-``/``tf-stag-``/``tf-dev-``, ApiKey)
+call models and nothing else; management keys (``tf-mgmt-``, ManagementKey) manage an account's
+inference keys through /api/keys/ within their scopes and cannot call models."""
 
 from __future__ import annotations
 
@@ -16,13 +20,16 @@ from django.db import transaction
 from django.utils.timezone import now
 
 from accounts import signals
-from accounts.models import Account, ApiKey, User
+from accounts.models import Account, ApiKey, ManagementKey, Membership, User
 
 ENVIRONMENTS = ("prod", "stag", "dev")
 RANDOM_LENGTH = 40
 MAX_GRACE = timedelta(days=7)
 _ALPHABET = string.ascii_lowercase + string.digits
 KEY_PATTERN = re.compile(r"^tf-(prod|stag|dev)-[a-z0-9]{32,64}$")
+MANAGEMENT_PREFIX = "tf-mgmt-"
+MANAGEMENT_PATTERN = re.compile(r"^tf-mgmt-[a-z0-9]{32,64}$")
+MANAGEMENT_SCOPES = tuple(ManagementKey.Scope.values)
 
 
 class KeyError_(ValueError):
@@ -63,6 +70,16 @@ def _check_caps(account: Account, rpm_limit: int | None, tpm_limit: int | None) 
         raise KeyError_(f"tpm_limit must be between 1 and your plan's {plan.tpm_limit or 'no'} cap")
 
 
+UNVERIFIED = "confirm your e-mail address first: open the link we mailed you when you signed up"
+
+
+def account_verified(account: Account) -> bool:
+    """Keys work only once one of the account's owners confirmed their address (accounts with
+    no people, made by tools and tests, need no one)."""
+    owners = Membership.objects.filter(account=account, role=Membership.Role.OWNER)
+    return not owners.exists() or owners.filter(user__email_verified_at__isnull=False).exists()
+
+
 def issue(
     *,
     account: Account,
@@ -79,6 +96,8 @@ def issue(
         raise KeyError_("give the key a name, e.g. 'production backend'")
     if expires_at is not None and expires_at <= now():
         raise KeyError_("expires_at must be in the future")
+    if not account_verified(account):
+        raise KeyError_(UNVERIFIED)
     _check_caps(account, rpm_limit, tpm_limit)
     secret = generate(environment)
     key = ApiKey.objects.create(
@@ -191,3 +210,64 @@ def announce_account_change(*, accounts: Iterable[Account]) -> None:
             "key_hash", flat=True
         )
     )
+
+
+# --- management keys ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IssuedManagementKey:
+    key: ManagementKey
+    secret: str  # the full tf-mgmt- key: shown once, never stored
+
+
+def looks_like_management_key(secret: str) -> bool:
+    return bool(MANAGEMENT_PATTERN.match(secret))
+
+
+def issue_management(
+    *, account: Account, name: str, scopes: Iterable[str], created_by: User | None = None
+) -> IssuedManagementKey:
+    """A management key for scripts that manage ``account``'s inference keys."""
+    name = name.strip()
+    if not name:
+        raise KeyError_("give the key a name, e.g. 'deploy script'")
+    if not account_verified(account):
+        raise KeyError_(UNVERIFIED)
+    wanted = sorted(set(scopes))
+    unknown = [s for s in wanted if s not in MANAGEMENT_SCOPES]
+    if unknown or not wanted:
+        raise KeyError_(f"scopes must be some of {', '.join(MANAGEMENT_SCOPES)}")
+    if ManagementKey.Scope.WRITE in wanted and ManagementKey.Scope.READ not in wanted:
+        wanted = sorted([*wanted, ManagementKey.Scope.READ])
+    random_part = "".join(secrets.choice(_ALPHABET) for _ in range(RANDOM_LENGTH))
+    secret = f"{MANAGEMENT_PREFIX}{random_part}"
+    key = ManagementKey.objects.create(
+        account=account,
+        name=name[:100],
+        key_hash=hash_key(secret),
+        hint=hint_for(secret),
+        scopes=wanted,
+        created_by=created_by,
+    )
+    return IssuedManagementKey(key=key, secret=secret)
+
+
+def verify_management(secret: str) -> ManagementKey | None:
+    """The live management key for ``secret``, or None (an inference key is never one)."""
+    if not looks_like_management_key(secret):
+        return None
+    digest = hash_key(secret)
+    key = ManagementKey.objects.select_related("account__plan").filter(key_hash=digest).first()
+    if key is None or not hmac.compare_digest(key.key_hash, digest):
+        return None
+    if key.is_revoked or not key.account.is_active:
+        return None
+    ManagementKey.objects.filter(pk=key.pk).update(last_used_at=now())
+    return key
+
+
+def revoke_management(*, key: ManagementKey) -> ManagementKey:
+    ManagementKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=now())
+    key.refresh_from_db(fields=["revoked_at"])
+    return key

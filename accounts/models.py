@@ -6,6 +6,7 @@ from typing import Any, ClassVar
 
 from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
 from django.db import models
+from django.db.models.functions import Upper
 from django.utils.timezone import now
 
 
@@ -29,6 +30,10 @@ class User(AbstractBaseUser, PermissionsMixin):
     is_active = models.BooleanField(default=True)
     is_staff = models.BooleanField(default=False)
     date_joined = models.DateTimeField(default=now)
+    # When the person proved they read mail at ``email``. People who sign up start unverified
+    # (accounts.services.sign_up) and cannot create keys until they follow the link mailed to
+    # them; people an operator creates (createaccount, the admin) count as verified.
+    email_verified_at = models.DateTimeField(null=True, blank=True, default=now)
 
     objects = UserManager()
 
@@ -36,8 +41,16 @@ class User(AbstractBaseUser, PermissionsMixin):
     EMAIL_FIELD = "email"
     REQUIRED_FIELDS: ClassVar[list[str]] = []
 
+    class Meta:
+        # email__iexact (log-in, sign-up, issuekey) is UPPER(email) = UPPER(%s) on PostgreSQL.
+        indexes = [models.Index(Upper("email"), name="user_email_upper")]
+
     def __str__(self) -> str:
         return self.email
+
+    @property
+    def is_email_verified(self) -> bool:
+        return self.email_verified_at is not None
 
 
 class Account(models.Model):
@@ -137,3 +150,43 @@ class ApiKey(models.Model):
         if self.replaced_by_id is not None:
             return "rotating"
         return "active"
+
+
+class ManagementKey(models.Model):
+    """A tf-mgmt- key: lets a script manage the account's inference keys through /api/keys/,
+    within its scopes. It cannot call models, and inference keys cannot manage keys. Only its
+    SHA-256 is stored; the key itself is shown once, at creation."""
+
+    class Scope(models.TextChoices):
+        READ = "keys:read", "Read keys"
+        WRITE = "keys:write", "Manage keys"
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="management_keys")
+    name = models.CharField(max_length=100)
+    key_hash = models.CharField(max_length=64, unique=True)
+    hint = models.CharField(max_length=40)
+    # keys:read lists and reads keys; keys:write also creates, edits, rotates and revokes them.
+    scopes = models.JSONField(default=list)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.hint})"
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    @property
+    def status(self) -> str:
+        return "revoked" if self.is_revoked else "active"
+
+    def allows(self, scope: str) -> bool:
+        return scope in self.scopes

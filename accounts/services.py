@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import transaction
+from django.utils.timezone import now
 
+from accounts import tasks
 from accounts.models import Account, Membership, User
 from billing import plans
 from billing.models import Plan
@@ -19,8 +22,35 @@ class SignupError(ValueError):
         self.message = message
 
 
-def sign_up(*, email: str, password: str, name: str = "", plan: Plan | None = None) -> User:
-    """Create a user and their personal account (on the default plan unless one is given)."""
+def signup_plan() -> Plan:
+    """The plan new sign-ups start on: SIGNUP_PLAN (a slug or name) or the default plan."""
+    if settings.SIGNUP_PLAN:
+        return plans.by_name(settings.SIGNUP_PLAN)
+    return plans.default()
+
+
+def request_sign_up(*, email: str, password: str, base_url: str) -> None:
+    """The sign-up form's action. Whether or not the address has an account, the person is told
+    to check their mail, and the mail (a verification link, or a note that the account exists)
+    goes out from a Celery task: the page says nothing about which addresses exist."""
+    email = email.strip().lower()
+    if User.objects.filter(email__iexact=email).exists():
+        tasks.send_signup_mail.delay(email=email, base_url=base_url, existing=True)
+        return
+    user = sign_up(email=email, password=password, verified=False)
+    tasks.send_signup_mail.delay(email=user.email, base_url=base_url, existing=False)
+
+
+def sign_up(
+    *,
+    email: str,
+    password: str,
+    name: str = "",
+    plan: Plan | None = None,
+    verified: bool = True,
+) -> User:
+    """Create a user and their personal account (on SIGNUP_PLAN unless one is given). People who
+    sign themselves up are created unverified; an operator's (createaccount) are verified."""
     email = email.strip().lower()
     try:
         validate_email(email)
@@ -34,8 +64,13 @@ def sign_up(*, email: str, password: str, name: str = "", plan: Plan | None = No
     except ValidationError as exc:
         raise SignupError("password", " ".join(exc.messages)) from exc
     with transaction.atomic():
-        user = User.objects.create_user(email=email, password=password, name=name)
-        account = Account.objects.create(name=name or email, plan=plan or plans.default())
+        user = User.objects.create_user(
+            email=email,
+            password=password,
+            name=name,
+            email_verified_at=now() if verified else None,
+        )
+        account = Account.objects.create(name=name or email, plan=plan or signup_plan())
         Membership.objects.create(user=user, account=account, role=Membership.Role.OWNER)
     return user
 

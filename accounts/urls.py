@@ -4,16 +4,17 @@ gateway/urls.py."""
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.urls import URLPattern, URLResolver, path
+from django_ratelimit.decorators import ratelimit
 
-from accounts import api, views
-from accounts.forms import LoginForm
+from accounts import api, throttle, views
+from accounts.forms import LoginForm, ResetRequestForm
 
 urlpatterns: list[URLPattern | URLResolver] = [
     path("", views.landing, name="landing"),
     path("signup/", views.signup, name="signup"),
+    path("signup/verify/<uidb64>/<token>/", views.verify_email, name="verify_email"),
     path(
         "login/",
         auth_views.LoginView.as_view(
@@ -30,11 +31,12 @@ urlpatterns: list[URLPattern | URLResolver] = [
     ),
     path(
         "password/reset/",
-        auth_views.PasswordResetView.as_view(
-            email_template_name="emails/password_reset.txt",
-            subject_template_name="emails/password_reset_subject.txt",
-            extra_email_context={"site_name": settings.SITE_NAME},
-        ),
+        ratelimit(
+            key=throttle.client_key,
+            rate=throttle.reset_client_rate,
+            method="POST",
+            group="password-reset-client",
+        )(auth_views.PasswordResetView.as_view(form_class=ResetRequestForm)),
         name="password_reset",
     ),
     path(
@@ -55,6 +57,12 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("keys/", views.keys_page, name="keys"),
     path("keys/<int:key_id>/rotate/", views.key_rotate, name="key_rotate"),
     path("keys/<int:key_id>/revoke/", views.key_revoke, name="key_revoke"),
+    path("keys/management/", views.management_key_create, name="management_key_create"),
+    path(
+        "keys/management/<int:key_id>/revoke/",
+        views.management_key_revoke,
+        name="management_key_revoke",
+    ),
     path("plans/", views.plans_page, name="plans"),
     path("api/keys/", api.KeyListApi.as_view(), name="api_keys"),
     path("api/keys/<int:key_id>/", api.KeyDetailApi.as_view(), name="api_key"),

@@ -17,11 +17,18 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
+from django_ratelimit.decorators import ratelimit
 
-from accounts import keys
-from accounts.forms import KeyCreateForm, KeyRotateForm, PlanSwitchForm, SignupForm
-from accounts.models import Account, ApiKey, User
-from accounts.services import SignupError, account_for, sign_up
+from accounts import keys, throttle, verification
+from accounts.forms import (
+    KeyCreateForm,
+    KeyRotateForm,
+    ManagementKeyCreateForm,
+    PlanSwitchForm,
+    SignupForm,
+)
+from accounts.models import Account, ApiKey, ManagementKey, User
+from accounts.services import SignupError, account_for, request_sign_up
 from billing import plans
 from billing.models import Plan
 from billing.money import format_usd
@@ -58,23 +65,36 @@ def landing(request: HttpRequest) -> HttpResponse:
     return render(request, "landing.html", {"public_plans": Plan.objects.filter(is_public=True)})
 
 
+@ratelimit(key=throttle.client_key, rate=throttle.signup_client_rate, method="POST", group="signup")
 @require_http_methods(["GET", "POST"])
 def signup(request: HttpRequest) -> HttpResponse:
+    """The same answer whether or not the address already has an account: check your inbox."""
     if request.user.is_authenticated:
         return redirect("dashboard")
     form = SignupForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
+        email = form.cleaned_data["email"]
         try:
-            user = sign_up(
-                email=form.cleaned_data["email"], password=form.cleaned_data["password1"]
+            request_sign_up(
+                email=email,
+                password=form.cleaned_data["password1"],
+                base_url=request.build_absolute_uri("/").rstrip("/"),
             )
         except SignupError as exc:
             form.add_error("password1" if exc.field == "password" else "email", exc.message)
         else:
-            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-            messages.success(request, "Welcome to Token Factory. Create a key to make a call.")
-            return redirect("dashboard")
+            return render(request, "registration/signup_sent.html", {"email": email.lower()})
     return render(request, "registration/signup.html", {"form": form})
+
+
+@require_http_methods(["GET"])
+def verify_email(request: HttpRequest, uidb64: str, token: str) -> HttpResponse:
+    user = verification.verify_email(uidb64=uidb64, token=token)
+    if user is None or not user.is_active:
+        return render(request, "registration/verify_failed.html", status=400)
+    login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+    messages.success(request, "Your e-mail address is confirmed. Create a key to make a call.")
+    return redirect("dashboard")
 
 
 def _keys_page(
@@ -82,6 +102,7 @@ def _keys_page(
     account: Account,
     form: KeyCreateForm | None = None,
     status: int = 200,
+    management_form: ManagementKeyCreateForm | None = None,
 ) -> HttpResponse:
     reveal = _unseal(request)
     context: dict[str, Any] = {
@@ -91,6 +112,9 @@ def _keys_page(
         "form": form or KeyCreateForm(plan=account.plan),
         "rotate_form": KeyRotateForm(),
         "reveal": reveal,
+        "verified": keys.account_verified(account),
+        "management_keys": ManagementKey.objects.filter(account=account),
+        "management_form": management_form or ManagementKeyCreateForm(),
     }
     response = render(request, "accounts/keys.html", context, status=status)
     # The page may hold a key shown once: never let a cache or the back button keep it.
@@ -100,7 +124,9 @@ def _keys_page(
     return response
 
 
-def _reveal_redirect(request: HttpRequest, issued: keys.IssuedKey, action: str) -> HttpResponse:
+def _reveal_redirect(
+    request: HttpRequest, issued: keys.IssuedKey | keys.IssuedManagementKey, action: str
+) -> HttpResponse:
     """Back to the keys page, which shows ``issued``'s secret once (see REVEAL_SESSION_KEY)."""
     secret = issued.secret.encode()
     pad = secrets.token_bytes(len(secret))
@@ -175,6 +201,36 @@ def keys_page(request: HttpRequest) -> HttpResponse:
         else:
             return _reveal_redirect(request, issued, "created")
     return _keys_page(request, account, form=form, status=400)
+
+
+@login_required
+@require_http_methods(["POST"])
+def management_key_create(request: HttpRequest) -> HttpResponse:
+    account = _account(request)
+    form = ManagementKeyCreateForm(request.POST)
+    if form.is_valid():
+        access = form.cleaned_data["access"]
+        try:
+            issued = keys.issue_management(
+                account=account,
+                name=form.cleaned_data["name"],
+                scopes=[ManagementKey.Scope.READ, access],
+                created_by=_user(request),
+            )
+        except keys.KeyError_ as exc:
+            form.add_error(None, str(exc))
+        else:
+            return _reveal_redirect(request, issued, "created")
+    return _keys_page(request, account, status=400, management_form=form)
+
+
+@login_required
+@require_http_methods(["POST"])
+def management_key_revoke(request: HttpRequest, key_id: int) -> HttpResponse:
+    key = get_object_or_404(ManagementKey, pk=key_id, account=_account(request))
+    keys.revoke_management(key=key)
+    messages.success(request, f"Revoked {key.name} ({key.hint}). It stopped working at once.")
+    return redirect("keys")
 
 
 def _own_key(request: HttpRequest, key_id: int) -> ApiKey:

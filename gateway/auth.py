@@ -141,6 +141,16 @@ async def is_stale(caller: Caller) -> bool:
     return await key_version(caller.key_hash) != caller.version
 
 
+async def authenticate_fresh(secret: str) -> Caller | None:
+    """The Caller for a raw key, checked against the key's change counter: what every
+    key-authenticated path that does not go through admission (which checks the counter inside
+    its own script) uses, so a key revoked or narrowed on another process stops here at once."""
+    caller = await authenticate(secret)
+    if caller is not None and await is_stale(caller):
+        caller = await authenticate(secret, refresh=True)
+    return caller
+
+
 def invalidate(sender: object = None, *, key_hashes: Iterable[str], **kwargs: object) -> None:
     """Forget these keys here and make every other process reload them. The receiver of
     accounts.signals.key_changed (connected in gateway/apps.py)."""

@@ -8,7 +8,7 @@ import factory
 from factory import Faker, PostGenerationMethodCall, Sequence, post_generation  # type: ignore[attr-defined]
 
 from accounts import keys
-from accounts.models import Account, ApiKey, Membership, User
+from accounts.models import Account, ApiKey, ManagementKey, Membership, User
 from billing import plans
 from billing.models import Plan
 from gateway.models import CatalogModel, Provider, Route
@@ -49,6 +49,13 @@ def account(
 def api_key(acct: Account, **kwargs: Any) -> tuple[ApiKey, str]:
     kwargs.setdefault("name", "test key")
     issued = keys.issue(account=acct, **kwargs)
+    return issued.key, issued.secret
+
+
+def management_key(
+    acct: Account, *, scopes: tuple[str, ...] = ("keys:read", "keys:write"), name: str = "script"
+) -> tuple[ManagementKey, str]:
+    issued = keys.issue_management(account=acct, name=name, scopes=scopes)
     return issued.key, issued.secret
 
 

@@ -87,7 +87,9 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "rest_framework",
     "ninja",
+    "django_ratelimit",
     "channels",
+    "axes",
     "accounts",
     "billing",
     "gateway",
@@ -103,7 +105,35 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # A throttled sign-up or reset (django-ratelimit) gets RATELIMIT_VIEW's 429 page.
+    "django_ratelimit.middleware.RatelimitMiddleware",
+    # Last, as django-axes asks: turns a locked-out log-in into its 429 page.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# django-axes counts failed log-ins (the dashboard's and the admin's) by account and, separately,
+# by client address; past the limit that account or address is refused for the cool-off time,
+# even with the right password. `manage.py axes_reset` lifts every lock.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = envint("LOGIN_FAILURE_LIMIT", 10)
+AXES_COOLOFF_TIME = envint("LOGIN_LOCKOUT_MINUTES", 15) / 60  # hours
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_USERNAME_CALLABLE = "accounts.throttle.login_username"
+AXES_CLIENT_IP_CALLABLE = "accounts.throttle.client_address"
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_VERBOSE = False
+# Sign-ups and password-reset mails per client address, and reset mails per address (more are
+# silently not sent): "count/period" with period s, m, h or d (django-ratelimit's syntax).
+# The plan accounts that sign themselves up start on (a slug or name); empty: the default plan.
+SIGNUP_PLAN = envstr("SIGNUP_PLAN")
+SIGNUP_RATE_PER_CLIENT = envstr("SIGNUP_RATE_PER_CLIENT", "5/h")
+PASSWORD_RESET_RATE_PER_CLIENT = envstr("PASSWORD_RESET_RATE_PER_CLIENT", "10/h")
+PASSWORD_RESET_RATE_PER_EMAIL = envstr("PASSWORD_RESET_RATE_PER_EMAIL", "3/h")
+RATELIMIT_VIEW = "accounts.throttle.too_many"
 
 ROOT_URLCONF = "tokenfactory.urls"
 ASGI_APPLICATION = "tokenfactory.asgi.application"
@@ -166,6 +196,8 @@ else:
         }
     }
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    # Without Redis the sign-up and reset throttles count per process (one process: exact).
+    SILENCED_SYSTEM_CHECKS = ["django_ratelimit.E003", "django_ratelimit.W001"]
 
 CELERY_BROKER_URL = envstr("CELERY_BROKER_URL")
 CELERY_RESULT_BACKEND = envstr("CELERY_RESULT_BACKEND") or None
@@ -215,9 +247,10 @@ if envstr("EMAIL_HOST"):
 
 # Production hardening switches on with DEBUG off; SECURE_SSL_REDIRECT stays an explicit choice
 # because TLS usually ends at the load balancer.
-SECURE_PROXY_SSL_HEADER = (
-    ("HTTP_X_FORWARDED_PROTO", "https") if envbool("BEHIND_PROXY", False) else None
-)
+# Behind a proxy the client's address is the last one in X-Forwarded-For (the one the proxy
+# added); otherwise the socket's peer.
+BEHIND_PROXY = envbool("BEHIND_PROXY", False)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if BEHIND_PROXY else None
 # Cookies only over HTTPS; scripts/run (plain HTTP on this machine) sets SECURE_COOKIES=false.
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = envbool("SECURE_COOKIES", not DEBUG)
 SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", not DEBUG)
@@ -247,7 +280,7 @@ CONTENT_SECURITY_POLICY = {
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
-        "accounts.api.ApiKeyAuthentication",
+        "accounts.api.ManagementKeyAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],

@@ -10,13 +10,21 @@ from django.core import mail
 from django.test import Client
 
 from accounts import keys
-from accounts.models import Account, ApiKey, User
+from accounts.models import Account, ApiKey, ManagementKey, User
 from accounts.services import account_for
 from billing.models import Plan
 from gateway import catalog
 from tests import factories
 
 PASSWORD = "correct horse battery"
+
+
+@pytest.fixture(autouse=True)
+def _mail_tasks_run_here(settings: Any) -> None:
+    """Mail goes out from Celery tasks: run them in the test (CI otherwise has a broker)."""
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+
+
 pytestmark = pytest.mark.django_db
 
 
@@ -26,37 +34,91 @@ def signed_in(client: Client, alice: User) -> Client:
     return client
 
 
-def test_it_signs_up_and_logs_the_person_in(client: Client) -> None:
+def _sign_up(client: Client, email: str, password: str = "a-long pass phrase") -> Any:
+    return client.post("/signup/", {"email": email, "password1": password, "password2": password})
+
+
+def test_it_signs_up_and_verifies_the_address_before_a_key_works(client: Client) -> None:
+    """Issue #16: sign-ups were unverified and got the Test plan's tokens (and working keys) at
+    once."""
     factories.plan()
-    response = client.post(
-        "/signup/",
-        {
-            "email": "Dana@Example.com",
-            "password1": "a-long pass phrase",
-            "password2": "a-long pass phrase",
-        },
-    )
-    assert response.status_code == 302
-    assert response["Location"] == "/dashboard/"
+    response = _sign_up(client, "Dana@Example.com")
+    assert response.status_code == 200
+    assert "Check your inbox" in response.content.decode()
     user = User.objects.get(email="dana@example.com")
+    assert not user.is_email_verified
     assert account_for(user).plan.slug == "test"
+    assert client.get("/dashboard/").status_code == 302  # not logged in yet
+    client.force_login(user)
+    refused = client.post("/keys/", {"name": "backend", "environment": "prod"})
+    assert refused.status_code == 400
+    assert "confirm your e-mail address" in refused.content.decode()
+    assert not ApiKey.objects.exists()
+    assert client.get("/keys/").context["verified"] is False
+    client.post("/logout/")
+
+    (message,) = mail.outbox
+    assert message.to == ["dana@example.com"]
+    link = re.search(r"http://testserver(/signup/verify/\S+/)", str(message.body))
+    assert link is not None
+    page = client.get(link.group(1))
+    assert page.status_code == 302 and page["Location"] == "/dashboard/"
+    user.refresh_from_db()
+    assert user.is_email_verified
     dashboard = client.get("/dashboard/")
     assert dashboard.status_code == 200
     assert dashboard.context["user"] == user
+    assert client.post("/keys/", {"name": "backend", "environment": "prod"}).status_code == 302
+    # The link works once.
+    client.post("/logout/")
+    assert client.get(link.group(1)).status_code == 400
 
 
-def test_it_refuses_a_taken_email(client: Client, alice: User) -> None:
-    response = client.post(
-        "/signup/",
-        {
-            "email": "ALICE@example.com",
-            "password1": "a-long pass phrase",
-            "password2": "a-long pass phrase",
-        },
-    )
-    assert response.status_code == 200
-    assert "already exists" in response.content.decode()
-    assert User.objects.count() == 1
+def test_a_wrong_verification_link_does_nothing(client: Client) -> None:
+    factories.plan()
+    _sign_up(client, "dana@example.com")
+    user = User.objects.get(email="dana@example.com")
+    assert client.get("/signup/verify/MQ/nope-nope/").status_code == 400
+    assert client.get("/signup/verify/!!/x/").status_code == 400
+    user.refresh_from_db()
+    assert not user.is_email_verified
+
+
+def test_a_taken_email_gets_the_same_answer_and_a_note_by_mail(client: Client, alice: User) -> None:
+    """Issue #16: the sign-up form said whether an address exists (before checking the
+    password)."""
+    factories.plan()
+    taken = _sign_up(client, "ALICE@example.com")
+    fresh = _sign_up(Client(), "erin@example.com")
+    assert taken.status_code == fresh.status_code == 200
+    strip = [
+        r.content.decode().replace("alice@example.com", "X").replace("erin@example.com", "X")
+        for r in (taken, fresh)
+    ]
+    strip = [re.sub(r'name="csrfmiddlewaretoken" value="[^"]+"', "", page) for page in strip]
+    assert strip[0] == strip[1]
+    assert User.objects.filter(email__iexact="alice@example.com").count() == 1
+    notes = [m for m in mail.outbox if m.to == ["alice@example.com"]]
+    assert len(notes) == 1 and "already has" in notes[0].body
+    # A weak password is refused for both alike, whatever the address.
+    weak = [_sign_up(Client(), e, "123").status_code for e in ("alice@example.com", "z@z.io")]
+    assert weak == [200, 200]
+
+
+def test_the_operator_chooses_the_plan_sign_ups_start_on(client: Client, settings: Any) -> None:
+    factories.plan()
+    settings.SIGNUP_PLAN = "pro"
+    _sign_up(client, "dana@example.com")
+    assert account_for(User.objects.get(email="dana@example.com")).plan.slug == "pro"
+
+
+def test_sign_ups_from_one_address_are_throttled(client: Client, settings: Any) -> None:
+    """Issue #16: 20 accounts in 14 s from one client."""
+    factories.plan()
+    statuses = [_sign_up(client, f"p{n}@example.com").status_code for n in range(6)]
+    assert statuses == [200] * 5 + [429]
+    assert User.objects.count() == 5
+    assert _sign_up(Client(REMOTE_ADDR="10.1.1.1"), "q@example.com").status_code == 200
 
 
 def test_it_refuses_a_weak_password(client: Client) -> None:
@@ -257,6 +319,38 @@ def test_the_keys_page_shows_a_new_key_once(signed_in: Client, alice: User) -> N
     assert key.hint in again
 
 
+def test_the_keys_page_issues_lists_apart_and_revokes_management_keys(
+    signed_in: Client, alice: User
+) -> None:
+    factories.api_key(account_for(alice), name="backend")
+    response = signed_in.post(
+        "/keys/management/", {"mgmt-name": "deploy script", "mgmt-access": "keys:write"}
+    )
+    assert response.status_code == 302
+    page = signed_in.get("/keys/")
+    secret = page.context["reveal"]["secret"]
+    assert secret.startswith("tf-mgmt-")
+    mkey = keys.verify_management(secret)
+    assert mkey is not None and mkey.scopes == ["keys:read", "keys:write"]
+    assert [k.name for k in page.context["keys"]] == ["backend"]
+    assert [k.name for k in page.context["management_keys"]] == ["deploy script"]
+    again = signed_in.get("/keys/").content.decode()
+    assert secret not in again and mkey.hint in again
+    assert signed_in.post(f"/keys/management/{mkey.pk}/revoke/").status_code == 302
+    assert keys.verify_management(secret) is None
+    read_only = signed_in.post("/keys/management/", {"mgmt-name": "ci", "mgmt-access": "keys:read"})
+    assert read_only.status_code == 302
+    assert ManagementKey.objects.get(name="ci").scopes == ["keys:read"]
+    bad = signed_in.post("/keys/management/", {"mgmt-name": "x", "mgmt-access": "admin"})
+    assert bad.status_code == 400
+
+
+def test_nobody_revokes_anothers_management_key(signed_in: Client, charlie: User) -> None:
+    mkey, secret = factories.management_key(account_for(charlie))
+    assert signed_in.post(f"/keys/management/{mkey.pk}/revoke/").status_code == 404
+    assert keys.verify_management(secret) is not None
+
+
 def test_no_server_side_store_holds_a_new_key_before_it_is_shown(
     signed_in: Client, alice: User
 ) -> None:
@@ -317,3 +411,15 @@ def test_nobody_sees_or_touches_anothers_keys(signed_in: Client, charlie: User) 
     assert signed_in.post(f"/keys/{key.pk}/rotate/", {"grace_hours": 1}).status_code == 404
     assert signed_in.post(f"/keys/{key.pk}/revoke/", {"confirm": "yes"}).status_code == 404
     assert keys.verify(secret) is not None
+
+
+def test_email_lookups_use_an_index(db: None) -> None:
+    """Issue #16: email__iexact (sign-up, issuekey) scanned the whole user table."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the expression index is PostgreSQL's UPPER(email) (CI runs it)")
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+    plan = User.objects.filter(email__iexact="someone@example.com").explain()
+    assert "user_email_upper" in plan, plan

@@ -40,9 +40,12 @@ def page(transactional_db: None, gateway_server: ServerThread) -> Iterator[Any]:
 
 
 def test_it_signs_up_creates_rotates_and_revokes_a_key(
-    page: Any, gateway_server: ServerThread
+    page: Any, gateway_server: ServerThread, settings: Any
 ) -> None:
+    from django.core import mail
     from playwright.sync_api import expect
+
+    settings.CELERY_TASK_ALWAYS_EAGER = True  # the verification mail's task runs in the server
 
     page.goto("/")
     page.get_by_role("link", name="Sign up").click()
@@ -51,6 +54,12 @@ def test_it_signs_up_creates_rotates_and_revokes_a_key(
     page.get_by_label("Confirm password").fill("a long pass phrase")
     page.get_by_role("button", name="Create account").click()
 
+    # The address is confirmed by the link mailed to it before anything else.
+    expect(page.get_by_test_id("signup-sent")).to_contain_text("erin@example.com")
+    (message,) = mail.outbox
+    link = re.search(r"https?://[^/\s]+(/signup/verify/\S+/)", str(message.body))
+    assert link is not None
+    page.goto(link.group(1))
     expect(page).to_have_url(re.compile(r"/dashboard/$"))
     expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
     expect(page.get_by_test_id("rpm")).to_have_text("30")
@@ -94,3 +103,36 @@ def test_it_signs_up_creates_rotates_and_revokes_a_key(
     assert orm(keys.verify, successor_secret) is None
     assert orm(ApiKey.objects.get, pk=successor.pk).revoked_at is not None
     assert successor_secret not in page.content()
+
+
+def test_it_creates_and_revokes_a_management_key_listed_apart(page: Any) -> None:
+    from playwright.sync_api import expect
+
+    from accounts.models import ManagementKey
+
+    owner = orm(factories.UserFactory.create, email="frank@example.com")
+    orm(factories.account, owner=owner)
+    page.goto("/login/")
+    page.get_by_label("Email").fill("frank@example.com")
+    page.get_by_label("Password").fill("correct horse battery")
+    page.get_by_role("button", name="Log in").click()
+    page.goto("/keys/")
+
+    section = page.get_by_test_id("management-keys")
+    section.get_by_label("Script").fill("deploy script")
+    section.get_by_label("Access").select_option("keys:write")
+    section.get_by_role("button", name="Create management key").click()
+    secret = page.get_by_test_id("new-key").inner_text().strip()
+    assert re.fullmatch(r"tf-mgmt-[a-z0-9]{40}", secret)
+    mkey = orm(keys.verify_management, secret)
+    assert mkey is not None and mkey.name == "deploy script"
+
+    page.reload()
+    assert secret not in page.content()
+    row = page.locator(f"#mgmt-key-{mkey.pk}")
+    expect(row.get_by_test_id("status")).to_have_text("Active")
+    expect(page.locator("[data-key-id]")).to_have_count(0)  # not among the inference keys
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.get_by_role("button", name="Revoke").click()
+    expect(page.locator(f"#mgmt-key-{mkey.pk}").get_by_test_id("status")).to_have_text("Revoked")
+    assert orm(ManagementKey.objects.get, pk=mkey.pk).revoked_at is not None

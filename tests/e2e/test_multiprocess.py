@@ -144,3 +144,15 @@ def test_two_processes_admit_a_hundred_concurrent_first_requests_of_a_new_accoun
         # The drain persists the window (its start and tokens used): what the next load finds.
         metering.drain()
         redis.Redis.from_url(settings.REDIS_URL).delete(f"tf:win:{acct.pk}", f"tf:bal:{acct.pk}")
+
+
+def test_usage_refuses_a_key_revoked_on_another_process_at_once(live, second_gateway):
+    """Issue #16: /v1/usage skipped the key-change check, so another process accepted a revoked
+    key there for up to its key cache's lifetime."""
+    acct = factories.account(plan_slug="enterprise")
+    key, secret = factories.api_key(acct)
+    headers = {"authorization": f"Bearer {secret}"}
+    assert httpx.get(f"{second_gateway}/v1/usage", headers=headers, timeout=10).status_code == 200
+    keys.revoke(key=key)
+    refused = httpx.get(f"{second_gateway}/v1/usage", headers=headers, timeout=10)
+    assert refused.status_code == 401

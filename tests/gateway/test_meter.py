@@ -158,3 +158,71 @@ def test_watcher_counts_survive_many_open_meters():
         for account_id in ids:
             usage.watch_meter(account_id, opened=False)
     assert usage.watched_meters(ids) == []
+
+
+def _signed_in_client() -> dict[str, Any]:
+    user = factories.UserFactory.create()
+    factories.account(owner=user)
+    client = Client()
+    client.force_login(user)
+    return {
+        "user": user,
+        "client": client,
+        "cookie": client.cookies[settings.SESSION_COOKIE_NAME].value,
+    }
+
+
+async def _opened(cookie: str) -> WebsocketCommunicator:
+    ws = socket(cookie)
+    connected, _ = await ws.connect()
+    assert connected
+    await ws.receive_json_from(timeout=5)
+    return ws
+
+
+async def _closed_with(ws: WebsocketCommunicator) -> int | None:
+    message = await ws.receive_output(timeout=5)
+    assert message["type"] == "websocket.close", message
+    return message.get("code")
+
+
+async def test_a_meter_closes_when_its_session_logs_out():
+    """Issue #16: a live meter stayed subscribed after its session logged out."""
+    alice = await sync_to_async(_signed_in_client)()
+    other = Client()
+    await sync_to_async(other.force_login)(alice["user"])
+    ws = await _opened(alice["cookie"])
+    elsewhere = await _opened(other.cookies[settings.SESSION_COOKIE_NAME].value)
+    response = await sync_to_async(alice["client"].post)("/logout/")
+    assert response.status_code == 302
+    assert await _closed_with(ws) == 4401
+    # The person's other session (another browser) is still signed in: its meter stays.
+    assert await elsewhere.receive_nothing(timeout=0.3)
+    await elsewhere.disconnect()
+
+
+async def test_a_meter_closes_when_the_password_changes_elsewhere():
+    alice = await sync_to_async(_signed_in_client)()
+    ws = await _opened(alice["cookie"])
+    other = Client()
+    await sync_to_async(other.force_login)(alice["user"])  # a log-in elsewhere leaves it open
+    assert await ws.receive_nothing(timeout=0.3)
+    response = await sync_to_async(other.post)(
+        "/password/change/",
+        {
+            "old_password": "correct horse battery",
+            "new_password1": "a brand new pass phrase",
+            "new_password2": "a brand new pass phrase",
+        },
+    )
+    assert response.status_code == 302
+    assert await _closed_with(ws) == 4401
+
+
+async def test_a_meter_closes_when_the_person_is_deactivated():
+    alice = await sync_to_async(_signed_in_client)()
+    ws = await _opened(alice["cookie"])
+    user = alice["user"]
+    user.is_active = False
+    await sync_to_async(user.save)(update_fields=["is_active"])
+    assert await _closed_with(ws) == 4401

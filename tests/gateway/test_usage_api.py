@@ -15,11 +15,12 @@ import anthropic
 import httpx
 import openai
 import pytest
+from django.conf import settings
 from django.test import Client
 from django.utils.timezone import now
 
 from accounts.models import Account, ApiKey
-from gateway import metering, tasks, usage
+from gateway import auth, metering, tasks, usage
 from gateway.models import UsageRecord
 from tests import factories
 
@@ -445,3 +446,21 @@ def test_the_usage_page_and_its_csv_show_only_the_accounts_own_usage(alice, char
     # Another account's key id in the filter is ignored, never shown.
     page = client.get("/usage/", {"period": "week", "key": str(their_key.pk)})
     assert page.context["filters"].key_id is None
+
+
+@pytest.mark.skipif(not settings.REDIS_URL, reason="the change counter other processes bump")
+def test_usage_checks_the_keys_change_counter(client: Client) -> None:
+    """Issue #16: /v1/usage skipped the key-change check that admission does, so a key revoked on
+    another process kept reading usage here for up to the key cache's lifetime."""
+    import redis
+
+    acct = factories.account()
+    key, secret = factories.api_key(acct)
+    headers = {"authorization": f"Bearer {secret}"}
+    assert client.get("/v1/usage", headers=headers).status_code == 200  # now cached here
+    # Another process revokes it: the row and the shared counter change, this cache does not.
+    ApiKey.objects.filter(pk=key.pk).update(revoked_at=now())
+    redis.Redis.from_url(settings.REDIS_URL).incr(auth.CHANGE_PREFIX + key.key_hash)
+    refused = client.get("/v1/usage", headers=headers)
+    assert refused.status_code == 401
+    assert client.get("/openai/v1/usage", headers=headers).status_code == 401
