@@ -289,3 +289,44 @@ def test_a_batch_line_whose_upstream_fails_releases_its_reservation(
     assert record.route == f"{funded['openai'].slug}:sim-gpt+status=500"
     assert record.cost_micros == record.billed_micros == 0
     assert limits.live_balance(funded["account"].pk) in (None, TOP_UP)
+
+
+# --- upstream error bodies --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("surface", "status", "expected"),
+    [("openai", 500, 502), ("anthropic", 503, 502), ("openai", 400, 400), ("anthropic", 404, 404)],
+)
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_upstream_error_page_is_logged_never_echoed(
+    live: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
+    surface: str,
+    status: int,
+    expected: int,
+    stream: bool,
+) -> None:
+    """A mistaken provider URL (an internal service's HTML error page) tells the caller the status
+    and a short, safe message; the body goes to the operator's log, truncated."""
+    upstream = "sim-gpt" if surface == "openai" else "sim-claude"
+    model = f"sim-page-{status}"
+    factories.model(model, routes=[(live[surface], f"{upstream}+status={status}+error_page=1")])
+    body: dict[str, Any] = {
+        "model": model,
+        "max_tokens": 5,
+        "messages": [{"role": "user", "content": "hi"}],
+        "stream": stream,
+    }
+    path = "/openai/v1/chat/completions" if surface == "openai" else "/anthropic/v1/messages"
+    headers = {"authorization": f"Bearer {live['secret']}", "anthropic-version": "2023-06-01"}
+    with caplog.at_level("WARNING", logger="tokenfactory.upstream"):
+        answer = httpx.post(live["url"] + path, json=body, headers=headers, timeout=30)
+    assert answer.status_code == expected
+    text = answer.text
+    assert "hunter2" not in text and "<html" not in text and "admin-console" not in text
+    message = answer.json()["error"]["message"]
+    assert f"HTTP {status}" in message and len(message) < 300
+    logged = [r for r in caplog.records if r.name == "tokenfactory.upstream"]
+    assert logged and "hunter2" in logged[-1].getMessage()
+    assert getattr(logged[-1], "upstream_status", None) == status
