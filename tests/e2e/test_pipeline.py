@@ -11,6 +11,7 @@ import time
 import wave
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import orjson
@@ -330,3 +331,43 @@ def test_an_upstream_error_page_is_logged_never_echoed(
     logged = [r for r in caplog.records if r.name == "tokenfactory.upstream"]
     assert logged and "hunter2" in logged[-1].getMessage()
     assert getattr(logged[-1], "upstream_status", None) == status
+
+
+# --- streams whose upstream reports no usage -------------------------------------------------
+
+
+@pytest.mark.parametrize("client_surface", ["openai", "anthropic"])
+@pytest.mark.parametrize("upstream", ["openai", "anthropic"])
+def test_a_stream_without_upstream_usage_is_estimated_and_recorded_as_served(
+    funded: dict[str, Any], client_surface: str, upstream: str
+) -> None:
+    """Nothing is served at $0: a stream that ends normally without usage (an Anthropic upstream
+    that leaves it out, an OpenAI one that ignores stream_options.include_usage) is a 200 billed
+    on our token count, marked as an estimate; never a 499 or a free 200."""
+    upstream_model = "sim-gpt" if upstream == "openai" else "sim-claude"
+    factories.model("sim-quiet", routes=[(funded[upstream], f"{upstream_model}+usage=none")])
+    say = [{"role": "user", "content": "[[say: one two three four five]]"}]
+    if client_surface == "openai":
+        client = openai.OpenAI(
+            base_url=f"{funded['url']}/openai/v1/", api_key=funded["secret"], max_retries=0
+        )
+        chunks = client.chat.completions.create(
+            model="sim-quiet",
+            messages=say,
+            max_tokens=50,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    else:
+        aclient = anthropic.Anthropic(
+            base_url=f"{funded['url']}/anthropic", api_key=funded["secret"], max_retries=0
+        )
+        with aclient.messages.stream(model="sim-quiet", max_tokens=50, messages=say) as stream:
+            text = "".join(stream.text_stream)
+    assert text == "one two three four five"
+    record = wait_until_settled(funded["account"].pk, "chat")
+    assert (record.status, record.error_code) == (200, "")
+    assert record.is_estimate
+    assert record.input_tokens > 0 and record.output_tokens >= tokens.count_text(text) > 0
+    assert record.cost_micros > 0
