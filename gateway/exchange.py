@@ -864,8 +864,18 @@ async def _close_chat_stream(
         if stream_relay.failed and not delivered:
             ex.status, ex.error_code = 502, "upstream_error"
             ex.usage = Usage()
-        elif stream_relay.usage is not None and stream_relay.finished:
-            ex.usage = stream_relay.usage
+        elif stream_relay.finished:
+            # Ended normally: served (200). An upstream that reported no usage (none at all, no
+            # input, or no output for text it did send) is billed on our count: nothing is
+            # served at $0.
+            reported = stream_relay.usage
+            if (
+                reported is None
+                or not reported.input_tokens
+                or (not reported.output_tokens and delivered)
+            ):
+                reported = estimate_usage(ex, delivered, known=reported)
+            ex.usage = reported
         else:
             # Cut short (client hung up or the upstream broke): bill what was delivered.
             ex.usage = estimate_usage(ex, delivered, known=stream_relay.usage)

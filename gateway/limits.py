@@ -636,6 +636,7 @@ class MemoryLimiter:
         self.counters: dict[str, int] = {}
         self.windows: dict[int, dict[str, int]] = {}
         self.balances: dict[int, int] = {}
+        self.balances_loaded_ms: dict[int, int] = {}
         self.inflight: dict[str, dict[str, Any]] = {}
 
     def _prune(self, minute: int) -> None:
@@ -700,10 +701,11 @@ class MemoryLimiter:
             if req.paid_only or wused + wres + wreserve > req.window_limit:
                 paid, wreserve = True, 0
                 balance = self.balances.get(caller.account_id)
-                if balance is None:
+                if balance is None or self._balance_stale(caller.account_id, now):
                     if req.balance_micros is None:
                         return Decision(outcome="need_balance")
                     balance = self.balances[caller.account_id] = req.balance_micros
+                    self.balances_loaded_ms[caller.account_id] = now
                 cost = req.cost_micros
                 if balance <= 0 and not req.paid_only:
                     return Decision(
@@ -748,6 +750,24 @@ class MemoryLimiter:
             tpm_reserved=reserve,
             window_reserved=wreserve,
             cost_micros=cost,
+        )
+
+    def _balance_stale(self, account_id: int, now_ms: int) -> bool:
+        """Embedded, the live balance lives in this process: a ledger write from another process
+        (a shell, ``manage.py credit``) never reaches it. So a copy older than
+        GATEWAY_BALANCE_RELOAD_MS is reloaded from the database, but only while the account is
+        quiet (no paid request in flight, no usage record waiting for the flusher): then the
+        database's balance is the whole truth. (Standing in for Redis while it is down, the copy
+        is never reloaded: Redis-mode processes write the database only through the drain.)"""
+        if store.enabled():
+            return False
+        loaded = self.balances_loaded_ms.get(account_id, 0)
+        if now_ms - loaded < settings.GATEWAY_BALANCE_RELOAD_MS:
+            return False
+        if metering.pending_local():
+            return False
+        return not any(
+            e.get("account_id") == account_id and e.get("paid") for e in self.inflight.values()
         )
 
     def move_balance(self, account_id: int, amount: int) -> None:

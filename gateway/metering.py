@@ -129,6 +129,11 @@ async def record_unadmitted(record: UsageRecord) -> None:
     _ensure_flusher()
 
 
+def pending_local() -> int:
+    """Records settled in this process and not yet handed to the database."""
+    return len(_local)
+
+
 def discard_local() -> None:
     """Forget records buffered in this process (tests start each case from an empty buffer)."""
     with _local_lock:

@@ -123,16 +123,27 @@ class AnthropicPassthrough(StreamRelay):
         if kind == "message_start":
             message = obj.get("message") or {}
             message["model"] = self.client_model
-            self.start_usage = dict(message.get("usage") or {})
-            self.usage = Usage.from_anthropic(self.start_usage)
+            if isinstance(message.get("usage"), dict):
+                self.start_usage = dict(message["usage"])
+                self.usage = Usage.from_anthropic(self.start_usage)
+            else:
+                # An upstream that reports no usage: the client's SDK still needs the field (our
+                # count); billing estimates when the stream closes (``self.usage`` stays None).
+                message["usage"] = {
+                    "input_tokens": tokens.count_request(self.ex.body),
+                    "output_tokens": 0,
+                }
         elif kind == "content_block_delta":
             delta = obj.get("delta") or {}
             piece = delta.get("text") or delta.get("thinking") or delta.get("partial_json")
             if piece:
                 self._text.append(piece)
         elif kind == "message_delta":
-            merged = {**self.start_usage, **(obj.get("usage") or {})}
-            self.usage = Usage.from_anthropic(merged)
+            if isinstance(obj.get("usage"), dict):
+                merged = {**self.start_usage, **obj["usage"]}
+                self.usage = Usage.from_anthropic(merged)
+            else:
+                obj["usage"] = {"output_tokens": tokens.count_text(self.delivered_text())}
         elif kind == "message_stop":
             self.finished = True
         elif kind == "error":

@@ -83,6 +83,9 @@ def _backoff(attempt: int, last: UpstreamError | None, *, same_route: bool) -> f
 
 
 def _to_gateway_error(exc: UpstreamError, model: ModelInfo) -> errors.GatewayError:
+    """The caller's error for an upstream failure: the status and a short message of ours. Only
+    a 4xx's own JSON error message (already cut short by the provider) is passed on; a 5xx's
+    body never is (it was logged by the provider)."""
     status = exc.status
     detail = exc.message
     if status is None:
@@ -98,17 +101,24 @@ def _to_gateway_error(exc: UpstreamError, model: ModelInfo) -> errors.GatewayErr
         )
     if status == 404:
         return errors.UnknownModel(
-            f"The upstream provider does not know {model.model_id}: {detail}", param="model"
+            f"The upstream provider does not know {model.model_id} (HTTP 404)"
+            + (f": {detail}" if detail else ""),
+            param="model",
         )
     if status == 429:
         retry = max(1, round(exc.retry_after)) if exc.retry_after is not None else 1
         return errors.RateLimited(
-            f"The upstream provider for {model.model_id} is rate limiting us: {detail}",
+            f"The upstream provider for {model.model_id} is rate limiting us (HTTP 429)"
+            + (f": {detail}" if detail else ""),
             retry_after=retry,
         )
     if status >= 500:
         return errors.UpstreamFailed(
-            f"The upstream provider for {model.model_id} failed (HTTP {status}): {detail}",
+            f"The upstream provider for {model.model_id} failed (HTTP {status}). "
+            "Retry, or try another model.",
             status=502,
         )
-    return errors.UpstreamRejected(detail, status=400 if status in (409, 422) else status)
+    return errors.UpstreamRejected(
+        detail or f"The upstream provider for {model.model_id} refused the request (HTTP {status})",
+        status=400 if status in (409, 422) else status,
+    )

@@ -340,6 +340,10 @@ BILLING_GRACE_DAYS = envint("BILLING_GRACE_DAYS", 7)
 # Gateway processes drain the usage buffer themselves unless Celery workers do (a broker is set).
 METERING_DRAIN_IN_PROCESS = envbool("METERING_DRAIN_IN_PROCESS", not CELERY_BROKER_URL)
 METERING_FLUSH_INTERVAL_MS = envint("METERING_FLUSH_INTERVAL_MS", 500)
+# Embedded mode (no Redis): how old a process's in-memory copy of a prepaid balance may get before
+# admission reloads it from the database, so a credit made by another process (a shell, a
+# management command) is seen within this bound.
+GATEWAY_BALANCE_RELOAD_MS = envint("GATEWAY_BALANCE_RELOAD_MS", 10_000)
 
 STRIPE_SECRET_KEY = envstr("STRIPE_SECRET_KEY")
 STRIPE_PUBLISHABLE_KEY = envstr("STRIPE_PUBLISHABLE_KEY")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import weakref
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -14,6 +15,11 @@ import orjson
 
 from gateway.catalog import RouteInfo
 from gateway.providers.transport import READ_WHOLE, UpstreamTransport
+
+logger = logging.getLogger("tokenfactory.upstream")
+
+LOGGED_BODY_CHARS = 2000  # of an upstream's error body, in the operator's log
+ECHOED_MESSAGE_CHARS = 300  # of an upstream's own JSON error message, passed on for 4xx
 
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
     weakref.WeakKeyDictionary()
@@ -144,13 +150,25 @@ class Provider:
         raise self.failure(response.status_code, content, response.headers)
 
     def failure(self, status: int, content: bytes, headers: Mapping[str, str]) -> UpstreamError:
+        """The upstream's error as an UpstreamError whose ``message`` is only the upstream's own
+        JSON error message (cut short), or empty: a body that is not the protocol's error shape
+        (an HTML page from a proxy or a mistaken URL) is logged for the operator, never passed
+        on. The router decides how much of ``message`` a caller sees."""
         try:
             body = orjson.loads(content) if content else None
         except orjson.JSONDecodeError:
             body = None
         message = self.error_message(body) if body is not None else ""
-        if not message:
-            message = content[:300].decode(errors="replace") or f"HTTP {status}"
+        message = message[:ECHOED_MESSAGE_CHARS]
+        logger.warning(
+            "upstream answered HTTP %s: %s",
+            status,
+            content[:LOGGED_BODY_CHARS].decode(errors="replace"),
+            extra={
+                "upstream_status": status,
+                "upstream_content_type": headers.get("content-type", ""),
+            },
+        )
         retry_after = _retry_after(headers)
         retryable = status in (408, 409, 425, 429) or status >= 500
         return UpstreamError(

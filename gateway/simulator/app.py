@@ -114,6 +114,11 @@ class Simulator:
             self.stats.fail(model=model)
             if status in _RETRY_STATUSES:
                 headers.append(("retry-after", str(chosen.retry_after_s)))
+            if chosen.error_page:
+                await exchange.respond(
+                    status, error_page(status), content_type="text/html", headers=headers
+                )
+                return
             message = f"Simulated upstream failure (status {status})"
             await _fail(exchange, endpoint.surface, status, message, headers=headers)
             return
@@ -146,6 +151,16 @@ def _body(request: Request, *, multipart: bool) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise Invalid("the request body must be a JSON object")
     return body
+
+
+def error_page(status: int) -> bytes:
+    """What an internal service behind a mistaken provider URL answers: an HTML page with
+    details nobody outside should read."""
+    return (
+        f"<html><head><title>{status} Internal Server Error</title></head><body>"
+        f"<h1>admin-console.internal</h1><pre>db password: hunter2 (status {status})</pre>"
+        "</body></html>"
+    ).encode()
 
 
 async def _fail(

@@ -26,6 +26,7 @@ class Knobs:
     tokens: int | None = None  # exact length of generated text
     usage: bool = True  # usage=none leaves usage out of replies
     echo_headers: bool = False  # x-sim-received-headers on the reply
+    error_page: bool = False  # failures answer an HTML page (a proxy's), not a JSON error
 
     def first_byte_delay_ms(self, *, stream: bool) -> int:
         return (self.ttft_ms if stream else self.latency_ms) + self.slow_ms
@@ -69,6 +70,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str], object]]] = {
     "tokens": ("tokens", _positive_int),
     "usage": ("usage", _flag),
     "echo_headers": ("echo_headers", _flag),
+    "error_page": ("error_page", _flag),
 }
 
 

@@ -4,7 +4,10 @@ headers, and exact accounting under concurrency and faults."""
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -13,6 +16,8 @@ import httpx
 import openai
 import pytest
 import time_machine
+from django.conf import settings
+from django.db import connection
 
 from accounts.models import Account
 from billing import ledger
@@ -407,3 +412,74 @@ def test_it_meters_every_token_exactly_under_mixed_traffic_with_faults(live):
     assert charges == sum(r.billed_micros for r in found)
     assert acct.balance_micros == topups - charges
     assert all(r.cost_micros == 0 for r in found if r.status >= 500 and r.output_tokens == 0)
+
+
+# --- credits made outside the gateway's process ---------------------------------------------
+
+
+def _manage_credit(email: str, amount: str, reason: str) -> subprocess.CompletedProcess[str]:
+    """``manage.py credit`` in its own process, on the test database and this run's Redis."""
+    db = connection.settings_dict
+    url = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "REDIS_URL": settings.REDIS_URL or "",
+        "GATEWAY_BALANCE_RELOAD_MS": str(settings.GATEWAY_BALANCE_RELOAD_MS),
+    }
+    args = ["credit", "--email", email, "--amount", amount, "--reason", reason]
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="a second process needs the shared database"
+)
+@pytest.mark.parametrize("embedded", [False, True])
+def test_a_credit_from_manage_py_reaches_the_running_gateways_live_balance(
+    live, settings, embedded
+):
+    if embedded:
+        settings.REDIS_URL = ""
+        settings.GATEWAY_BALANCE_RELOAD_MS = 1500
+    elif not settings.REDIS_URL:
+        pytest.skip("needs REDIS_URL")
+    limits.reset_memory()
+    Plan.objects.filter(slug="test").update(window_tokens=10, tpm_limit=None, rpm_limit=None)
+    owner = factories.UserFactory.create()
+    acct = factories.account(owner=owner, plan_slug="test")
+    _, secret = factories.api_key(acct)
+    ledger.credit(account=acct, amount_micros=1, idempotency_key="one-micro")
+    client = openai.OpenAI(base_url=f"{live['url']}/openai/v1/", api_key=secret, max_retries=0)
+    msg = [{"role": "user", "content": "[[say: paid]]"}]
+    client.chat.completions.create(model="sim-gpt", messages=msg, max_tokens=5)  # the window's
+    with pytest.raises(openai.APIStatusError) as poor:
+        client.chat.completions.create(model="sim-gpt", messages=msg, max_tokens=1000)
+    assert poor.value.status_code == 402
+    assert limits.live_balance(acct.pk) == 1  # the gateway holds a live copy now
+
+    done = _manage_credit(owner.email, "5", "goodwill after an outage")
+    assert "new balance $5.00" in done.stdout
+    entry = LedgerEntry.objects.get(account=acct, kind=LedgerEntry.Kind.ADJUSTMENT)
+    assert (entry.amount_micros, entry.description) == (5_000_000, "goodwill after an outage")
+    if embedded:
+        # Another process's write cannot reach this process's memory: the copy is reloaded from
+        # the database once it is older than GATEWAY_BALANCE_RELOAD_MS.
+        assert "within 1.5 s" in done.stderr
+    else:
+        assert "Redis" in done.stderr
+    deadline = time.monotonic() + (3 if embedded else 0)
+    while True:
+        try:
+            paid = client.chat.completions.create(model="sim-gpt", messages=msg, max_tokens=1000)
+            break
+        except openai.APIStatusError as exc:
+            assert exc.status_code == 402 and time.monotonic() < deadline
+            time.sleep(0.2)
+    assert paid.choices[0].message.content == "paid"

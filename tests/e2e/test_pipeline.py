@@ -11,6 +11,7 @@ import time
 import wave
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import orjson
@@ -289,3 +290,84 @@ def test_a_batch_line_whose_upstream_fails_releases_its_reservation(
     assert record.route == f"{funded['openai'].slug}:sim-gpt+status=500"
     assert record.cost_micros == record.billed_micros == 0
     assert limits.live_balance(funded["account"].pk) in (None, TOP_UP)
+
+
+# --- upstream error bodies --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("surface", "status", "expected"),
+    [("openai", 500, 502), ("anthropic", 503, 502), ("openai", 400, 400), ("anthropic", 404, 404)],
+)
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_upstream_error_page_is_logged_never_echoed(
+    live: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
+    surface: str,
+    status: int,
+    expected: int,
+    stream: bool,
+) -> None:
+    """A mistaken provider URL (an internal service's HTML error page) tells the caller the status
+    and a short, safe message; the body goes to the operator's log, truncated."""
+    upstream = "sim-gpt" if surface == "openai" else "sim-claude"
+    model = f"sim-page-{status}"
+    factories.model(model, routes=[(live[surface], f"{upstream}+status={status}+error_page=1")])
+    body: dict[str, Any] = {
+        "model": model,
+        "max_tokens": 5,
+        "messages": [{"role": "user", "content": "hi"}],
+        "stream": stream,
+    }
+    path = "/openai/v1/chat/completions" if surface == "openai" else "/anthropic/v1/messages"
+    headers = {"authorization": f"Bearer {live['secret']}", "anthropic-version": "2023-06-01"}
+    with caplog.at_level("WARNING", logger="tokenfactory.upstream"):
+        answer = httpx.post(live["url"] + path, json=body, headers=headers, timeout=30)
+    assert answer.status_code == expected
+    text = answer.text
+    assert "hunter2" not in text and "<html" not in text and "admin-console" not in text
+    message = answer.json()["error"]["message"]
+    assert f"HTTP {status}" in message and len(message) < 300
+    logged = [r for r in caplog.records if r.name == "tokenfactory.upstream"]
+    assert logged and "hunter2" in logged[-1].getMessage()
+    assert getattr(logged[-1], "upstream_status", None) == status
+
+
+# --- streams whose upstream reports no usage -------------------------------------------------
+
+
+@pytest.mark.parametrize("client_surface", ["openai", "anthropic"])
+@pytest.mark.parametrize("upstream", ["openai", "anthropic"])
+def test_a_stream_without_upstream_usage_is_estimated_and_recorded_as_served(
+    funded: dict[str, Any], client_surface: str, upstream: str
+) -> None:
+    """Nothing is served at $0: a stream that ends normally without usage (an Anthropic upstream
+    that leaves it out, an OpenAI one that ignores stream_options.include_usage) is a 200 billed
+    on our token count, marked as an estimate; never a 499 or a free 200."""
+    upstream_model = "sim-gpt" if upstream == "openai" else "sim-claude"
+    factories.model("sim-quiet", routes=[(funded[upstream], f"{upstream_model}+usage=none")])
+    say = [{"role": "user", "content": "[[say: one two three four five]]"}]
+    if client_surface == "openai":
+        client = openai.OpenAI(
+            base_url=f"{funded['url']}/openai/v1/", api_key=funded["secret"], max_retries=0
+        )
+        chunks = client.chat.completions.create(
+            model="sim-quiet",
+            messages=say,
+            max_tokens=50,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    else:
+        aclient = anthropic.Anthropic(
+            base_url=f"{funded['url']}/anthropic", api_key=funded["secret"], max_retries=0
+        )
+        with aclient.messages.stream(model="sim-quiet", max_tokens=50, messages=say) as stream:
+            text = "".join(stream.text_stream)
+    assert text == "one two three four five"
+    record = wait_until_settled(funded["account"].pk, "chat")
+    assert (record.status, record.error_code) == (200, "")
+    assert record.is_estimate
+    assert record.input_tokens > 0 and record.output_tokens >= tokens.count_text(text) > 0
+    assert record.cost_micros > 0
