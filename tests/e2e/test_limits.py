@@ -407,3 +407,20 @@ def test_it_meters_every_token_exactly_under_mixed_traffic_with_faults(live):
     assert charges == sum(r.billed_micros for r in found)
     assert acct.balance_micros == topups - charges
     assert all(r.cost_micros == 0 for r in found if r.status >= 500 and r.output_tokens == 0)
+
+
+def test_it_reserves_the_output_ceiling_once_per_choice_of_n(live):
+    Plan.objects.filter(slug="test").update(window_tokens=100_000, tpm_limit=None, rpm_limit=None)
+    _, secret = keyed(live)
+    client = openai.OpenAI(base_url=f"{live['url']}/openai/v1/", api_key=secret, max_retries=0)
+    msg = [{"role": "user", "content": "hi"}]
+    # X-Token-Budget-Remaining is the window left once this request's reservation is held.
+    one = client.chat.completions.with_raw_response.create(
+        model="sim-gpt", messages=msg, max_tokens=2_000
+    )
+    assert 96_000 < int(one.headers["X-Token-Budget-Remaining"]) <= 98_000
+    five = client.chat.completions.with_raw_response.create(
+        model="sim-gpt", messages=msg, max_tokens=2_000, n=5
+    )
+    # n=5 may bill five answers of up to 2,000 tokens each: all five are held.
+    assert int(five.headers["X-Token-Budget-Remaining"]) <= 100_000 - 5 * 2_000
