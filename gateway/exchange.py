@@ -493,7 +493,7 @@ async def admit(
             ex.caller = caller
             ex.model = await resolve_model(ex.body, caller, kind=ex.model.kind)
         except limits.Refused as refused:
-            if on_full is not None and refused.reason in ("tpm", "rpm"):
+            if on_full is not None and refused.reason in limits.RATE_REFUSALS:
                 await on_full(refused)
                 continue
             ex.refusal_headers = refused.headers
@@ -525,6 +525,20 @@ def refusal_error(
             f"Rate limit exceeded: {caller.tpm_limit:,} tokens per minute for this key "
             f"(a request reserves its input plus max_tokens). Retry after {refused.retry_after}s, "
             "or lower max_tokens.",
+            retry_after=refused.retry_after,
+        )
+    if refused.reason == "account_rpm":
+        return errors.RateLimited(
+            f"Rate limit exceeded: {caller.account_rpm_limit:,} requests per minute for your "
+            f"account, all its keys together (your {caller.plan_name} plan's ceiling). "
+            f"Retry after {refused.retry_after}s.",
+            retry_after=refused.retry_after,
+        )
+    if refused.reason == "account_tpm":
+        return errors.RateLimited(
+            f"Rate limit exceeded: {caller.account_tpm_limit:,} tokens per minute for your "
+            f"account, all its keys together (your {caller.plan_name} plan's ceiling; a request "
+            f"reserves its input plus max_tokens). Retry after {refused.retry_after}s.",
             retry_after=refused.retry_after,
         )
     if refused.reason == "budget":

@@ -317,3 +317,18 @@ def test_nobody_sees_or_touches_anothers_keys(signed_in: Client, charlie: User) 
     assert signed_in.post(f"/keys/{key.pk}/rotate/", {"grace_hours": 1}).status_code == 404
     assert signed_in.post(f"/keys/{key.pk}/revoke/", {"confirm": "yes"}).status_code == 404
     assert keys.verify(secret) is not None
+
+
+def test_the_pages_say_which_limits_are_per_key_and_which_per_account(
+    signed_in: Client, alice: User
+) -> None:
+    keys_page = " ".join(signed_in.get("/keys/").content.decode().split())
+    assert "30 RPM and 10,000 TPM for each key on its own" in keys_page
+    assert "60 RPM and 20,000 TPM for all your keys together" in keys_page
+    assert "up to 3 active keys" in keys_page
+    plans_page = " ".join(signed_in.get("/plans/").content.decode().split())
+    assert "30 requests per minute per key, 60 for the account (all keys together)" in plans_page
+    assert "10,000 tokens per minute per key, 20,000 for the account" in plans_page
+    assert "Up to 3 active keys" in plans_page
+    home = " ".join(signed_in.get("/dashboard/").content.decode().split())
+    assert "60 RPM · 20,000 TPM" in home and "all your keys together" in home
