@@ -91,6 +91,49 @@ def issue(
     rpm_limit: int | None = None,
     tpm_limit: int | None = None,
 ) -> IssuedKey:
+    """A new key, refused past the plan's cap on active keys (``Plan.max_keys``)."""
+    with transaction.atomic():
+        # Lock the account row: two keys created at once cannot both take the last place.
+        locked = Account.objects.select_for_update().select_related("plan").get(pk=account.pk)
+        cap = locked.plan.max_keys
+        if cap is not None and active_count(locked) >= cap:
+            raise KeyError_(
+                f"your {locked.plan.name} plan allows {cap} active key{'s' if cap != 1 else ''}; "
+                "revoke one you no longer use, or change plan, to create another"
+            )
+        return _issue(
+            account=account,
+            name=name,
+            environment=environment,
+            created_by=created_by,
+            expires_at=expires_at,
+            allowed_models=allowed_models,
+            rpm_limit=rpm_limit,
+            tpm_limit=tpm_limit,
+        )
+
+
+def active_count(account: Account) -> int:
+    """The keys that count against the plan's cap: neither revoked, expired nor rotated away (a
+    rotated key in its grace period is on its way out; its successor counts)."""
+    return (
+        ApiKey.objects.filter(account=account, revoked_at__isnull=True, replaced_by__isnull=True)
+        .exclude(expires_at__lte=now())
+        .count()
+    )
+
+
+def _issue(
+    *,
+    account: Account,
+    name: str,
+    environment: str,
+    created_by: User | None,
+    expires_at: datetime | None,
+    allowed_models: list[str] | None,
+    rpm_limit: int | None,
+    tpm_limit: int | None,
+) -> IssuedKey:
     name = name.strip()
     if not name:
         raise KeyError_("give the key a name, e.g. 'production backend'")
@@ -142,7 +185,8 @@ def rotate(*, key: ApiKey, grace: timedelta | None = None, by: User | None = Non
             raise KeyError_(f"this key is {key.status} and cannot be rotated; create a new one")
         if key.replaced_by_id is not None:
             raise KeyError_("this key was already rotated; rotate its successor instead")
-        successor = issue(
+        # A rotation replaces a key: it never needs a place under the plan's cap.
+        successor = _issue(
             account=key.account,
             name=key.name,
             environment=key.environment,

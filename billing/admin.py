@@ -72,6 +72,9 @@ class PlanAdmin(admin.ModelAdmin[Plan]):
         "slug",
         "rpm_limit",
         "tpm_limit",
+        "account_rpm_limit",
+        "account_tpm_limit",
+        "max_keys",
         "window_kind",
         "window_hours",
         "window_tokens",
@@ -90,7 +93,21 @@ class PlanAdmin(admin.ModelAdmin[Plan]):
             None,
             {"fields": ("name", "slug", "description", "is_public", "is_default", "sort_order")},
         ),
-        ("Limits", {"fields": ("rpm_limit", "tpm_limit", "model_tiers")}),
+        (
+            "Limits",
+            {
+                "description": "RPM and TPM apply to each key on its own; the account limits "
+                "apply to all of an account's keys together.",
+                "fields": (
+                    "rpm_limit",
+                    "tpm_limit",
+                    "account_rpm_limit",
+                    "account_tpm_limit",
+                    "max_keys",
+                    "model_tiers",
+                ),
+            },
+        ),
         ("Token window", {"fields": ("window_kind", "window_hours", "window_tokens")}),
         ("Price", {"fields": ("monthly_price_micros", "stripe_price_id")}),
     )

@@ -17,6 +17,16 @@ class Plan(models.Model):
     # Empty limits mean "no cap" (Enterprise contracts).
     rpm_limit = models.PositiveIntegerField(null=True, blank=True, help_text="requests per minute")
     tpm_limit = models.PositiveIntegerField(null=True, blank=True, help_text="tokens per minute")
+    # RPM and TPM above apply to each key on its own; these cap the account, all keys together.
+    account_rpm_limit = models.PositiveIntegerField(
+        null=True, blank=True, help_text="requests per minute, all the account's keys together"
+    )
+    account_tpm_limit = models.PositiveIntegerField(
+        null=True, blank=True, help_text="tokens per minute, all the account's keys together"
+    )
+    max_keys = models.PositiveIntegerField(
+        null=True, blank=True, help_text="active API keys an account may hold"
+    )
     window_kind = models.CharField(max_length=20, choices=WindowKind, default=WindowKind.ROLLING)
     window_hours = models.PositiveIntegerField(default=24, help_text="length of a rolling window")
     window_tokens = models.BigIntegerField(null=True, blank=True, help_text="tokens per window")

@@ -30,8 +30,10 @@ class Caller:
     environment: str
     plan_slug: str
     plan_name: str
-    rpm_limit: int | None
+    rpm_limit: int | None  # this key's (the plan's per-key limit, or the key's own lower one)
     tpm_limit: int | None
+    account_rpm_limit: int | None  # the plan's, for all the account's keys together
+    account_tpm_limit: int | None
     window_kind: str
     window_hours: int
     window_tokens: int | None
@@ -78,6 +80,8 @@ def caller_for(key: ApiKey, version: int = 0) -> Caller:
         plan_name=plan.name,
         rpm_limit=_lowest(plan.rpm_limit, key.rpm_limit),
         tpm_limit=_lowest(plan.tpm_limit, key.tpm_limit),
+        account_rpm_limit=plan.account_rpm_limit,
+        account_tpm_limit=plan.account_tpm_limit,
         window_kind=plan.window_kind,
         window_hours=plan.window_hours,
         window_tokens=plan.window_tokens,

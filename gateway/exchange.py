@@ -21,7 +21,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import orjson
@@ -429,8 +429,20 @@ def _int_field(body: dict[str, Any], name: str) -> int | None:
     return value
 
 
-def check_chat(body: dict[str, Any], surface: str) -> tuple[bool, int | None]:
-    """Shape checks the upstream cannot be trusted to make for us; returns (stream, max_tokens)."""
+class ChatShape(NamedTuple):
+    """What admission needs from a chat body, checked: ``max_tokens`` is per choice, and an
+    OpenAI request asks for ``choices`` (its ``n``) answers, each up to that ceiling."""
+
+    stream: bool
+    max_tokens: int | None
+    choices: int
+
+
+MAX_CHOICES = 128  # OpenAI's own bound on ``n``
+
+
+def check_chat(body: dict[str, Any], surface: str) -> ChatShape:
+    """Shape checks the upstream cannot be trusted to make for us."""
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise errors.BadRequest("'messages' must be a non-empty array.", param="messages")
@@ -457,12 +469,21 @@ def check_chat(body: dict[str, Any], surface: str) -> tuple[bool, int | None]:
         max_tokens = _int_field(body, "max_tokens")
     else:
         max_tokens = _int_field(body, "max_completion_tokens") or _int_field(body, "max_tokens")
-    return stream, max_tokens
+    choices = 1
+    if surface != ANTHROPIC:
+        choices = _int_field(body, "n") or 1
+        if choices > MAX_CHOICES:
+            raise errors.BadRequest(f"'n' must be at most {MAX_CHOICES}.", param="n")
+    return ChatShape(stream=stream, max_tokens=max_tokens, choices=choices)
 
 
-def output_ceiling(model: ModelInfo, max_tokens: int | None) -> int:
-    """The output tokens a chat request reserves: what it asks for, capped by the model."""
-    return min(max_tokens or model.max_output_tokens or 4096, model.max_output_tokens or 1 << 30)
+def output_ceiling(model: ModelInfo, shape: ChatShape) -> int:
+    """The output tokens a chat request reserves: what it asks for per choice, capped by the
+    model, times the choices it asks for (``n``: each one is billed)."""
+    per_choice = min(
+        shape.max_tokens or model.max_output_tokens or 4096, model.max_output_tokens or 1 << 30
+    )
+    return per_choice * shape.choices
 
 
 # --- admission -------------------------------------------------------------------------------
@@ -508,7 +529,7 @@ async def admit(
             ex.caller = caller
             ex.model = await resolve_model(ex.body, caller, kind=ex.model.kind)
         except limits.Refused as refused:
-            if on_full is not None and refused.reason in ("tpm", "rpm"):
+            if on_full is not None and refused.reason in limits.RATE_REFUSALS:
                 await on_full(refused)
                 continue
             ex.refusal_headers = refused.headers
@@ -540,6 +561,20 @@ def refusal_error(
             f"Rate limit exceeded: {caller.tpm_limit:,} tokens per minute for this key "
             f"(a request reserves its input plus max_tokens). Retry after {refused.retry_after}s, "
             "or lower max_tokens.",
+            retry_after=refused.retry_after,
+        )
+    if refused.reason == "account_rpm":
+        return errors.RateLimited(
+            f"Rate limit exceeded: {caller.account_rpm_limit:,} requests per minute for your "
+            f"account, all its keys together (your {caller.plan_name} plan's ceiling). "
+            f"Retry after {refused.retry_after}s.",
+            retry_after=refused.retry_after,
+        )
+    if refused.reason == "account_tpm":
+        return errors.RateLimited(
+            f"Rate limit exceeded: {caller.account_tpm_limit:,} tokens per minute for your "
+            f"account, all its keys together (your {caller.plan_name} plan's ceiling; a request "
+            f"reserves its input plus max_tokens). Retry after {refused.retry_after}s.",
             retry_after=refused.retry_after,
         )
     if refused.reason == "budget":

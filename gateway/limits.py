@@ -1,12 +1,13 @@
 """Whether a request may run, and settling it afterwards.
 
 Admission checks and reserves, in one atomic step: the key's requests and tokens this minute (RPM,
-TPM: input estimate plus the output ceiling), the account's token window, and, when the window
-cannot cover the request, the prepaid balance at the model's prices. Settlement swaps the
-reservation for the exact usage and hands the usage record to metering. With Redis both steps are
-one Lua script call each (one round trip on the multiplexed connection of ``store.call``), shared
-by every gateway process; without Redis (the embedded default, one process) the same rules run on
-in-process dictionaries.
+TPM: input estimate plus the output ceiling), the same for all the account's keys together (the
+plan's account-wide ceiling: more keys do not mean more capacity), the account's token window,
+and, when the window cannot cover the request, the prepaid balance at the model's prices.
+Settlement swaps the reservation for the exact usage and hands the usage record to metering. With
+Redis both steps are one Lua script call each (one round trip on the multiplexed connection of
+``store.call``), shared by every gateway process; without Redis (the embedded default, one
+process) the same rules run on in-process dictionaries.
 
 The contract is named: ``admit`` builds one AdmitRequest, either limiter answers a Decision, and
 settling takes a Settlement. When a limiter has no live copy of the account's window or balance
@@ -43,6 +44,8 @@ INFLIGHT_KEY = "tf:inflight"
 USAGE_STREAM = "tf:usage"
 logger = logging.getLogger("tokenfactory.limits")
 _UNLIMITED = -1
+# Refusals that a minute's passing lifts: the key's RPM/TPM, or the account's (all keys together).
+RATE_REFUSALS = ("rpm", "tpm", "account_rpm", "account_tpm")
 _SHAS: dict[str, str] = {}
 
 
@@ -74,6 +77,7 @@ class Admission:
     paid: bool
     reserved_micros: int
     headers: dict[str, str] = field(default_factory=dict)
+    account_tpm_reserved: int = 0
     settled: bool = False
     local: bool = False  # admitted on this process's counters while Redis was down
 
@@ -88,8 +92,10 @@ class AdmitRequest:
     request_id: str
     key_version: int
     counts_rpm: bool
-    rpm_limit: int
+    rpm_limit: int  # the key's
     tpm_limit: int
+    account_rpm_limit: int  # all the account's keys together
+    account_tpm_limit: int
     reserve_tokens: int  # input estimate plus the output ceiling
     window_kind: str  # "none" (no window limit), "rolling" or "calendar_month"
     window_hours: int
@@ -109,10 +115,10 @@ class AdmitRequest:
 
 @dataclass(slots=True, kw_only=True)
 class Decision:
-    """What admission answered, by name. ``outcome`` is "ok", a refusal ("rpm", "tpm",
-    "budget", "balance"), "stale" (the key changed), or "need_window"/"need_balance" (load the
-    persisted state and ask again). Both limiters return one; the Redis script's reply becomes
-    one in ``_decision`` only."""
+    """What admission answered, by name. ``outcome`` is "ok", a refusal ("rpm", "tpm" for the
+    key; "account_rpm", "account_tpm" for all the account's keys; "budget", "balance"), "stale"
+    (the key changed), or "need_window"/"need_balance" (load the persisted state and ask again).
+    Both limiters return one; the Redis script's reply becomes one in ``_decision`` only."""
 
     outcome: str
     rpm_used: int = 0
@@ -121,6 +127,7 @@ class Decision:
     window_start_ms: int = 0
     window_end_ms: int = 0
     tpm_reserved: int = 0
+    account_tpm_reserved: int = 0
     window_reserved: int = 0
     paid: bool = False
     cost_micros: int = 0
@@ -142,6 +149,7 @@ class Settlement:
     paid: bool
     reserved_micros: int
     billed_micros: int
+    account_tpm_reserved: int = 0  # 0: no account-wide TPM limit (or the reaper)
 
     @classmethod
     def of(cls, admission: Admission, *, tokens: int, billed_micros: int) -> Settlement:
@@ -158,6 +166,7 @@ class Settlement:
             paid=admission.paid,
             reserved_micros=admission.reserved_micros,
             billed_micros=billed_micros,
+            account_tpm_reserved=admission.account_tpm_reserved,
         )
 
 
@@ -210,6 +219,8 @@ async def admit(
         counts_rpm=counts_rpm,
         rpm_limit=_limit(caller.rpm_limit),
         tpm_limit=_limit(caller.tpm_limit),
+        account_rpm_limit=_limit(caller.account_rpm_limit),
+        account_tpm_limit=_limit(caller.account_tpm_limit),
         reserve_tokens=max(1, input_tokens + max_output_tokens),
         window_kind=caller.window_kind if window_limit != _UNLIMITED else "none",
         window_hours=caller.window_hours,
@@ -296,6 +307,7 @@ def _admission(d: Decision, caller: Caller, model: ModelInfo, req: AdmitRequest)
             model=model,
             minute=req.now_ms // 60_000,
             tpm_reserved=d.tpm_reserved,
+            account_tpm_reserved=d.account_tpm_reserved,
             window_start_ms=d.window_start_ms,
             window_reserved=d.window_reserved,
             paid=d.paid,
@@ -305,7 +317,7 @@ def _admission(d: Decision, caller: Caller, model: ModelInfo, req: AdmitRequest)
     if d.outcome == "stale":
         raise Stale()
     now_s = req.now_ms / 1000
-    if d.outcome in ("rpm", "tpm"):
+    if d.outcome in RATE_REFUSALS:
         headers = _headers(caller, d.rpm_used, d.reset_s, window_remaining)
         retry = max(1, math.ceil(d.reset_s - now_s))
         raise Refused(d.outcome, retry_after=retry, headers=headers)
@@ -459,6 +471,7 @@ local reset_s = (math.floor(now / 60000) + 1) * 60
 local rpm_used = 0
 local counts_rpm = a.counts_rpm and a.rpm_limit >= 0
 if counts_rpm then rpm_used = tonumber(redis.call('GET', KEYS[1]) or '0') end
+local counts_arpm = a.counts_rpm and a.account_rpm_limit >= 0
 local kind = a.window_kind
 local wstart, wend, wused, wres = 0, 0, 0, 0
 if kind ~= 'none' then
@@ -482,12 +495,25 @@ if counts_rpm and rpm_used >= a.rpm_limit then
   return {'outcome', 'rpm', 'rpm_used', rpm_used, 'reset_s', reset_s,
     'window_remaining', remaining}
 end
+if counts_arpm and tonumber(redis.call('GET', KEYS[7]) or '0') >= a.account_rpm_limit then
+  return {'outcome', 'account_rpm', 'rpm_used', rpm_used, 'reset_s', reset_s,
+    'window_remaining', remaining}
+end
 local reserve = a.reserve_tokens
 local tpm_limit = a.tpm_limit
 if tpm_limit >= 0 then
   if reserve > tpm_limit then reserve = tpm_limit end
   if tonumber(redis.call('GET', KEYS[2]) or '0') + reserve > tpm_limit then
     return {'outcome', 'tpm', 'rpm_used', rpm_used, 'reset_s', reset_s,
+      'window_remaining', remaining}
+  end
+end
+local areserve = 0
+local atpm_limit = a.account_tpm_limit
+if atpm_limit >= 0 then
+  areserve = math.min(a.reserve_tokens, atpm_limit)
+  if tonumber(redis.call('GET', KEYS[8]) or '0') + areserve > atpm_limit then
+    return {'outcome', 'account_tpm', 'rpm_used', rpm_used, 'reset_s', reset_s,
       'window_remaining', remaining}
   end
 end
@@ -528,6 +554,10 @@ end
 if tpm_limit >= 0 and redis.call('INCRBY', KEYS[2], reserve) == reserve then
   redis.call('EXPIRE', KEYS[2], 120)
 end
+if counts_arpm and redis.call('INCR', KEYS[7]) == 1 then redis.call('EXPIRE', KEYS[7], 120) end
+if atpm_limit >= 0 and redis.call('INCRBY', KEYS[8], areserve) == areserve then
+  redis.call('EXPIRE', KEYS[8], 120)
+end
 -- What the reaper needs to release this reservation if the process serving it dies.
 local entry = a.inflight
 entry.window_start_ms, entry.window_reserved, entry.paid, entry.cost_micros =
@@ -536,7 +566,7 @@ redis.call('HSET', KEYS[6], a.request_id, cjson.encode(entry))
 return {'outcome', 'ok', 'rpm_used', rpm_used, 'reset_s', reset_s,
   'window_remaining', remaining, 'paid', paid, 'window_start_ms', wstart,
   'window_end_ms', wend, 'tpm_reserved', reserve, 'window_reserved', wreserve,
-  'cost_micros', cost}
+  'cost_micros', cost, 'account_tpm_reserved', areserve}
 """
 )
 
@@ -548,6 +578,10 @@ local actual = s.tokens
 if s.tpm_reserved > 0 and redis.call('EXISTS', KEYS[1]) == 1 then
   local now_used = redis.call('INCRBY', KEYS[1], actual - s.tpm_reserved)
   if now_used < 0 then redis.call('SET', KEYS[1], 0, 'KEEPTTL') end
+end
+if s.account_tpm_reserved > 0 and redis.call('EXISTS', KEYS[6]) == 1 then
+  local now_used = redis.call('INCRBY', KEYS[6], actual - s.account_tpm_reserved)
+  if now_used < 0 then redis.call('SET', KEYS[6], 0, 'KEEPTTL') end
 end
 local wstart = s.window_start_ms
 if wstart > 0 and tonumber(redis.call('HGET', KEYS[2], 'start') or '0') == wstart then
@@ -607,6 +641,8 @@ class RedisLimiter:
             f"tf:bal:{caller.account_id}",
             CHANGE_PREFIX + caller.key_hash,
             INFLIGHT_KEY,
+            f"tf:arpm:{caller.account_id}:{minute}",
+            f"tf:atpm:{caller.account_id}:{minute}",
         ]
         return _decision(await self._run(_ADMIT, keys, [orjson.dumps(req)]))
 
@@ -622,6 +658,7 @@ def _settle_keys(s: Settlement) -> list[str]:
         f"tf:bal:{s.account_id}",
         INFLIGHT_KEY,
         USAGE_STREAM,
+        f"tf:atpm:{s.account_id}:{s.minute}",
     ]
 
 
@@ -658,7 +695,12 @@ class MemoryLimiter:
         if req.balance_micros is not None:
             # Loaded with the window from the account row: kept now (see the Lua script).
             self.balances.setdefault(caller.account_id, req.balance_micros)
+        arpm_key, atpm_key = (
+            f"arpm:{caller.account_id}:{minute}",
+            f"atpm:{caller.account_id}:{minute}",
+        )
         counts_rpm = req.counts_rpm and req.rpm_limit >= 0
+        counts_arpm = req.counts_rpm and req.account_rpm_limit >= 0
         rpm_used = self.counters.get(rpm_key, 0) if counts_rpm else 0
         kind = req.window_kind
         wstart = wend = wused = wres = 0
@@ -687,12 +729,29 @@ class MemoryLimiter:
             return Decision(
                 outcome="rpm", rpm_used=rpm_used, reset_s=reset_s, window_remaining=remaining
             )
+        if counts_arpm and self.counters.get(arpm_key, 0) >= req.account_rpm_limit:
+            return Decision(
+                outcome="account_rpm",
+                rpm_used=rpm_used,
+                reset_s=reset_s,
+                window_remaining=remaining,
+            )
         reserve = req.reserve_tokens
         if req.tpm_limit >= 0:
             reserve = min(reserve, req.tpm_limit)
             if self.counters.get(tpm_key, 0) + reserve > req.tpm_limit:
                 return Decision(
                     outcome="tpm", rpm_used=rpm_used, reset_s=reset_s, window_remaining=remaining
+                )
+        areserve = 0
+        if req.account_tpm_limit >= 0:
+            areserve = min(req.reserve_tokens, req.account_tpm_limit)
+            if self.counters.get(atpm_key, 0) + areserve > req.account_tpm_limit:
+                return Decision(
+                    outcome="account_tpm",
+                    rpm_used=rpm_used,
+                    reset_s=reset_s,
+                    window_remaining=remaining,
                 )
         paid = False
         cost = wreserve = 0
@@ -732,6 +791,10 @@ class MemoryLimiter:
             self.counters[rpm_key] = rpm_used
         if req.tpm_limit >= 0:
             self.counters[tpm_key] = self.counters.get(tpm_key, 0) + reserve
+        if counts_arpm:
+            self.counters[arpm_key] = self.counters.get(arpm_key, 0) + 1
+        if req.account_tpm_limit >= 0:
+            self.counters[atpm_key] = self.counters.get(atpm_key, 0) + areserve
         self.inflight[req.request_id] = {
             **req.inflight,
             "window_start_ms": wstart,
@@ -748,6 +811,7 @@ class MemoryLimiter:
             window_start_ms=wstart,
             window_end_ms=wend,
             tpm_reserved=reserve,
+            account_tpm_reserved=areserve,
             window_reserved=wreserve,
             cost_micros=cost,
         )
@@ -781,6 +845,11 @@ class MemoryLimiter:
         tpm_key = f"tpm:{s.key_id}:{s.minute}"
         if s.tpm_reserved > 0 and tpm_key in self.counters:
             self.counters[tpm_key] = max(0, self.counters[tpm_key] + s.tokens - s.tpm_reserved)
+        atpm_key = f"atpm:{s.account_id}:{s.minute}"
+        if s.account_tpm_reserved > 0 and atpm_key in self.counters:
+            self.counters[atpm_key] = max(
+                0, self.counters[atpm_key] + s.tokens - s.account_tpm_reserved
+            )
         w = self.windows.get(s.account_id)
         if s.window_start_ms and w is not None and w["start"] == s.window_start_ms:
             w["reserved"] -= s.window_reserved

@@ -194,11 +194,11 @@ class _Runner:
             data = await exchange.embed(ex, counted_tokens=counted)
             return _Outcome(BatchLine.Status.SUCCEEDED, 200, data)
         model = await exchange.resolve(ex, kind="chat")
-        _, max_tokens = exchange.check_chat(body, self.surface)
+        shape = exchange.check_chat(body, self.surface)
         await exchange.admit(
             ex,
             input_tokens=tokens.count_request(body),
-            ceiling=exchange.output_ceiling(model, max_tokens),
+            ceiling=exchange.output_ceiling(model, shape),
             on_full=self._wait,
         )
         return _Outcome(BatchLine.Status.SUCCEEDED, 200, await exchange.complete_chat(ex))

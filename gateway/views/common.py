@@ -57,11 +57,12 @@ async def chat(ex: Exchange, request: HttpRequest) -> HttpResponseBase:
     """Chat on either surface (/v1/chat/completions, /v1/messages)."""
     ex.body = exchange.read_json(request)
     model = await exchange.resolve(ex, kind="chat")
-    ex.stream, max_tokens = exchange.check_chat(ex.body, ex.surface)
+    shape = exchange.check_chat(ex.body, ex.surface)
+    ex.stream = shape.stream
     await exchange.admit(
         ex,
         input_tokens=tokens.estimate_request_tokens(len(request.body)),
-        ceiling=exchange.output_ceiling(model, max_tokens),
+        ceiling=exchange.output_ceiling(model, shape),
     )
     if ex.stream:
         return exchange.reply_stream(ex, await exchange.open_chat_stream(ex))

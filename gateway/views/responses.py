@@ -31,11 +31,12 @@ async def _create(ex: Exchange, request: HttpRequest) -> HttpResponseBase:
     except TranslationError as exc:
         raise errors.BadRequest(exc.message, param=exc.param) from exc
     model = await exchange.resolve(ex, kind="chat")
-    ex.stream, max_tokens = exchange.check_chat(ex.body, OPENAI)
+    shape = exchange.check_chat(ex.body, OPENAI)
+    ex.stream = shape.stream
     await exchange.admit(
         ex,
         input_tokens=tokens.estimate_request_tokens(len(request.body)),
-        ceiling=exchange.output_ceiling(model, max_tokens),
+        ceiling=exchange.output_ceiling(model, shape),
     )
     if ex.stream:
         chunks = await exchange.open_chat_stream(ex)

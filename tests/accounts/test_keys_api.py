@@ -305,3 +305,32 @@ def test_the_database_never_holds_a_key_in_the_clear(api: Client) -> None:
         assert secret not in dump
         assert secret.rpartition("-")[2] not in dump
         assert keys.hash_key(secret) in dump
+
+
+def test_it_refuses_a_key_past_the_plans_cap_on_active_keys(api: Client, alice: User) -> None:
+    account = account_for(alice)
+    assert account.plan.max_keys == 3  # the Test plan's seed value
+    first, *_ = [create(api, name=f"k{i}")["id"] for i in range(3)]
+    response = post(api, "/api/keys/", {"name": "fourth"})
+    assert response.status_code == 400
+    message = response.json()["error"]["message"]
+    assert "allows 3 active keys" in message and "revoke" in message
+    assert keys.active_count(account) == 3
+    # Rotating replaces a key: it is never refused, and leaves three active keys.
+    assert post(api, f"/api/keys/{first}/rotate/").status_code in (200, 201)
+    assert keys.active_count(account) == 3
+    # Revoking one frees its place; an expired key holds none either.
+    second = ApiKey.objects.filter(account=account, replaced_by__isnull=True).first()
+    assert second is not None
+    keys.revoke(key=second)
+    create(api, name="fourth")
+    ApiKey.objects.filter(account=account, name="fourth").update(
+        expires_at=datetime.now(tz=UTC) - timedelta(seconds=1)
+    )
+    create(api, name="fifth")
+    with pytest.raises(keys.KeyError_, match="allows 3 active keys"):
+        factories.api_key(account, name="sixth")
+    # The operator raises the cap in the admin (a plan field): the next key fits.
+    account.plan.max_keys = 4
+    account.plan.save(update_fields=["max_keys"])
+    factories.api_key(account, name="sixth")

@@ -425,3 +425,18 @@ def test_email_lookups_use_an_index(db: None) -> None:
         cursor.execute("SET LOCAL enable_seqscan = off")
     plan = User.objects.filter(email__iexact="someone@example.com").explain()
     assert "user_email_upper" in plan, plan
+
+
+def test_the_pages_say_which_limits_are_per_key_and_which_per_account(
+    signed_in: Client, alice: User
+) -> None:
+    keys_page = " ".join(signed_in.get("/keys/").content.decode().split())
+    assert "30 RPM and 10,000 TPM for each key on its own" in keys_page
+    assert "60 RPM and 20,000 TPM for all your keys together" in keys_page
+    assert "up to 3 active keys" in keys_page
+    plans_page = " ".join(signed_in.get("/plans/").content.decode().split())
+    assert "30 requests per minute per key, 60 for the account (all keys together)" in plans_page
+    assert "10,000 tokens per minute per key, 20,000 for the account" in plans_page
+    assert "Up to 3 active keys" in plans_page
+    home = " ".join(signed_in.get("/dashboard/").content.decode().split())
+    assert "60 RPM · 20,000 TPM" in home and "all your keys together" in home

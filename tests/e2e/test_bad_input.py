@@ -165,6 +165,7 @@ CHAT_FIELDS: dict[tuple[Any, ...], list[Any]] = {
     ("messages", 0, "role"): [None, "x", "robot"],
     ("stream",): ["true", "x", 1],
     ("max_tokens",): [True, -5, 1.5, "5", "x"],
+    ("n",): [0, -1, 129, 2.5, "2", True],
 }
 
 
@@ -177,6 +178,7 @@ def test_it_refuses_fuzzed_openai_chat_bodies_in_the_openai_envelope(env, path):
 @pytest.mark.parametrize("path", ["/anthropic/v1/messages", "/v1/messages"])
 def test_it_refuses_fuzzed_anthropic_message_bodies_in_the_anthropic_envelope(env, path):
     fields = dict(CHAT_FIELDS)
+    del fields[("n",)]  # OpenAI's field; the Messages API has none
     fields[("max_tokens",)] = [None, -5, 1.5, "5"]
     fields[("model",)] = [None, "no-such-model", "sim-embed"]
     required = [("model",), ("messages",), ("max_tokens",)]

@@ -76,7 +76,13 @@ def test_it_resumes_after_kill_9_and_runs_and_bills_every_line_once(live: dict[s
     from tokenfactory.celery import app
 
     app.control.purge()
-    Plan.objects.filter(slug="test").update(window_tokens=1, rpm_limit=None, tpm_limit=None)
+    Plan.objects.filter(slug="test").update(
+        window_tokens=1,
+        rpm_limit=None,
+        account_rpm_limit=None,
+        tpm_limit=None,
+        account_tpm_limit=None,
+    )
     acct = factories.account(plan_slug="test")
     _, secret = factories.api_key(acct)
     ledger.credit(account=acct, amount_micros=5_000_000, idempotency_key="worker-topup")

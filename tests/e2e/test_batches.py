@@ -187,7 +187,9 @@ def test_it_runs_an_anthropic_batch_on_both_protocols(live):
 
 
 def test_it_bills_past_the_window_at_half_price_without_counting_rpm(live):
-    Plan.objects.filter(slug="test").update(window_tokens=1, rpm_limit=1, tpm_limit=None)
+    Plan.objects.filter(slug="test").update(
+        window_tokens=1, rpm_limit=1, tpm_limit=None, account_tpm_limit=None
+    )
     acct = factories.account(plan_slug="test")
     _, secret = factories.api_key(acct)
     ledger.credit(account=acct, amount_micros=1_000_000, idempotency_key="batch-topup")

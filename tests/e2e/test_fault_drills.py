@@ -230,7 +230,13 @@ def _assert_books(acct: Any, served_ids: set[str], sim_url: str) -> None:
 
 def _funded(plan: str = "test") -> tuple[Any, str]:
     # A small window, so that part of the traffic is paid from the balance and charges move.
-    Plan.objects.filter(slug="test").update(window_tokens=1_500, rpm_limit=None, tpm_limit=None)
+    Plan.objects.filter(slug="test").update(
+        window_tokens=1_500,
+        rpm_limit=None,
+        account_rpm_limit=None,
+        tpm_limit=None,
+        account_tpm_limit=None,
+    )
     acct = factories.account(owner=factories.UserFactory.create(), plan_slug=plan)
     _, secret = factories.api_key(acct)
     ledger.credit(account=acct, amount_micros=50_000_000, idempotency_key=f"drill-{acct.pk}")

@@ -109,7 +109,13 @@ def test_it_lets_the_openai_sdks_own_retry_honour_retry_after(live):
 
 
 def test_a_ledger_credit_moves_the_live_balance_at_once(live):
-    Plan.objects.filter(slug="test").update(window_tokens=300, tpm_limit=None, rpm_limit=None)
+    Plan.objects.filter(slug="test").update(
+        window_tokens=300,
+        tpm_limit=None,
+        account_tpm_limit=None,
+        rpm_limit=None,
+        account_rpm_limit=None,
+    )
     acct, secret = keyed(live)
     client = openai.OpenAI(base_url=f"{live['url']}/openai/v1/", api_key=secret, max_retries=0)
     msg = [{"role": "user", "content": "[[say: one two three]]"}]
@@ -154,7 +160,13 @@ def test_the_billing_page_shows_the_live_window_not_only_the_persisted_one(live)
 
 
 def test_it_pays_a_crossing_request_from_the_balance_then_refuses_with_token_budget_exceeded(live):
-    Plan.objects.filter(slug="test").update(window_tokens=300, tpm_limit=None, rpm_limit=None)
+    Plan.objects.filter(slug="test").update(
+        window_tokens=300,
+        tpm_limit=None,
+        account_tpm_limit=None,
+        rpm_limit=None,
+        account_rpm_limit=None,
+    )
     acct, secret = keyed(live)
     client = openai.OpenAI(base_url=f"{live['url']}/openai/v1/", api_key=secret, max_retries=0)
     msg = [{"role": "user", "content": "[[say: one two three]]"}]
@@ -226,7 +238,13 @@ def test_it_admits_a_hundred_concurrent_first_requests_while_it_loads_the_accoun
     the admission sets them, all at once, only where still absent. Concurrent first requests
     once saw a half-set window and answered 503."""
     # A window a few requests fill, so most of the hundred are paid from the balance too.
-    Plan.objects.filter(slug="test").update(window_tokens=200, tpm_limit=None, rpm_limit=None)
+    Plan.objects.filter(slug="test").update(
+        window_tokens=200,
+        tpm_limit=None,
+        account_tpm_limit=None,
+        rpm_limit=None,
+        account_rpm_limit=None,
+    )
     acct, secret = keyed(live)
     acct.balance_micros = 10**12
     acct.save(update_fields=["balance_micros"])
@@ -330,7 +348,13 @@ def test_it_meters_every_token_exactly_under_mixed_traffic_with_faults(live):
     """Many requests on both surfaces, streamed and not, with upstream failures, drops and client
     hang-ups: usage records add up to what the simulator served, and the balance to top-ups minus
     charges, to the micro-dollar."""
-    Plan.objects.filter(slug="test").update(window_tokens=2_000, rpm_limit=None, tpm_limit=None)
+    Plan.objects.filter(slug="test").update(
+        window_tokens=2_000,
+        rpm_limit=None,
+        account_rpm_limit=None,
+        tpm_limit=None,
+        account_tpm_limit=None,
+    )
     acct, secret = keyed(live, plan="test")
     ledger.credit(account=acct, amount_micros=50_000_000, idempotency_key="mixed-topup")
     factories.model("sim-flap", routes=[(live["openai"], "sim-gpt+fail_every=3")])
@@ -483,3 +507,46 @@ def test_a_credit_from_manage_py_reaches_the_running_gateways_live_balance(
             assert exc.status_code == 402 and time.monotonic() < deadline
             time.sleep(0.2)
     assert paid.choices[0].message.content == "paid"
+
+
+def test_it_reserves_the_output_ceiling_once_per_choice_of_n(live):
+    Plan.objects.filter(slug="test").update(
+        window_tokens=100_000,
+        tpm_limit=None,
+        account_tpm_limit=None,
+        rpm_limit=None,
+        account_rpm_limit=None,
+    )
+    _, secret = keyed(live)
+    client = openai.OpenAI(base_url=f"{live['url']}/openai/v1/", api_key=secret, max_retries=0)
+    msg = [{"role": "user", "content": "hi"}]
+    # X-Token-Budget-Remaining is the window left once this request's reservation is held.
+    one = client.chat.completions.with_raw_response.create(
+        model="sim-gpt", messages=msg, max_tokens=2_000
+    )
+    assert 96_000 < int(one.headers["X-Token-Budget-Remaining"]) <= 98_000
+    five = client.chat.completions.with_raw_response.create(
+        model="sim-gpt", messages=msg, max_tokens=2_000, n=5
+    )
+    # n=5 may bill five answers of up to 2,000 tokens each: all five are held.
+    assert int(five.headers["X-Token-Budget-Remaining"]) <= 100_000 - 5 * 2_000
+
+
+def test_more_keys_do_not_multiply_the_plans_rpm(live):
+    # Test plan: 30 RPM per key, 60 for the account, 3 keys at most. Three keys used to serve 90.
+    Plan.objects.filter(slug="test").update(tpm_limit=None, account_tpm_limit=None)
+    acct, first = keyed(live)
+    secrets = [first] + [factories.api_key(acct, name=f"k{i}")[1] for i in (2, 3)]
+    with time_machine.travel(time.time() - (time.time() % 60) + 5, tick=True):
+
+        async def all_keys() -> list[httpx.Response]:
+            bursts = [_burst(live["url"], secret, 40) for secret in secrets]
+            return [r for rs in await asyncio.gather(*bursts) for r in rs]
+
+        responses = asyncio.run(all_keys())
+    statuses = [r.status_code for r in responses]
+    assert statuses.count(200) == 60
+    assert statuses.count(429) == 60
+    messages = {r.json()["error"]["message"] for r in responses if r.status_code == 429}
+    account_wide = "60 requests per minute for your account, all its keys together"
+    assert any(account_wide in m for m in messages)

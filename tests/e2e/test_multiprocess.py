@@ -119,7 +119,13 @@ def test_two_processes_admit_a_hundred_concurrent_first_requests_of_a_new_accoun
 
     from billing.models import Plan
 
-    Plan.objects.filter(slug="test").update(window_tokens=200, tpm_limit=None, rpm_limit=None)
+    Plan.objects.filter(slug="test").update(
+        window_tokens=200,
+        tpm_limit=None,
+        account_tpm_limit=None,
+        rpm_limit=None,
+        account_rpm_limit=None,
+    )
     acct = factories.account(plan_slug="test", balance_micros=10**12)
     _, secret = factories.api_key(acct)
     urls = (live["url"], second_gateway)

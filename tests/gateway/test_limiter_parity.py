@@ -57,15 +57,19 @@ class Harness:
     """One account and key on one limiter; every step appends what it saw to ``seen``."""
 
     caller: Caller
+    others: list[Caller] = field(default_factory=list)  # more keys of the same account
     seen: list[Any] = field(default_factory=list)
     admitted: dict[str, limits.Admission] = field(default_factory=dict)
     counter: int = 0
 
-    async def admit(self, name: str, input_tokens: int, output_tokens: int, **kw: Any) -> None:
+    async def admit(
+        self, name: str, input_tokens: int, output_tokens: int, *, key: int = 0, **kw: Any
+    ) -> None:
+        """Admit on the account's first key, or (``key=1``...) on another of its keys."""
         self.counter += 1
         try:
             adm = await limits.admit(
-                self.caller,
+                self.caller if key == 0 else self.others[key - 1],
                 MODEL,
                 input_tokens=input_tokens,
                 max_output_tokens=output_tokens,
@@ -89,7 +93,7 @@ class Harness:
         record = UsageRecord(
             request_id=adm.request_id,
             account_id=self.caller.account_id,
-            key_id=self.caller.key_id,
+            key_id=adm.caller.key_id,
             surface="openai",
             model=MODEL.model_id,
             status=200,
@@ -117,6 +121,8 @@ def _caller(acct: Account, key_id: int, key_hash: str, **limits_: Any) -> Caller
     values: dict[str, Any] = {
         "rpm_limit": None,
         "tpm_limit": None,
+        "account_rpm_limit": None,
+        "account_tpm_limit": None,
         "window_kind": "rolling",
         "window_hours": 5,
         "window_tokens": None,
@@ -151,6 +157,22 @@ async def tpm(h: Harness) -> None:
     await h.admit("c full", 1, 0)
     await h.settle("a 500", 100)  # 400 of the minute's tokens come back
     await h.admit("d 300", 200, 100)
+
+
+async def account_rpm(h: Harness) -> None:
+    for name in ("first", "second", "third"):
+        await h.admit(name, 10, 10)
+    await h.admit("other key", 10, 10, key=1)  # the key has room, and so has the account
+    await h.admit("account full", 10, 10, key=1)  # the key has room; the account has none
+    await h.admit("batch line", 10, 10, key=1, counts_rpm=False)
+
+
+async def account_tpm(h: Harness) -> None:
+    await h.admit("a 600", 500, 100)
+    await h.admit("b 500", 400, 100, key=1)  # the key has no TPM limit; the account is full
+    await h.settle("a 600", 100)  # 500 of the account's minute come back
+    await h.admit("c 500", 400, 100, key=1)
+    await h.admit("d 500", 400, 100)
 
 
 async def window_open_and_reset(h: Harness) -> None:
@@ -279,6 +301,40 @@ case(
         ("headers", "c full", hdr()),
         ("ok", "d 300", False, 0),
         ("headers", "d 300", hdr()),
+    ],
+)
+case(
+    "account rpm, across keys",
+    {"rpm_limit": 2, "account_rpm_limit": 3, "keys": 2},
+    account_rpm,
+    [
+        ("ok", "first", False, 0),
+        ("headers", "first", hdr(rpm=(2, 1))),
+        ("ok", "second", False, 0),
+        ("headers", "second", hdr(rpm=(2, 0))),
+        ("refused", "third", "rpm", 55),
+        ("headers", "third", hdr(rpm=(2, 0))),
+        ("ok", "other key", False, 0),
+        ("headers", "other key", hdr(rpm=(2, 1))),
+        ("refused", "account full", "account_rpm", 55),
+        ("headers", "account full", hdr(rpm=(2, 1))),
+        ("ok", "batch line", False, 0),
+        ("headers", "batch line", hdr(rpm=(2, 2))),
+    ],
+)
+case(
+    "account tpm, across keys",
+    {"account_tpm_limit": 1000, "keys": 2},
+    account_tpm,
+    [
+        ("ok", "a 600", False, 0),
+        ("headers", "a 600", hdr()),
+        ("refused", "b 500", "account_tpm", 55),
+        ("headers", "b 500", hdr()),
+        ("ok", "c 500", False, 0),
+        ("headers", "c 500", hdr()),
+        ("refused", "d 500", "account_tpm", 55),
+        ("headers", "d 500", hdr()),
     ],
 )
 case(
@@ -437,6 +493,7 @@ def _run(account: dict[str, Any], run: Case) -> list[Any]:
     balance = account.pop("balance", 0)
     started_ago_ms = account.pop("started_ago_ms", None)
     used = account.pop("used", 0)
+    key_count = account.pop("keys", 1)
     acct = factories.account(balance_micros=balance)
     if started_ago_ms is not None:
         acct.window_started_at = datetime.fromtimestamp((T0_MS - started_ago_ms) / 1000, tz=UTC)
@@ -449,7 +506,17 @@ def _run(account: dict[str, Any], run: Case) -> list[Any]:
     caller = dataclasses.replace(
         _caller(acct, key.pk, key.key_hash, **account), version=authenticated.version
     )
-    h = Harness(caller=caller)
+    others = []
+    for _ in range(key_count - 1):
+        other, other_secret = factories.api_key(acct)
+        version = asyncio.run(auth.authenticate(other_secret))
+        assert version is not None
+        others.append(
+            dataclasses.replace(
+                _caller(acct, other.pk, other.key_hash, **account), version=version.version
+            )
+        )
+    h = Harness(caller=caller, others=others)
     limits.reset_memory()
     with time_machine.travel(T0, tick=False):
         asyncio.run(run(h))
