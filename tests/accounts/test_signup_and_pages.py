@@ -330,6 +330,10 @@ def test_the_keys_page_issues_lists_apart_and_revokes_management_keys(
     )
     assert response.status_code == 302
     page = signed_in.get("/keys/")
+    html = page.content.decode()
+    # The section is in the page once, in its body (not inside the <title>).
+    assert "<title>API keys · Token Factory</title>" in html
+    assert html.count('id="management-keys"') == 1
     secret = page.context["reveal"]["secret"]
     assert secret.startswith("tf-mgmt-")
     mkey = keys.verify_management(secret)
