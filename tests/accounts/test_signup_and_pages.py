@@ -333,7 +333,7 @@ def test_the_keys_page_issues_lists_apart_and_revokes_management_keys(
     html = page.content.decode()
     # The section is in the page once, in its body (not inside the <title>).
     assert "<title>API keys · Token Factory</title>" in html
-    assert html.count('id="management-keys"') == 1
+    assert html.count('<section class="card" id="management-keys"') == 1
     secret = page.context["reveal"]["secret"]
     assert secret.startswith("tf-mgmt-")
     mkey = keys.verify_management(secret)
