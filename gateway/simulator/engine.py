@@ -16,6 +16,7 @@ import orjson
 # pieces join back into the exact text. Trailing whitespace is a token of its own.
 _TOKEN = re.compile(r"\s*(?:\w+|[^\w\s])|\s+$")
 _SAY = re.compile(r"\[\[say:\s?(.*?)\]\]", re.DOTALL)
+_CALL = re.compile(r"\[\[call:\s*([^\s\]]+)\s*(.*?)\]\]", re.DOTALL)
 _PLACE = re.compile(r"\b(?:for|in)\s+([A-Z]\w*)")
 _REASONING_MODEL = re.compile(r"reason|r1", re.IGNORECASE)
 
@@ -154,13 +155,16 @@ def wants_reasoning_by_name(model: str) -> bool:
 
 
 def plan(prompt: Prompt, *, exact_tokens: int | None) -> Reply:
-    """The reply rules, in order: `[[say: ...]]`, a tool result, a named tool, images, and
-    otherwise pseudo-text."""
+    """The reply rules, in order: `[[say: ...]]`, a tool result, `[[call: NAME {json}]]` or a
+    named tool, images, and otherwise pseudo-text."""
     said = _SAY.search(prompt.user_text)
     if said:
         return _capped(prompt, tokenize(said.group(1)))
     if prompt.tool_result is not None:
         return _capped(prompt, tokenize(f"The tool returned: {prompt.tool_result}."))
+    scripted = _scripted_call(prompt)
+    if scripted is not None:
+        return Reply(tool_call=scripted, finish="tool")
     tool = _chosen_tool(prompt)
     if tool is not None:
         return Reply(tool_call=_call(tool, prompt), finish="tool")
@@ -186,6 +190,26 @@ def _capped(prompt: Prompt, text: list[str]) -> Reply:
     if budget is not None and len(text) > budget:
         return Reply(reasoning=reasoning, text=text[:budget], finish="length")
     return Reply(reasoning=reasoning, text=text)
+
+
+def _scripted_call(prompt: Prompt) -> ToolCall | None:
+    """`[[call: NAME {"arg": ...}]]` in the user's text: call tool NAME (when it is offered) with
+    exactly those arguments, so a test can drive an agent through a real task."""
+    if not prompt.tools or prompt.tool_mode == "none":
+        return None
+    offered = {tool.name for tool in prompt.tools}
+    for match in _CALL.finditer(prompt.user_text):
+        name, raw = match.group(1), match.group(2).strip()
+        if name not in offered:
+            continue
+        try:
+            arguments = orjson.loads(raw) if raw else {}
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(arguments, dict):
+            call_id = digest(prompt.seed.hex(), name).hex()[:24]
+            return ToolCall(id=call_id, name=name, arguments=orjson.dumps(arguments).decode())
+    return None
 
 
 def _chosen_tool(prompt: Prompt) -> Tool | None:

@@ -175,6 +175,29 @@ def test_it_calls_a_tool_the_prompt_names_and_reads_back_its_result(simulator):
     assert final.choices[0].message.content == "The tool returned: Sunny, 21 C."
 
 
+def test_a_call_directive_makes_it_call_that_tool_with_those_arguments(simulator):
+    # The way a test drives an agent (Claude Code, Codex) through a real task: the prompt says
+    # which offered tool to call and with what; an unknown tool or bad JSON is ignored.
+    prompt = (
+        'Do it. [[call: nope {"x": 1}]] [[call: get_weather {"city": "Paris", "days": [1, 2]}]]'
+    )
+    done = oai(simulator).chat.completions.create(
+        model="sim-gpt", messages=[{"role": "user", "content": prompt}], tools=[WEATHER_OPENAI]
+    )
+    call = done.choices[0].message.tool_calls[0]
+    assert call.function.name == "get_weather"
+    assert orjson.loads(call.function.arguments) == {"city": "Paris", "days": [1, 2]}
+    message = ant(simulator).messages.create(
+        model="sim-claude",
+        max_tokens=300,
+        messages=[{"role": "user", "content": prompt}],
+        tools=[WEATHER_ANTHROPIC],
+    )
+    used = [block for block in message.content if block.type == "tool_use"]
+    assert used[0].name == "get_weather"
+    assert used[0].input == {"city": "Paris", "days": [1, 2]}
+
+
 def test_it_sees_images_and_reasons_when_asked(simulator):
     client = oai(simulator)
     parts = [
