@@ -810,12 +810,19 @@ def reply_stream(
 # --- streams: their bodies settle the request when they end ----------------------------------
 
 
-async def open_chat_stream(ex: Exchange) -> AsyncIterator[bytes]:
+async def open_chat_stream(
+    ex: Exchange,
+    *,
+    operation: str = "chat",
+    build: routing.BuildFn | None = None,
+    protocol: str | None = None,
+) -> AsyncIterator[bytes]:
     """Open a streamed chat answer and return its bytes in the caller's surface protocol. The
     upstream's first bytes are awaited first, so a failure this early still reaches the caller
     as a proper status; after that the stream settles the request when it ends (also when the
-    client hangs up: what was delivered is billed)."""
-    opened = await open_upstream(ex, "chat", stream=True)
+    client hangs up: what was delivered is billed). ``operation``, ``build``, ``protocol``: an
+    OpenAI-style stream of another endpoint (legacy completions), relayed the same way."""
+    opened = await open_upstream(ex, operation, build=build, protocol=protocol, stream=True)
     stream_relay = relay.for_protocol(ex, opened.route.protocol)
     # Decoded bytes: an upstream may gzip its stream even when asked not to.
     chunks = transport.body_chunks(opened.response)

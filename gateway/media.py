@@ -151,6 +151,17 @@ def check_transcription_options(fields: dict[str, str]) -> None:
             )
 
 
+def check_translation_options(fields: dict[str, str]) -> None:
+    """A translation takes no ``language``: its output is always English."""
+    if "language" in fields:
+        raise errors.BadRequest(
+            "'language' is not a translation option: translations are always into English "
+            "(use /audio/transcriptions to transcribe in the spoken language).",
+            param="language",
+        )
+    check_transcription_options(fields)
+
+
 def audio_seconds(data: bytes, fmt: str) -> tuple[float, bool]:
     """How long a recording plays, and whether that is an estimate. Read from the container where
     we can (WAV header, MP3 frame headers, MP4/M4A ``mvhd``, WebM ``Duration``); a file that
@@ -413,3 +424,102 @@ def image_count(body: dict[str, Any]) -> int:
             "'response_format' must be 'url' or 'b64_json'.", param="response_format"
         )
     return n
+
+
+# --- image edits and variations ------------------------------------------------------------------
+
+IMAGE_EDIT_MAX_BYTES = 50 * 1024 * 1024
+IMAGE_VARIATION_MAX_BYTES = 4 * 1024 * 1024
+IMAGE_EDIT_MAX_IMAGES = 16
+_IMAGE_MAGIC = {b"\x89PNG\r\n\x1a\n": "png", b"\xff\xd8\xff": "jpeg", b"RIFF": "webp"}
+
+
+def image_format(data: bytes) -> str:
+    """png, jpeg or webp, by the file's own bytes (not its name); '' for anything else."""
+    for magic, kind in _IMAGE_MAGIC.items():
+        if data.startswith(magic) and (kind != "webp" or data[8:12] == b"WEBP"):
+            return kind
+    return ""
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    """A PNG's width and height, from its IHDR chunk."""
+    if image_format(data) != "png" or len(data) < 24:
+        return 0, 0
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+def _check_image_options(fields: dict[str, str]) -> int:
+    raw = fields.get("n") or "1"
+    if not raw.isdigit() or not 1 <= int(raw) <= IMAGE_MAX_N:
+        raise errors.BadRequest(f"'n' must be an integer from 1 to {IMAGE_MAX_N}.", param="n")
+    size = fields.get("size")
+    if size is not None and size != "auto" and size not in IMAGE_SIZES:
+        raise errors.BadRequest(
+            f"Size '{size}' is not offered. Sizes: {', '.join(IMAGE_SIZES)}.", param="size"
+        )
+    fmt = fields.get("response_format")
+    if fmt is not None and fmt not in IMAGE_RESPONSE_FORMATS:
+        raise errors.BadRequest(
+            "'response_format' must be 'url' or 'b64_json'.", param="response_format"
+        )
+    return int(raw)
+
+
+def _check_upload(param: str, data: bytes, limit: int, formats: tuple[str, ...]) -> str:
+    if not data:
+        raise errors.BadRequest(f"The uploaded '{param}' file is empty.", param=param)
+    if len(data) > limit:
+        raise errors.BadRequest(
+            f"The '{param}' file is {len(data):,} bytes; the limit is {limit:,}.", param=param
+        )
+    kind = image_format(data)
+    if kind not in formats:
+        raise errors.BadRequest(
+            f"The '{param}' file must be a {' or '.join(f.upper() for f in formats)} image.",
+            param=param,
+            code="invalid_image_format",
+        )
+    return kind
+
+
+def image_edit_count(
+    fields: dict[str, str],
+    images: list[tuple[str, bytes, str]],
+    masks: list[tuple[str, bytes, str]] | None,
+) -> int:
+    """Check an edit (image(s), optional PNG mask the size of the first image, a prompt);
+    returns how many images it asks for."""
+    prompt = fields.get("prompt")
+    if not prompt or not prompt.strip():
+        raise errors.BadRequest("'prompt' must be a non-empty string.", param="prompt")
+    if len(images) > IMAGE_EDIT_MAX_IMAGES:
+        raise errors.BadRequest(
+            f"At most {IMAGE_EDIT_MAX_IMAGES} images can be edited together.", param="image"
+        )
+    for _, data, _ in images:
+        _check_upload("image", data, IMAGE_EDIT_MAX_BYTES, ("png", "jpeg", "webp"))
+    if masks:
+        if len(masks) > 1:
+            raise errors.BadRequest("Send one 'mask'.", param="mask")
+        mask = masks[0][1]
+        _check_upload("mask", mask, IMAGE_EDIT_MAX_BYTES, ("png",))
+        first = png_size(images[0][1])
+        if first != (0, 0) and png_size(mask) != first:
+            raise errors.BadRequest(
+                "The mask must have the same width and height as the image.", param="mask"
+            )
+    return _check_image_options(fields)
+
+
+def image_variation_count(fields: dict[str, str], images: list[tuple[str, bytes, str]]) -> int:
+    """Check a variation (one square PNG under 4 MB, as the API asks); returns the count."""
+    if len(images) != 1:
+        raise errors.BadRequest("Send exactly one 'image' to vary.", param="image")
+    data = images[0][1]
+    _check_upload("image", data, IMAGE_VARIATION_MAX_BYTES, ("png",))
+    width, height = png_size(data)
+    if width != height:
+        raise errors.BadRequest(f"The image must be square; it is {width}x{height}.", param="image")
+    return _check_image_options(fields)

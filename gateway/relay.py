@@ -80,7 +80,7 @@ class OpenAIPassthrough(StreamRelay):
                 chunk.pop("usage")
         for choice in chunk.get("choices") or ():
             delta = choice.get("delta") or {}
-            content = delta.get("content")
+            content = delta.get("content") or choice.get("text")  # chat, or legacy completions
             if content:
                 self._text.append(content)
             reasoning = delta.get("reasoning_content")

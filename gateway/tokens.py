@@ -157,9 +157,11 @@ MESSAGE_OVERHEAD_TOKENS = 3
 
 
 def count_request(body: dict[str, Any]) -> int:
-    """Input tokens of a chat request in either shape, by our tokenizer (an estimate)."""
+    """Input tokens of a chat request in either shape, or of a legacy completions request's
+    ``prompt``, by our tokenizer (an estimate; token arrays count as they are)."""
     texts: list[str] = []
     images = 0
+    prompt_tokens = _count_prompt(body.get("prompt"), texts)
     found = body.get("messages")
     messages: list[Any] = found if isinstance(found, list) else []
     system = body.get("system")
@@ -179,6 +181,25 @@ def count_request(body: dict[str, Any]) -> int:
         texts.append(_json(tools))
     return (
         count_text("\n".join(texts))
+        + prompt_tokens
         + images * IMAGE_TOKENS
         + MESSAGE_OVERHEAD_TOKENS * (len(messages) + (1 if system else 0))
     )
+
+
+def _count_prompt(prompt: Any, texts: list[str]) -> int:
+    """Collect a completions ``prompt``'s text; returns the tokens given as token ids."""
+    if isinstance(prompt, str):
+        texts.append(prompt)
+        return 0
+    if not isinstance(prompt, list):
+        return 0
+    if prompt and all(isinstance(t, int) for t in prompt):
+        return len(prompt)
+    ids = 0
+    for item in prompt:
+        if isinstance(item, str):
+            texts.append(item)
+        elif isinstance(item, list):
+            ids += len(item)
+    return ids

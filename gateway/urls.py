@@ -11,7 +11,7 @@ from gateway.pages import batches as batches_pages
 from gateway.pages import catalog as catalog_pages
 from gateway.pages import home as home_pages
 from gateway.pages import usage as usage_pages
-from gateway.views import anthropic, batches, media, openai, responses, shared
+from gateway.views import anthropic, batches, completions, media, openai, responses, shared
 
 urlpatterns: list[URLPattern | URLResolver] = [
     path("openai/v1/chat/completions", openai.chat_completions),
@@ -31,10 +31,14 @@ urlpatterns: list[URLPattern | URLResolver] = [
 # Embeddings, audio, images and the Responses API.
 for prefix in ("openai/v1/", "v1/"):
     urlpatterns += [
+        path(f"{prefix}completions", completions.create),
         path(f"{prefix}embeddings", media.embeddings),
         path(f"{prefix}audio/transcriptions", media.transcriptions),
+        path(f"{prefix}audio/translations", media.translations),
         path(f"{prefix}audio/speech", media.speech),
         path(f"{prefix}images/generations", media.images),
+        path(f"{prefix}images/edits", media.image_edits),
+        path(f"{prefix}images/variations", media.image_variations),
         path(f"{prefix}responses", responses.create),
     ]
 

@@ -14,10 +14,14 @@ class OpenAIProvider(Provider):
     protocol = "openai"
     paths = {
         "chat": "/chat/completions",
+        "completions": "/completions",
         "embeddings": "/embeddings",
         "transcriptions": "/audio/transcriptions",
+        "translations": "/audio/translations",
         "speech": "/audio/speech",
         "images": "/images/generations",
+        "image_edits": "/images/edits",
+        "image_variations": "/images/variations",
     }
 
     def headers(self, route: RouteInfo, forwarded: Mapping[str, str]) -> dict[str, str]:

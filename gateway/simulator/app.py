@@ -29,10 +29,14 @@ class Endpoint:
 
 ENDPOINTS: dict[tuple[str, str], Endpoint] = {
     ("POST", "/v1/chat/completions"): Endpoint("openai", openai.chat),
+    ("POST", "/v1/completions"): Endpoint("openai", openai.completions),
     ("POST", "/v1/embeddings"): Endpoint("openai", openai.embeddings),
     ("POST", "/v1/audio/transcriptions"): Endpoint("openai", openai.transcriptions, True),
+    ("POST", "/v1/audio/translations"): Endpoint("openai", openai.translations, True),
     ("POST", "/v1/audio/speech"): Endpoint("openai", openai.speech),
     ("POST", "/v1/images/generations"): Endpoint("openai", openai.images),
+    ("POST", "/v1/images/edits"): Endpoint("openai", openai.image_edits, True),
+    ("POST", "/v1/images/variations"): Endpoint("openai", openai.image_variations, True),
     ("POST", "/v1/messages"): Endpoint("anthropic", anthropic.messages),
     ("POST", "/v1/messages/count_tokens"): Endpoint("anthropic", anthropic.count_tokens),
 }

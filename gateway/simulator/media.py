@@ -79,11 +79,12 @@ def audio_seconds(data: bytes) -> float:
     return round(len(data) / 16_000, 2)
 
 
-def parse_multipart(content_type: str, body: bytes) -> dict[str, str | bytes]:
-    """Form fields as text and files as bytes. Raises ValueError when the body is not
+def parse_multipart(content_type: str, body: bytes) -> dict[str, str | bytes | list[bytes]]:
+    """Form fields as text and files as bytes; files sent as an array (``image[]``) as a list of
+    bytes under the name without brackets. Raises ValueError when the body is not
     multipart/form-data."""
     boundary = _boundary(content_type)
-    fields: dict[str, str | bytes] = {}
+    fields: dict[str, str | bytes | list[bytes]] = {}
     for part in body.split(b"--" + boundary)[1:]:
         if part.startswith(b"--"):
             break
@@ -95,6 +96,11 @@ def parse_multipart(content_type: str, body: bytes) -> dict[str, str | bytes]:
         if name is None:
             continue
         content = content.removesuffix(b"\r\n")
+        if name.endswith("[]") and "filename" in disposition:
+            listed = fields.setdefault(name[:-2], [])
+            if isinstance(listed, list):
+                listed.append(content)
+            continue
         fields[name] = content if "filename" in disposition else content.decode("utf-8")
     return fields
 
@@ -120,3 +126,10 @@ def _disposition(head: str) -> dict[str, str]:
             key, _, raw = param.strip().partition("=")
             found[key.lower()] = raw.strip('"')
     return found
+
+
+def png_size(data: bytes) -> tuple[int, int] | None:
+    """A PNG's width and height, or None when `data` is not a PNG."""
+    if data[:8] != b"\x89PNG\r\n\x1a\n" or len(data) < 24 or data[12:16] != b"IHDR":
+        return None
+    return struct.unpack(">II", data[16:24])

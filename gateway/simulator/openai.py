@@ -196,6 +196,165 @@ def _chunks(call: Call, prompt: Prompt, reply: Reply, *, with_usage: bool) -> It
     yield Frame(b"data: [DONE]\n\n")
 
 
+# --- legacy completions -------------------------------------------------------------------------
+
+# Like OpenAI, only instruct and base models serve /v1/completions; a chat model gets a 404.
+_COMPLETION_MODELS = ("instruct", "davinci", "babbage", "base")
+COMPLETIONS_DEFAULT_MAX_TOKENS = 16
+
+
+def _completion_prompts(value: Any) -> list[tuple[str, int]]:
+    """Each prompt's text and its input tokens (token ids read as words ``t<id>``)."""
+    one_token_array = isinstance(value, list) and value and all(isinstance(v, int) for v in value)
+    if isinstance(value, str) or one_token_array:
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise Invalid("prompt must be a string, an array of strings or of token arrays", "prompt")
+    out: list[tuple[str, int]] = []
+    for item in value:
+        if isinstance(item, str):
+            out.append((item, engine.count_tokens(item)))
+        elif isinstance(item, list) and item and all(isinstance(i, int) for i in item):
+            out.append(("".join(f" t{i}" for i in item), len(item)))
+        else:
+            raise Invalid("each prompt must be a string or an array of token ids", "prompt")
+    return out
+
+
+def _stopped(tokens: list[str], stop: Any) -> tuple[list[str], bool]:
+    """Tokens up to the first stop sequence (which is left out), and whether one was found."""
+    stops = [stop] if isinstance(stop, str) else stop if isinstance(stop, list) else []
+    text = ""
+    for i, token in enumerate(tokens):
+        text += token
+        for sequence in stops:
+            if isinstance(sequence, str) and sequence and sequence in text:
+                return tokens[:i], True
+    return tokens, False
+
+
+def _logprobs(tokens: list[str], top: int, offset: int) -> dict[str, Any]:
+    token_logprobs = [-round(0.1 + (len(t) % 7) / 10, 3) for t in tokens]
+    offsets, at = [], offset
+    for token in tokens:
+        offsets.append(at)
+        at += len(token)
+    return {
+        "tokens": tokens,
+        "token_logprobs": token_logprobs,
+        "top_logprobs": [{t: lp} for t, lp in zip(tokens, token_logprobs, strict=True)]
+        if top
+        else None,
+        "text_offset": offsets,
+    }
+
+
+async def completions(call: Call) -> None:
+    if not any(part in call.model for part in _COMPLETION_MODELS):
+        message = (
+            "This is a chat model and not supported in the v1/completions endpoint. "
+            "Did you mean to use v1/chat/completions?"
+        )
+        await call.exchange.respond_json(
+            404, error_body(404, message, param="model"), headers=call.headers
+        )
+        return
+    prompts = _completion_prompts(call.body.get("prompt"))
+    n = int_field(call.body, "n") or 1
+    max_tokens = int_field(call.body, "max_tokens")
+    if max_tokens is None:
+        max_tokens = COMPLETIONS_DEFAULT_MAX_TOKENS
+    echo = call.body.get("echo") is True
+    top = int_field(call.body, "logprobs")
+    suffix = call.body.get("suffix")
+    if suffix is not None and not isinstance(suffix, str):
+        raise Invalid("suffix must be a string", "suffix")
+    choices: list[dict[str, Any]] = []
+    input_tokens = sum(tokens for _, tokens in prompts)
+    output_tokens = 0
+    for p, (text, _) in enumerate(prompts):
+        for j in range(n):
+            said = engine.tokenize(text)
+            planned = engine.plan(
+                engine.Prompt(
+                    user_text=text,
+                    tool_result=None,
+                    images=0,
+                    tools=(),
+                    tool_mode="none",
+                    forced_tool=None,
+                    wants_reasoning=False,
+                    max_tokens=max_tokens,
+                    seed=engine.digest(call.model, text, j),
+                    input_tokens=len(said),
+                ),
+                exact_tokens=call.knobs.tokens,
+            )
+            generated, stopped = _stopped(planned.text, call.body.get("stop"))
+            output_tokens += len(generated)
+            finish = "stop" if stopped or planned.finish != "length" else "length"
+            shown = (engine.tokenize(text) if echo else []) + generated
+            choice: dict[str, Any] = {
+                "text": "".join(shown),
+                "index": p * n + j,
+                "logprobs": None if top is None else _logprobs(shown, top, 0),
+                "finish_reason": finish,
+            }
+            choices.append(choice)
+    envelope = {**_envelope(call, "text_completion"), "id": f"cmpl-{call.response_id}"}
+    usage = {
+        "prompt_tokens": input_tokens,
+        "completion_tokens": output_tokens,
+        "total_tokens": input_tokens + output_tokens,
+    }
+    if call.is_stream:
+        options = call.body.get("stream_options")
+        with_usage = isinstance(options, dict) and options.get("include_usage") is True
+        await call.play(
+            _completion_frames(
+                envelope, choices, usage if with_usage and call.knobs.usage else None, input_tokens
+            )
+        )
+        return
+    payload = {**envelope, "choices": choices}
+    if call.knobs.usage:
+        payload["usage"] = usage
+    await call.reply(payload, input_tokens=input_tokens, output_tokens=output_tokens)
+
+
+def _completion_frames(
+    envelope: dict[str, Any],
+    choices: list[dict[str, Any]],
+    usage: dict[str, Any] | None,
+    input_tokens: int,
+) -> Iterator[Frame]:
+    first = True
+    for choice in choices:
+        for token in engine.tokenize(choice["text"]) or [""]:
+            piece = {
+                "text": token,
+                "index": choice["index"],
+                "logprobs": None,
+                "finish_reason": None,
+            }
+            yield Frame(
+                sse({**envelope, "choices": [piece]}),
+                output_tokens=1,
+                input_tokens=input_tokens if first else 0,
+            )
+            first = False
+        done = {
+            "text": "",
+            "index": choice["index"],
+            "logprobs": None,
+            "finish_reason": choice["finish_reason"],
+        }
+        yield Frame(sse({**envelope, "choices": [done]}))
+    if usage is not None:
+        yield Frame(sse({**envelope, "choices": [], "usage": usage}))
+    yield Frame(b"data: [DONE]\n\n")
+
+
 # --- embeddings ---------------------------------------------------------------------------------
 
 
@@ -235,10 +394,22 @@ def _embedding_inputs(value: Any) -> list[str | list[int]]:
 
 
 async def transcriptions(call: Call) -> None:
+    await _audio_text(call, task="transcribe")
+
+
+async def translations(call: Call) -> None:
+    """Like OpenAI's: always into English, and no ``language`` field (a 400 names it)."""
+    if "language" in call.body:
+        raise Invalid("Unrecognized request argument supplied: language", "language")
+    await _audio_text(call, task="translate")
+
+
+async def _audio_text(call: Call, *, task: str) -> None:
     upload = call.body.get("file")
     if not isinstance(upload, bytes):
         raise Invalid("file is required", "file")
-    tokens = engine.pseudo_tokens(b"audio:" + upload, 8 + min(len(upload) // 2_000, 120))
+    seed = (b"audio:" if task == "transcribe" else b"english:") + upload
+    tokens = engine.pseudo_tokens(seed, 8 + min(len(upload) // 2_000, 120))
     text = "".join(tokens)
     seconds = media.audio_seconds(upload)
     kind = call.body.get("response_format") or "json"
@@ -251,7 +422,7 @@ async def transcriptions(call: Call) -> None:
         return
     payload: dict[str, Any] = {"text": text}
     if kind == "verbose_json":
-        payload = {"task": "transcribe", "language": "english", "duration": seconds, **payload}
+        payload = {"task": task, "language": "english", "duration": seconds, **payload}
         payload["segments"] = [_segment(text, seconds, len(tokens))]
     if call.knobs.usage:
         payload["usage"] = {"type": "duration", "seconds": max(1, round(seconds))}
@@ -310,6 +481,63 @@ async def images(call: Call) -> None:
         data.append({"url": f"data:image/png;base64,{b64}"} if as_url else {"b64_json": b64})
     payload = {"created": int(time.time()), "data": data}
     await call.reply(payload)
+
+
+_IMAGE_KINDS = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"RIFF")
+
+
+async def image_edits(call: Call) -> None:
+    """Edits as OpenAI answers them: a prompt is required; images must be PNG, JPEG or WebP
+    (dall-e-2: one square PNG); a mask must be a PNG the size of the first image."""
+    text = call.body.get("prompt")
+    if not isinstance(text, str) or not text:
+        raise Invalid("prompt must be a non-empty string", "prompt")
+    found = call.body.get("image")
+    images = found if isinstance(found, list) else [found] if isinstance(found, bytes) else []
+    if not images:
+        raise Invalid("image is required", "image")
+    for data in images:
+        if not data.startswith(_IMAGE_KINDS):
+            raise Invalid(
+                "Invalid image file or mode for image 1, please check your image file.", "image"
+            )
+    if call.model.startswith("dall-e-2") and (len(images) > 1 or not _square_png(images[0])):
+        raise Invalid("Uploaded image must be a PNG and square.", "image")
+    mask = call.body.get("mask")
+    if mask is not None:
+        if not isinstance(mask, bytes) or media.png_size(mask) is None:
+            raise Invalid("Invalid mask image file, please check your mask file.", "mask")
+        first = media.png_size(images[0])
+        if first is not None and media.png_size(mask) != first:
+            raise Invalid("Invalid mask: image and mask must have the same dimensions.", "mask")
+    await _image_reply(call, b"edit:" + text.encode() + b"".join(images))
+
+
+async def image_variations(call: Call) -> None:
+    """Variations take one square PNG (dall-e-2's rule) and no prompt."""
+    image = call.body.get("image")
+    if not isinstance(image, bytes):
+        raise Invalid("image is required", "image")
+    if not _square_png(image):
+        raise Invalid("Uploaded image must be a PNG and square.", "image")
+    await _image_reply(call, b"variation:" + image)
+
+
+def _square_png(data: bytes) -> bool:
+    size = media.png_size(data)
+    return size is not None and size[0] == size[1]
+
+
+async def _image_reply(call: Call, seed: bytes) -> None:
+    raw_n = call.body.get("n") or "1"
+    if not isinstance(raw_n, str) or not raw_n.isdigit() or not 1 <= int(raw_n) <= 10:
+        raise Invalid("n must be an integer from 1 to 10", "n")
+    as_url = call.body.get("response_format") == "url"
+    data = []
+    for index in range(int(raw_n)):
+        b64 = base64.b64encode(media.png(engine.digest(call.model, seed, index))).decode()
+        data.append({"url": f"data:image/png;base64,{b64}"} if as_url else {"b64_json": b64})
+    await call.reply({"created": int(time.time()), "data": data})
 
 
 # --- models -------------------------------------------------------------------------------------

@@ -8,7 +8,9 @@ from typing import Any
 
 import httpx
 import orjson
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponseBase
+from django.http.multipartparser import MultiPartParserError
 
 from gateway import errors, exchange, media, routing, tokens
 from gateway.catalog import RouteInfo
@@ -36,7 +38,7 @@ async def _embeddings(ex: Exchange, request: HttpRequest) -> HttpResponseBase:
     return exchange.reply_json(ex, await exchange.embed(ex, counted_tokens=counted))
 
 
-# --- transcription -----------------------------------------------------------------------------
+# --- transcription and translation -------------------------------------------------------------
 
 
 @endpoint(OPENAI)
@@ -46,16 +48,37 @@ async def transcriptions(request: HttpRequest) -> HttpResponseBase:
     )
 
 
+@endpoint(OPENAI)
+async def translations(request: HttpRequest) -> HttpResponseBase:
+    return await exchange.serve(
+        request, surface=OPENAI, endpoint="translations", steps=_translations
+    )
+
+
 async def _transcriptions(ex: Exchange, request: HttpRequest) -> HttpResponseBase:
-    fields, name, data = _form(request)
+    return await _audio_to_text(ex, request, "transcriptions")
+
+
+async def _translations(ex: Exchange, request: HttpRequest) -> HttpResponseBase:
+    return await _audio_to_text(ex, request, "translations")
+
+
+async def _audio_to_text(ex: Exchange, request: HttpRequest, operation: str) -> HttpResponseBase:
+    """Transcription, or translation into English: the same upload, checks and price (seconds
+    of audio, rounded up, with the 10-second minimum)."""
+    fields, files = _form(request, ("file",))
+    name, data, _ = files["file"][0]
     ex.body = dict(fields)
     await exchange.resolve(ex, kind="transcription")
-    media.check_transcription_options(fields)
+    if operation == "translations":
+        media.check_translation_options(fields)
+    else:
+        media.check_transcription_options(fields)
     seconds, _ = media.audio_seconds(data, media.audio_format(name))
     units = media.billable_seconds(seconds)
     await exchange.admit(ex, input_tokens=1, ceiling=0, units=units)
-    build = _multipart_builder(ex, request, name, data)
-    opened = await exchange.open_upstream(ex, "transcriptions", build=build, protocol=OPENAI)
+    build = _multipart_builder(ex, request, operation, files)
+    opened = await exchange.open_upstream(ex, operation, build=build, protocol=OPENAI)
     content_type = opened.response.headers.get("content-type", "application/json")
     content = opened.response.content
     if content_type.startswith("application/json"):
@@ -67,31 +90,62 @@ async def _transcriptions(ex: Exchange, request: HttpRequest) -> HttpResponseBas
     return exchange.reply(ex, content, content_type)
 
 
-def _form(request: HttpRequest) -> tuple[dict[str, str], str, bytes]:
+Upload = tuple[str, bytes, str]  # file name, bytes, content type
+
+
+def _form(
+    request: HttpRequest, required: tuple[str, ...], optional: tuple[str, ...] = ()
+) -> tuple[dict[str, str], dict[str, list[Upload]]]:
+    """A multipart request's text fields and its files by field name (``image[]`` read as
+    ``image``); a 400 naming the field for anything missing."""
     content_type = request.headers.get("content-type", "")
+    first = required[0]
     if not content_type.startswith("multipart/form-data"):
         raise errors.BadRequest(
-            "Send the audio as multipart/form-data with a 'file' part.", param="file"
+            f"Send the request as multipart/form-data with a '{first}' part.", param=first
         )
-    fields = {name: request.POST[name] for name in request.POST}
-    upload = request.FILES.get("file")
-    if upload is None:
-        raise errors.BadRequest("'file' is required: attach the audio file.", param="file")
+    try:
+        fields = {name: request.POST[name] for name in request.POST}
+        files: dict[str, list[Upload]] = {}
+        for key in request.FILES:
+            name = key.removesuffix("[]")
+            if name not in required and name not in optional:
+                continue
+            for upload in request.FILES.getlist(key):
+                found = (upload.name or "", upload.read(), upload.content_type or "")
+                files.setdefault(name, []).append(found)
+    except (MultiPartParserError, RequestDataTooBig) as exc:
+        raise errors.BadRequest(
+            f"The upload is not a well-formed multipart form: {exc}", param=first
+        ) from exc
+    for name in required:
+        if name not in files:
+            raise errors.BadRequest(f"'{name}' is required: attach the file.", param=name)
     model = fields.get("model")
     if not model:
         raise errors.BadRequest("'model' is required and must be a string.", param="model")
-    return fields, upload.name or "", upload.read()
+    return fields, files
 
 
 def _multipart_builder(
-    ex: Exchange, request: HttpRequest, name: str, data: bytes
+    ex: Exchange,
+    request: HttpRequest,
+    operation: str,
+    files: dict[str, list[Upload]],
+    overrides: dict[str, str] | None = None,
 ) -> routing.BuildFn:
-    extra = {k: request.POST.getlist(k) for k in request.POST if k != "model"}
+    extra: dict[str, Any] = {k: request.POST.getlist(k) for k in request.POST if k != "model"}
+    extra.update(overrides or {})
+    parts: list[tuple[str, tuple[str, bytes, str]]] = []
+    for name, uploads in files.items():
+        key = f"{name}[]" if len(uploads) > 1 else name
+        for filename, data, content_type in uploads:
+            parts.append((key, (filename, data, content_type or "application/octet-stream")))
 
     def build(route: RouteInfo, provider: Provider) -> httpx.Request:
         ex.route = route
         headers = provider.headers(route, exchange.forwarded_for(ex, route))
-        form: dict[str, Any] = {"model": route.upstream_model, **extra}
+        form: dict[str, Any] = {**extra, "model": route.upstream_model}
         timeout = httpx.Timeout(
             connect=route.connect_timeout_s,
             read=route.first_byte_timeout_s,
@@ -100,9 +154,9 @@ def _multipart_builder(
         )
         return http_client().build_request(
             "POST",
-            route.base_url + provider.paths["transcriptions"],
+            route.base_url + provider.paths[operation],
             data=form,
-            files={"file": (name, data, "application/octet-stream")},
+            files=parts,
             headers=headers,
             timeout=timeout,
         )
@@ -152,6 +206,52 @@ async def _images(ex: Exchange, request: HttpRequest) -> HttpResponseBase:
     input_tokens = tokens.count_text(str(ex.body["prompt"]))
     await exchange.admit(ex, input_tokens=input_tokens, ceiling=0, units=wanted)
     data = exchange.upstream_json(await exchange.open_upstream(ex, "images", protocol=OPENAI))
+    produced = data.get("data")
+    ex.units = min(len(produced), wanted) if isinstance(produced, list) else 0
+    ex.ttft_ms = ex.elapsed_ms()
+    return exchange.reply_json(ex, data)
+
+
+@endpoint(OPENAI)
+async def image_edits(request: HttpRequest) -> HttpResponseBase:
+    return await exchange.serve(request, surface=OPENAI, endpoint="image_edits", steps=_edits)
+
+
+@endpoint(OPENAI)
+async def image_variations(request: HttpRequest) -> HttpResponseBase:
+    return await exchange.serve(
+        request, surface=OPENAI, endpoint="image_variations", steps=_variations
+    )
+
+
+async def _edits(ex: Exchange, request: HttpRequest) -> HttpResponseBase:
+    return await _image_upload(ex, request, "image_edits")
+
+
+async def _variations(ex: Exchange, request: HttpRequest) -> HttpResponseBase:
+    return await _image_upload(ex, request, "image_variations")
+
+
+async def _image_upload(ex: Exchange, request: HttpRequest, operation: str) -> HttpResponseBase:
+    """An edit (image(s), optional mask, prompt) or a variation (one image): billed per image
+    returned, like generations."""
+    fields, files = _form(request, ("image",), ("mask",))
+    ex.body = dict(fields)
+    await exchange.resolve(ex, kind="image")
+    if operation == "image_edits":
+        wanted = media.image_edit_count(fields, files["image"], files.get("mask"))
+        input_tokens = tokens.count_text(fields["prompt"])
+    else:
+        wanted = media.image_variation_count(fields, files["image"])
+        input_tokens = 1
+    overrides = {}
+    if not fields.get("response_format"):
+        # As generations: url unless asked otherwise (the docs' examples read data[0].url).
+        overrides["response_format"] = "url"
+    await exchange.admit(ex, input_tokens=input_tokens, ceiling=0, units=wanted)
+    build = _multipart_builder(ex, request, operation, files, overrides)
+    opened = await exchange.open_upstream(ex, operation, build=build, protocol=OPENAI)
+    data = exchange.upstream_json(opened)
     produced = data.get("data")
     ex.units = min(len(produced), wanted) if isinstance(produced, list) else 0
     ex.ttft_ms = ex.elapsed_ms()
