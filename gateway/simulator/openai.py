@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -534,8 +535,9 @@ async def _image_reply(call: Call, seed: bytes) -> None:
         raise Invalid("n must be an integer from 1 to 10", "n")
     as_url = call.body.get("response_format") == "url"
     data = []
+    key = hashlib.sha256(seed).hexdigest()
     for index in range(int(raw_n)):
-        b64 = base64.b64encode(media.png(engine.digest(call.model, seed, index))).decode()
+        b64 = base64.b64encode(media.png(engine.digest(call.model, key, index))).decode()
         data.append({"url": f"data:image/png;base64,{b64}"} if as_url else {"b64_json": b64})
     await call.reply({"created": int(time.time()), "data": data})
 

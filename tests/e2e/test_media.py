@@ -7,6 +7,7 @@ import base64
 import io
 import struct
 import wave
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -357,3 +358,121 @@ def test_a_plan_pays_media_from_the_balance_not_the_token_window(media_models, t
     assert len(refused) == 1 and refused[0].billed_micros == 0
     acct.refresh_from_db()
     assert acct.balance_micros == 19_000
+
+
+# --- translations ------------------------------------------------------------------------------
+
+
+def test_it_translates_audio_into_english_and_bills_like_transcription(media_models):
+    client = oai(media_models)
+    done = client.audio.translations.create(
+        model="sim-whisper", file=("speech.wav", wav_bytes(12.4), "audio/wav")
+    )
+    assert done.text
+    verbose = client.audio.translations.create(
+        model="sim-whisper",
+        file=("speech.wav", wav_bytes(3), "audio/wav"),
+        response_format="verbose_json",
+    )
+    answer = verbose.to_dict()
+    assert answer["task"] == "translate" and answer["language"] == "english"
+    found = records(endpoint="translations")
+    assert sorted(r.cost_micros for r in found) == [10 * SECOND_PRICE, 13 * SECOND_PRICE]
+    assert all(r.status == 200 and r.model == "sim-whisper" for r in found)
+
+
+def test_it_refuses_a_translation_language_at_no_cost(media_models):
+    response = httpx.post(
+        f"{media_models['url']}/v1/audio/translations",
+        data={"model": "sim-whisper", "language": "de"},
+        files={"file": ("a.wav", wav_bytes(1), "audio/wav")},
+        headers={"authorization": f"Bearer {media_models['secret']}"},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "language"
+    (record,) = records(endpoint="translations")
+    assert record.status == 400 and record.cost_micros == 0
+
+
+# --- image edits and variations ----------------------------------------------------------------
+
+
+def png_bytes(width: int, height: int) -> bytes:
+    rows = b"".join(b"\x00" + b"\x10\x20\x30\xff" * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(tag + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", crc)
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_it_edits_images_with_a_mask_and_bills_per_image(media_models):
+    client = oai(media_models)
+    done = client.images.edit(
+        model="sim-image",
+        image=("room.png", png_bytes(16, 16), "image/png"),
+        mask=("mask.png", png_bytes(16, 16), "image/png"),
+        prompt="Add a window",
+        n=2,
+    )
+    assert len(done.data) == 2 and (done.data[0].url or "").startswith("data:image/png")
+    many = client.images.edit(
+        model="sim-image",
+        image=[
+            ("a.png", png_bytes(8, 8), "image/png"),
+            ("b.png", png_bytes(8, 8), "image/png"),
+        ],
+        prompt="Combine them",
+        response_format="b64_json",
+    )
+    assert base64.b64decode(many.data[0].b64_json or "")[:4] == b"\x89PNG"
+    found = records(endpoint="image_edits")
+    assert sorted(r.cost_micros for r in found) == [IMAGE_PRICE, 2 * IMAGE_PRICE]
+
+
+def test_it_makes_variations_and_bills_per_image(media_models):
+    done = oai(media_models).images.create_variation(
+        model="sim-image", image=("cat.png", png_bytes(8, 8), "image/png"), n=3
+    )
+    assert len(done.data) == 3
+    (record,) = records(endpoint="image_variations")
+    assert record.status == 200 and record.cost_micros == 3 * IMAGE_PRICE
+
+
+@pytest.mark.parametrize(
+    ("kind", "fields", "files", "param"),
+    [
+        ("edits", {}, {"image": ("a.png", "square")}, "prompt"),
+        ("edits", {"prompt": "x"}, {"image": ("a.txt", "text")}, "image"),
+        (
+            "edits",
+            {"prompt": "x"},
+            {"image": ("a.png", "square"), "mask": ("m.png", "wide")},
+            "mask",
+        ),
+        ("edits", {"prompt": "x", "n": "11"}, {"image": ("a.png", "square")}, "n"),
+        ("variations", {}, {"image": ("a.png", "wide")}, "image"),
+        ("variations", {"size": "1x1"}, {"image": ("a.png", "square")}, "size"),
+        ("variations", {}, {}, "image"),
+    ],
+)
+def test_it_refuses_bad_image_uploads_at_no_cost(media_models, kind, fields, files, param):
+    contents = {"square": png_bytes(8, 8), "wide": png_bytes(16, 8), "text": b"hello there"}
+    response = httpx.post(
+        f"{media_models['url']}/openai/v1/images/{kind}",
+        data={"model": "sim-image", **fields},
+        files={k: (name, contents[c], "application/octet-stream") for k, (name, c) in files.items()}
+        or {"other": ("x.bin", b"x", "application/octet-stream")},
+        headers={"authorization": f"Bearer {media_models['secret']}"},
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == param
+    (record,) = records(endpoint=f"image_{kind}")
+    assert record.status == 400 and record.cost_micros == 0
