@@ -229,12 +229,14 @@ class RollupWatermark(models.Model):
 
 
 class BatchFile(models.Model):
-    """A file of the OpenAI Files API (a batch's input, output or errors): the row describes it,
-    the bytes live in Django's default storage under ``storage_name``."""
+    """A stored file: of the OpenAI Files API (a batch's input, output or errors) or of the
+    Anthropic Files API (``files_api``: documents and images that messages refer to by id). The
+    row describes it, the bytes live in Django's default storage under ``storage_name``."""
 
     class Purpose(models.TextChoices):
         BATCH = "batch", "Batch input"
         BATCH_OUTPUT = "batch_output", "Batch output"
+        FILES_API = "files_api", "Anthropic Files API"
 
     id = models.CharField(primary_key=True, max_length=40)  # "file-..."
     account = models.ForeignKey(
@@ -247,6 +249,9 @@ class BatchFile(models.Model):
     storage_name = models.CharField(max_length=300)
     created_at = models.DateTimeField(db_index=True)
     deleted = models.BooleanField(default=False)
+    # Files API files: the type sniffed at upload, and when the bytes expire (null: never).
+    mime_type = models.CharField(max_length=120, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

@@ -11,7 +11,16 @@ from gateway.pages import batches as batches_pages
 from gateway.pages import catalog as catalog_pages
 from gateway.pages import home as home_pages
 from gateway.pages import usage as usage_pages
-from gateway.views import anthropic, batches, completions, media, openai, responses, shared
+from gateway.views import (
+    anthropic,
+    batches,
+    completions,
+    files,
+    media,
+    openai,
+    responses,
+    shared,
+)
 
 urlpatterns: list[URLPattern | URLResolver] = [
     path("openai/v1/chat/completions", openai.chat_completions),
@@ -42,12 +51,21 @@ for prefix in ("openai/v1/", "v1/"):
         path(f"{prefix}responses", responses.create),
     ]
 
-# OpenAI Files and Batches; Anthropic Message Batches.
+# OpenAI Files and Batches; the Anthropic Files API; Anthropic Message Batches. /v1/files serves
+# both Files APIs, told apart by the anthropic-version header.
+urlpatterns += [
+    path("openai/v1/files", batches.files),
+    path("openai/v1/files/<str:file_id>", batches.file_detail),
+    path("openai/v1/files/<str:file_id>/content", batches.file_content),
+    path("anthropic/v1/files", files.files),
+    path("anthropic/v1/files/<str:file_id>", files.file_detail),
+    path("anthropic/v1/files/<str:file_id>/content", files.file_content),
+    path("v1/files", shared.v1_files),
+    path("v1/files/<str:file_id>", shared.v1_file_detail),
+    path("v1/files/<str:file_id>/content", shared.v1_file_content),
+]
 for prefix in ("openai/v1/", "v1/"):
     urlpatterns += [
-        path(f"{prefix}files", batches.files),
-        path(f"{prefix}files/<str:file_id>", batches.file_detail),
-        path(f"{prefix}files/<str:file_id>/content", batches.file_content),
         path(f"{prefix}batches", batches.openai_batches),
         path(f"{prefix}batches/<str:batch_id>", batches.openai_batch_detail),
         path(f"{prefix}batches/<str:batch_id>/cancel", batches.openai_batch_cancel),

@@ -1,5 +1,6 @@
 """Batch files: input files uploaded with purpose 'batch' and the output files a batch writes,
-stored through Django's default storage with one ``BatchFile`` row each."""
+stored through Django's default storage with one ``BatchFile`` row each. Anthropic Files API
+files share the table and the storage (``gateway/files_api.py``) and are invisible here."""
 
 from __future__ import annotations
 
@@ -65,7 +66,9 @@ def create_file(*, account_id: int, filename: str, data: bytes, purpose: str) ->
 def get_file(*, account_id: int, file_id: str) -> BatchFile:
     # A NUL cannot be in an id, and PostgreSQL refuses it in a query.
     found = (
-        BatchFile.objects.filter(pk=file_id, account_id=account_id, deleted=False).first()
+        BatchFile.objects.filter(pk=file_id, account_id=account_id, deleted=False)
+        .exclude(purpose=BatchFile.Purpose.FILES_API)
+        .first()
         if "\x00" not in file_id
         else None
     )
@@ -92,8 +95,10 @@ def delete_file(*, account_id: int, file_id: str) -> BatchFile:
 def list_files(
     *, account_id: int, purpose: str = "", after: str = "", limit: int = 20
 ) -> tuple[list[BatchFile], bool]:
-    rows = BatchFile.objects.filter(account_id=account_id, deleted=False).order_by(
-        "-created_at", "-id"
+    rows = (
+        BatchFile.objects.filter(account_id=account_id, deleted=False)
+        .exclude(purpose=BatchFile.Purpose.FILES_API)
+        .order_by("-created_at", "-id")
     )
     if purpose:
         rows = rows.filter(purpose=purpose)

@@ -47,7 +47,11 @@ def batches_page(request: HttpRequest) -> HttpResponse:
 @login_required
 def download(request: HttpRequest, file_id: str) -> FileResponse:
     account = account_for(request.user)  # type: ignore[arg-type]
-    file = BatchFile.objects.filter(pk=file_id, account=account, deleted=False).first()
+    file = (
+        BatchFile.objects.filter(pk=file_id, account=account, deleted=False)
+        .exclude(purpose=BatchFile.Purpose.FILES_API)
+        .first()
+    )
     if file is None:
         raise Http404("No such file.")
     handle = default_storage.open(file.storage_name, "rb")

@@ -39,6 +39,7 @@ def prompt(body: dict[str, Any], model: str, *, needs_max_tokens: bool = True) -
     max_tokens = int_field(body, "max_tokens")
     if needs_max_tokens and max_tokens is None:
         raise Invalid("max_tokens: Field required", "max_tokens")
+    _check_file_sources(messages)
     last = messages[-1] if messages else {}
     content = last.get("content") if last.get("role") == "user" else None
     raw_tools = body.get("tools")
@@ -73,7 +74,31 @@ def _blocks(content: Any) -> list[dict[str, Any]]:
 
 
 def _text(content: Any) -> str:
-    return "".join(str(b.get("text", "")) for b in _blocks(content) if b.get("type") == "text")
+    """The text of the text blocks, and of plain-text documents (the model reads them too)."""
+    parts = []
+    for block in _blocks(content):
+        source = block.get("source")
+        if block.get("type") == "text":
+            parts.append(str(block.get("text", "")))
+        elif isinstance(source, dict) and (block.get("type"), source.get("type")) == (
+            "document",
+            "text",
+        ):
+            parts.append(str(source.get("data", "")))
+    return "".join(parts)
+
+
+def _check_file_sources(messages: list[Any]) -> None:
+    """Like Anthropic's API, a ``file`` source names a file of this organization's Files API;
+    the simulator has none, so every one is unknown (a gateway must inline its own files)."""
+    for i, message in enumerate(messages):
+        for j, block in enumerate(_blocks(message.get("content"))):
+            source = block.get("source")
+            if isinstance(source, dict) and source.get("type") == "file":
+                raise Invalid(
+                    f"messages.{i}.content.{j}: File not found: {source.get('file_id')}",
+                    f"messages.{i}.content.{j}.source.file_id",
+                )
 
 
 def _tool_result(content: Any) -> str | None:

@@ -8,11 +8,13 @@ from gateway import errors, exchange, tokens
 from gateway.errors import ANTHROPIC
 from gateway.exchange import Exchange
 from gateway.views.common import (
+    FILE_ID,
     anthropic_model,
     chat,
     endpoint,
     find_model,
     fresh_caller,
+    inline_files,
     reply_json,
     visible_models,
 )
@@ -36,6 +38,8 @@ async def _count_tokens(ex: Exchange, request: HttpRequest) -> HttpResponseBase:
     model = await exchange.resolve(ex, kind="chat")
     if not isinstance(ex.body.get("messages"), list):
         raise errors.BadRequest("'messages' must be an array.", param="messages")
+    if FILE_ID in request.body:
+        await inline_files(ex)
     if any(r.protocol == ANTHROPIC for r in model.routes):
         # An Anthropic upstream counts exactly (its routes tried in turn, with retries); when
         # none answers, and for other upstreams, our tokenizer estimates.

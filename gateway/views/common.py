@@ -8,12 +8,14 @@ from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 
-from gateway import auth, catalog, errors, exchange, tokens
+from gateway import auth, catalog, errors, exchange, files_api, tokens
 from gateway.auth import Caller
 from gateway.catalog import ModelInfo
+from gateway.errors import ANTHROPIC
 from gateway.exchange import Exchange
 
 View = Callable[..., Coroutine[Any, Any, HttpResponseBase]]
@@ -59,14 +61,29 @@ async def chat(ex: Exchange, request: HttpRequest) -> HttpResponseBase:
     model = await exchange.resolve(ex, kind="chat")
     shape = exchange.check_chat(ex.body, ex.surface)
     ex.stream = shape.stream
+    input_tokens = tokens.estimate_request_tokens(len(request.body))
+    if ex.surface == ANTHROPIC and FILE_ID in request.body:
+        input_tokens += await inline_files(ex)
     await exchange.admit(
-        ex,
-        input_tokens=tokens.estimate_request_tokens(len(request.body)),
-        ceiling=exchange.output_ceiling(model, shape),
+        ex, input_tokens=input_tokens, ceiling=exchange.output_ceiling(model, shape)
     )
     if ex.stream:
         return exchange.reply_stream(ex, await exchange.open_chat_stream(ex))
     return exchange.reply_json(ex, await exchange.complete_chat(ex))
+
+
+# Only a body holding this can refer to an uploaded file: the walk is skipped for all others.
+FILE_ID = b'"file_id"'
+
+
+async def inline_files(ex: Exchange) -> int:
+    """Replace the body's Files API blocks by their files' content (the caller's own files);
+    returns the input tokens they add, estimated for the reservation."""
+    assert ex.caller is not None
+    ex.body, added = await sync_to_async(files_api.inline_files)(
+        ex.body, account_id=ex.caller.account_id
+    )
+    return added
 
 
 async def fresh_caller(request: HttpRequest) -> Caller:

@@ -1,5 +1,5 @@
-"""Paths both SDKs reach (/v1/models): told apart by the anthropic-version header, which only
-the Anthropic SDK sends."""
+"""Paths both SDKs reach (/v1/models, /v1/files): told apart by the anthropic-version header,
+which only the Anthropic SDK sends."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from django.views.decorators.csrf import csrf_exempt
 from redis.exceptions import RedisError
 
 from gateway import errors, store
-from gateway.views import anthropic, openai
+from gateway.views import anthropic, batches, files, openai
 from gateway.views.common import reply_error
 
 
@@ -29,6 +29,24 @@ async def models(request: HttpRequest) -> HttpResponseBase:
 async def model_detail(request: HttpRequest, model_id: str) -> HttpResponseBase:
     view = anthropic.model_detail if _is_anthropic(request) else openai.model_detail
     return await view(request, model_id)
+
+
+@csrf_exempt
+async def v1_files(request: HttpRequest) -> HttpResponseBase:
+    view = files.files if _is_anthropic(request) else batches.files
+    return await view(request)
+
+
+@csrf_exempt
+async def v1_file_detail(request: HttpRequest, file_id: str) -> HttpResponseBase:
+    view = files.file_detail if _is_anthropic(request) else batches.file_detail
+    return await view(request, file_id)
+
+
+@csrf_exempt
+async def v1_file_content(request: HttpRequest, file_id: str) -> HttpResponseBase:
+    view = files.file_content if _is_anthropic(request) else batches.file_content
+    return await view(request, file_id)
 
 
 @csrf_exempt
