@@ -148,6 +148,12 @@ def check_translatable(body: dict[str, Any], shape: Shape) -> None:
             "several completions: leave 'best_of' out or set it to 'n'.",
             param="best_of",
         )
+    if shape.max_tokens == 0:
+        raise errors.BadRequest(
+            "This model is served through chat completions, which generates at least one "
+            "token: set 'max_tokens' to 1 or more.",
+            param="max_tokens",
+        )
     if any(not isinstance(p, str) for p in shape.prompts):
         raise errors.BadRequest(
             "This model is served through chat completions, which takes text, not token ids: "

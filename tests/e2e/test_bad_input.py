@@ -276,6 +276,7 @@ def test_it_refuses_odd_credentials(env):
         ("/anthropic/v1/messages", ANTHROPIC, chat_anthropic()),
         ("/openai/v1/embeddings", OPENAI, embeddings()),
         ("/anthropic/v1/messages/batches", ANTHROPIC, message_batch()),
+        ("/openai/v1/completions", OPENAI, {"model": "sim-gpt", "prompt": "hi"}),
     ]
     odd: list[dict[str, str | bytes]] = [
         {},
@@ -358,6 +359,13 @@ def test_it_answers_path_tricks_and_wrong_methods_in_the_surfaces_envelope(env):
         ("GET", "/openai/v1/embeddings", OPENAI),
         ("PUT", "/openai/v1/files", OPENAI),
         ("PUT", "/anthropic/v1/messages/batches", ANTHROPIC),
+        ("GET", "/openai/v1/completions", OPENAI),
+        ("GET", "/v1/audio/translations", OPENAI),
+        ("PUT", "/openai/v1/images/edits", OPENAI),
+        ("GET", "/openai/v1/images/variations", OPENAI),
+        ("PUT", "/anthropic/v1/files", ANTHROPIC),
+        ("POST", "/anthropic/v1/files/file_011nope", ANTHROPIC),
+        ("GET", "/anthropic/v1/files/file_011nope", ANTHROPIC),
         ("POST", "/openai/v1/models", OPENAI),
         ("DELETE", "/anthropic/v1/models", ANTHROPIC),
         ("DELETE", "/v1/usage", OPENAI),

@@ -188,6 +188,7 @@ def test_an_upstream_that_serves_completions_gets_logprobs_suffix_and_token_prom
         ({"suffix": "tail"}, "suffix"),
         ({"best_of": 3}, "best_of"),
         ({"prompt": [1, 2, 3]}, "prompt"),
+        ({"max_tokens": 0, "echo": True}, "max_tokens"),
     ],
 )
 def test_it_refuses_what_a_chat_upstream_cannot_do_at_no_cost(instruct, fields, param):

@@ -106,6 +106,7 @@ _JSON_CALLS = {
     "responses": ("/openai/v1/responses", {"model": "sim-gpt", "input": "hi"}),
     "embeddings": ("/openai/v1/embeddings", {"model": "sim-embed", "input": "hi there"}),
     "images": ("/openai/v1/images/generations", {"model": "sim-image", "prompt": "a cat"}),
+    "completions": ("/openai/v1/completions", {"model": "sim-gpt", "prompt": "hi"}),
 }
 
 
@@ -156,6 +157,27 @@ def test_it_releases_the_reservation_when_a_stream_breaks(funded: dict[str, Any]
             pass
     record = wait_until_settled(funded["account"].pk, "chat")
     assert (record.status, record.error_code) == (502, "upstream_error")
+
+
+@pytest.mark.parametrize("model", ["sim-instruct", "sim-gpt", "sim-claude"])
+def test_it_records_a_broken_completions_stream_once(funded: dict[str, Any], model: str) -> None:
+    factories.model("sim-instruct", routes=[(funded["openai"], "sim-instruct")])
+    client = openai.OpenAI(
+        base_url=f"{funded['url']}/openai/v1/", api_key=funded["secret"], max_retries=0
+    )
+    stream = client.completions.create(
+        model=model,
+        prompt="tell me a long story",
+        max_tokens=40,
+        stream=True,
+        extra_headers={"x-sim-options": "drop=5,tokens=40"},
+    )
+    with pytest.raises(openai.APIError):
+        for _ in stream:
+            pass
+    record = wait_until_settled(funded["account"].pk, "completions")
+    assert (record.status, record.error_code) == (502, "upstream_error")
+    assert record.output_tokens > 0 and record.is_estimate
 
 
 def test_it_releases_the_reservation_when_a_responses_stream_breaks(funded: dict[str, Any]) -> None:
