@@ -125,6 +125,11 @@ def count_text(text: str) -> int:
 # length of the prompt's text is a bound, plus what a chat template or a provider adds around it.
 # Dense text (digits, CJK, random characters) comes close to it; English is about four bytes a
 # token. Limits admit on the estimate and hold the bound (see gateway.limits).
+#
+# The estimate is cl100k's count, except for dense text: where cl100k spends more than one token
+# per ~3 bytes, another tokenizer may well spend one per byte (Gemma splits every digit; random
+# text is near a token a byte everywhere), so such a text is estimated at its bound. English and
+# code stay at cl100k's count (other vocabularies land within about a third of it).
 
 IMAGE_TOKENS = 85  # our estimate of an image (OpenAI's low-detail price)
 MESSAGE_OVERHEAD_TOKENS = 3
@@ -134,6 +139,8 @@ BOUND_TOOLS_TOKENS = 1024  # a provider's tool-use system prompt (Anthropic: ~53
 BOUND_IMAGE_TOKENS = 2_600  # the most one image costs (patch-based OpenAI models: 1,536 x 1.62)
 SYNC_COUNT_BYTES = 8_192  # longer uncached strings are counted on a thread, off the event loop
 _CACHED_MIN_CHARS = 512  # strings this long are remembered (an agent resends the same prompt)
+DENSE_TOKENS_PER_100_BYTES = 32  # above this, a text is estimated at its bound
+_DENSE_MIN_BYTES = 64
 _CACHE_MAX = 32_768
 _counted: dict[tuple[int, int], int] = {}
 
@@ -203,12 +210,22 @@ def _remember(text: str, count: int) -> None:
         _counted[(hash(text), len(text))] = count
 
 
+def estimate_text(text: str) -> int:
+    """Our estimate of ``text``'s tokens on any upstream: cl100k's count, or its UTF-8 length
+    when it is dense (see above)."""
+    count = count_text(text)
+    size = len(text) if text.isascii() else len(text.encode())
+    if size >= _DENSE_MIN_BYTES and count * 100 > DENSE_TOKENS_PER_100_BYTES * size:
+        return size
+    return count
+
+
 def _count_all(texts: list[str]) -> int:
     total = 0
     for text in texts:
         found = _cached_count(text)
         if found is None:
-            found = count_text(text)
+            found = estimate_text(text)
             _remember(text, found)
         total += found
     return total
