@@ -197,38 +197,22 @@ def metadata(file: BatchFile) -> dict[str, Any]:
 # --- file blocks in messages ------------------------------------------------------------------
 
 
-# Input tokens a file adds, for the reservation only (the upstream reports the real count).
-IMAGE_TOKENS = 1600  # the most an image costs before it is scaled down
-PDF_PAGE_TOKENS = 3000  # a page's text and its image
-
-
-def estimated_tokens(file: BatchFile, data: bytes) -> int:
-    if file.mime_type in IMAGE_TYPES:
-        return IMAGE_TOKENS
-    if file.mime_type == "application/pdf":
-        pages = data.count(b"/Type /Page") + data.count(b"/Type/Page")
-        pages -= data.count(b"/Type /Pages") + data.count(b"/Type/Pages")
-        return PDF_PAGE_TOKENS * max(1, pages)
-    return max(1, len(data) // 3)
-
-
-def inline_files(body: dict[str, Any], *, account_id: int) -> tuple[dict[str, Any], int]:
+def inline_files(body: dict[str, Any], *, account_id: int) -> dict[str, Any]:
     """``body`` with every file-source block of its messages replaced by the file's content
-    (the caller's own files only), and the input tokens that adds (an estimate); a 400 naming
-    the block for a missing file or a type that cannot be sent."""
+    (the caller's own files only); a 400 naming the block for a missing file or a type that
+    cannot be sent."""
     messages = body.get("messages")
     if not isinstance(messages, list):
-        return body, 0
+        return body
     cache: dict[str, tuple[BatchFile, bytes]] = {}
-    used: list[int] = []
     out = []
     for i, message in enumerate(messages):
         if isinstance(message, dict) and isinstance(message.get("content"), list):
             where = f"messages[{i}].content"
-            blocks = _blocks(message["content"], where, account_id, cache, used)
+            blocks = _blocks(message["content"], where, account_id, cache)
             message = {**message, "content": blocks}
         out.append(message)
-    return {**body, "messages": out}, sum(used)
+    return {**body, "messages": out}
 
 
 def _blocks(
@@ -236,7 +220,6 @@ def _blocks(
     where: str,
     account_id: int,
     cache: dict[str, tuple[BatchFile, bytes]],
-    used: list[int],
 ) -> list[Any]:
     out = []
     for j, block in enumerate(blocks):
@@ -244,9 +227,9 @@ def _blocks(
         if isinstance(block, dict):
             source = block.get("source")
             if isinstance(source, dict) and source.get("type") == "file":
-                block = _inline(block, source.get("file_id"), here, account_id, cache, used)
+                block = _inline(block, source.get("file_id"), here, account_id, cache)
             elif block.get("type") == "tool_result" and isinstance(block.get("content"), list):
-                inner = _blocks(block["content"], f"{here}.content", account_id, cache, used)
+                inner = _blocks(block["content"], f"{here}.content", account_id, cache)
                 block = {**block, "content": inner}
         out.append(block)
     return out
@@ -258,7 +241,6 @@ def _inline(
     where: str,
     account_id: int,
     cache: dict[str, tuple[BatchFile, bytes]],
-    used: list[int],
 ) -> dict[str, Any]:
     param = f"{where}.source.file_id"
     if not isinstance(file_id, str) or not file_id:
@@ -273,7 +255,6 @@ def _inline(
             ) from None
         cache[file_id] = (file, stored.read_file(file))
     file, data = cache[file_id]
-    used.append(estimated_tokens(file, data))
     kind = block.get("type")
     mime = file.mime_type
     as_base64 = (kind == "image" and mime in IMAGE_TYPES) or (

@@ -61,11 +61,13 @@ async def chat(ex: Exchange, request: HttpRequest) -> HttpResponseBase:
     model = await exchange.resolve(ex, kind="chat")
     shape = exchange.check_chat(ex.body, ex.surface)
     ex.stream = shape.stream
-    input_tokens = tokens.estimate_request_tokens(len(request.body))
     if ex.surface == ANTHROPIC and FILE_ID in request.body:
-        input_tokens += await inline_files(ex)
+        await inline_files(ex)  # before measuring: the files' content is the input too
     await exchange.admit(
-        ex, input_tokens=input_tokens, ceiling=exchange.output_ceiling(model, shape)
+        ex,
+        input_tokens=await tokens.measure_input(ex.body),
+        ceiling=exchange.output_ceiling(model, shape),
+        requested=exchange.requested_output(model, shape),
     )
     if ex.stream:
         return exchange.reply_stream(ex, await exchange.open_chat_stream(ex))
@@ -76,14 +78,10 @@ async def chat(ex: Exchange, request: HttpRequest) -> HttpResponseBase:
 FILE_ID = b'"file_id"'
 
 
-async def inline_files(ex: Exchange) -> int:
-    """Replace the body's Files API blocks by their files' content (the caller's own files);
-    returns the input tokens they add, estimated for the reservation."""
+async def inline_files(ex: Exchange) -> None:
+    """Replace the body's Files API blocks by their files' content (the caller's own files)."""
     assert ex.caller is not None
-    ex.body, added = await sync_to_async(files_api.inline_files)(
-        ex.body, account_id=ex.caller.account_id
-    )
-    return added
+    ex.body = await sync_to_async(files_api.inline_files)(ex.body, account_id=ex.caller.account_id)
 
 
 async def fresh_caller(request: HttpRequest) -> Caller:

@@ -48,10 +48,10 @@ async def _steps(ex: Exchange, request: HttpRequest) -> HttpResponseBase:
     if not native:
         completions.check_translatable(body, shape)
     per_choice = min(shape.max_tokens, model.max_output_tokens or 1 << 30)
+    # max_tokens defaults to 16 here, so what a request asks for is always known.
+    ceiling = per_choice * shape.generated * len(shape.prompts)
     await exchange.admit(
-        ex,
-        input_tokens=tokens.estimate_request_tokens(len(request.body)),
-        ceiling=per_choice * shape.generated * len(shape.prompts),
+        ex, input_tokens=await _input_size(body, shape), ceiling=ceiling, requested=ceiling
     )
     if native:
         try:
@@ -63,6 +63,13 @@ async def _steps(ex: Exchange, request: HttpRequest) -> HttpResponseBase:
             completions.check_translatable(body, shape)
             ex.route = None
     return await _translated(ex, body, shape)
+
+
+async def _input_size(body: dict[str, Any], shape: completions.Shape) -> tokens.InputSize:
+    """The prompts' size: text measured as chat text is, token ids counted as they are."""
+    size = await tokens.measure_input(body)
+    ids = sum(len(p) for p in shape.prompts if isinstance(p, list))
+    return tokens.InputSize(estimate=size.estimate + ids, bound=size.bound + ids)
 
 
 # --- forwarded to the upstream's /completions ---------------------------------------------------
