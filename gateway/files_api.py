@@ -3,9 +3,9 @@ message's ``{"source": {"type": "file", "file_id": ...}}`` block becomes before 
 sees it (the file's content inline: base64 for PDFs and images, text for plain-text documents).
 
 Files are per account and share the batch files' table and storage (``gateway/batches/files.py``)
-with purpose ``files_api``. As on Anthropic's API, uploaded files are not downloadable (only files
-a tool creates are, and the gateway runs no tools). Synchronous: views call these through
-``sync_to_async``.
+with purpose ``files_api``; this module reads the storage itself, so batch lines may use it. As on
+Anthropic's API, uploaded files are not downloadable (only files a tool creates are, and the
+gateway runs no tools). Synchronous: views call these through ``sync_to_async``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from django.db.models import Q, QuerySet
 from django.utils.timezone import now
 
 from gateway import errors
-from gateway.batches import files as stored
 from gateway.models import BatchFile
 
 MAX_FILE_BYTES = 500 * 1024 * 1024  # Anthropic's limit per file
@@ -134,7 +133,13 @@ def content(*, account_id: int, file_id: str) -> tuple[BatchFile, bytes]:
             "a tool can be downloaded, not uploaded ones.",
             param="file_id",
         )
-    return file, stored.read_file(file)
+    return file, read(file)
+
+
+def read(file: BatchFile) -> bytes:
+    with default_storage.open(file.storage_name, "rb") as handle:
+        data: bytes = handle.read()
+    return data
 
 
 def downloadable(file: BatchFile) -> bool:
@@ -253,7 +258,7 @@ def _inline(
                 f"{param}: file not found: {file_id[:80]} (upload it with POST /v1/files).",
                 param=param,
             ) from None
-        cache[file_id] = (file, stored.read_file(file))
+        cache[file_id] = (file, read(file))
     file, data = cache[file_id]
     kind = block.get("type")
     mime = file.mime_type

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import close_old_connections, connections, transaction
@@ -29,10 +30,10 @@ from django.db.models import Count, F, Q
 from django.utils.timezone import now
 
 from accounts.models import ApiKey
-from gateway import auth, errors, exchange, limits, media, metering, tokens
+from gateway import auth, errors, exchange, files_api, limits, media, metering, tokens
 from gateway.auth import Caller
 from gateway.batches import output, parsing
-from gateway.errors import OPENAI, GatewayError
+from gateway.errors import ANTHROPIC, OPENAI, GatewayError
 from gateway.exchange import Exchange
 from gateway.models import Batch, BatchLine
 from gateway.providers.base import close_http_client
@@ -195,6 +196,11 @@ class _Runner:
             return _Outcome(BatchLine.Status.SUCCEEDED, 200, data)
         model = await exchange.resolve(ex, kind="chat")
         shape = exchange.check_chat(body, self.surface)
+        if self.surface == ANTHROPIC and b'"file_id"' in orjson.dumps(body):
+            # A Files API block becomes the file's content, as in a live request.
+            body = ex.body = await _db(files_api.inline_files)(
+                body, account_id=self.caller.account_id
+            )
         await exchange.admit(
             ex,
             input_tokens=tokens.measure_input_now(body),

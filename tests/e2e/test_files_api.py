@@ -5,6 +5,7 @@ gateway, and file blocks in messages resolved to the file's content for either u
 from __future__ import annotations
 
 import struct
+import time
 import zlib
 from typing import Any
 
@@ -194,3 +195,35 @@ def test_it_refuses_a_file_in_the_wrong_block_at_no_cost(live):
         assert "cannot be sent" in caught.value.message
         assert caught.value.body["error"]["type"] == "invalid_request_error"
     assert [(r.status, r.cost_micros) for r in records()] == [(400, 0), (400, 0)]
+
+
+def test_a_message_batch_line_reads_the_uploaded_file(live, settings):
+    settings.CELERY_TASK_ALWAYS_EAGER = True  # the batch runs on this process's runner thread
+    client = ant(live)
+    file = client.beta.files.upload(file=("task.txt", b"[[say: batched file]]", "text/plain"))
+
+    def params(model: str, file_id: str) -> Any:
+        return {
+            "model": model,
+            "max_tokens": 50,
+            "messages": [{"role": "user", "content": [document(file_id)]}],
+        }
+
+    created = client.messages.batches.create(
+        requests=[
+            {"custom_id": "claude", "params": params("sim-claude", file.id)},
+            {"custom_id": "gpt", "params": params("sim-gpt", file.id)},
+            {"custom_id": "missing", "params": params("sim-claude", "file_011missing")},
+        ]
+    )
+    deadline = time.monotonic() + 30
+    while client.messages.batches.retrieve(created.id).processing_status != "ended":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    results = {r.custom_id: r.result for r in client.messages.batches.results(created.id)}
+    for name in ("claude", "gpt"):
+        result = results[name]
+        assert result.type == "succeeded"
+        assert result.message.content[0].text == "batched file"
+    assert results["missing"].type == "errored"
+    assert "file not found" in results["missing"].error.error.message
