@@ -5,6 +5,7 @@ upstream; streamed and not; exactly one usage record each, billed on the upstrea
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
@@ -228,3 +229,26 @@ def test_it_defaults_to_sixteen_tokens_like_openai(instruct):
     done = oai(instruct).completions.create(model="sim-gpt", prompt="a long story please")
     assert done.usage.completion_tokens == 16
     assert done.choices[0].finish_reason == "length"
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_a_client_that_hangs_up_mid_stream_is_billed_what_it_got_once(instruct, model):
+    upstream = instruct["anthropic"] if model == "sim-claude" else instruct["openai"]
+    factories.model(f"{model}-long", routes=[(upstream, f"{model}+tps=50+tokens=400")])
+    with httpx.stream(
+        "POST",
+        f"{instruct['url']}/openai/v1/completions",
+        json={"model": f"{model}-long", "prompt": "go", "max_tokens": 400, "stream": True},
+        headers={"authorization": f"Bearer {instruct['secret']}"},
+    ) as response:
+        assert response.status_code == 200
+        for i, _ in enumerate(response.iter_raw()):
+            if i >= 3:
+                break
+    deadline = time.monotonic() + 5
+    while not records() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # a second record would have arrived by now
+    (record,) = records()
+    assert (record.status, record.error_code) == (499, "client_disconnected")
+    assert 0 < record.output_tokens < 100
