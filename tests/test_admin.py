@@ -18,7 +18,7 @@ from accounts.models import Account, ApiKey, User
 from billing import ledger
 from billing.models import LedgerEntry, Plan
 from gateway import catalog
-from gateway.models import CatalogModel, Provider, Route, UsageRecord
+from gateway.models import CatalogModel, ModelAlias, Provider, Route, UsageRecord
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -60,6 +60,8 @@ def world() -> World:
         kind=CatalogModel.Kind.EMBEDDING,
         output_price_micros=None,
     )
+    ModelAlias.objects.create(name="zebra-chat-*", model=model)
+    ModelAlias.objects.create(name="yak-embed-latest", model=model, priority=3)
     entry = ledger.credit(
         account=alice_account,
         amount_micros=12_500_000,
@@ -119,6 +121,7 @@ CHANGELIST_ROWS: dict[type[Any], tuple[str, ...]] = {
     Provider: ("upstream-one", "upstream-two"),
     CatalogModel: ("zebra-chat-1", "yak-embed-2", "$1.00"),
     Route: ("zebra-chat-1-0312", "yak-embed"),
+    ModelAlias: ("zebra-chat-*", "yak-embed-latest", "pattern"),
     UsageRecord: ("req_alice_0001", "req_charlie_0001", "$0.00018"),
 }
 READ_ONLY = {LedgerEntry, UsageRecord}
