@@ -641,7 +641,31 @@ def refusal_error(
 
 def upstream_body(ex: Exchange, route: RouteInfo) -> dict[str, Any]:
     """The body for ``route``'s protocol: passed through when it matches the surface (unknown
-    fields kept), translated when it does not."""
+    fields kept), translated when it does not. Served through an alias, its output cap is the
+    served model's at most (Claude Code asks 64,000 of any model it takes for Opus)."""
+    assert ex.model is not None
+    out = _upstream_body(ex, route)
+    if ex.requested_model and ex.model.max_output_tokens:
+        _fit_output(out, ex.model.max_output_tokens)
+    return out
+
+
+def _fit_output(body: dict[str, Any], limit: int) -> None:
+    """Lower an output cap meant for the model a client asked for (an alias's, which may allow
+    more) to the served model's limit, with an Anthropic thinking budget below it."""
+    for name in ("max_tokens", "max_completion_tokens"):
+        value = body.get(name)
+        if isinstance(value, int) and value > limit:
+            body[name] = limit
+    thinking = body.get("thinking")
+    max_tokens = body.get("max_tokens")
+    if isinstance(thinking, dict) and isinstance(max_tokens, int):
+        budget = thinking.get("budget_tokens")
+        if isinstance(budget, int) and budget >= max_tokens:
+            body["thinking"] = {**thinking, "budget_tokens": max(1024, max_tokens // 2)}
+
+
+def _upstream_body(ex: Exchange, route: RouteInfo) -> dict[str, Any]:
     assert ex.model is not None
     body = ex.body
     try:

@@ -284,3 +284,19 @@ def test_the_seeded_aliases_serve_claude_code_and_codex_ids(live):
         "gpt-4.1": "openai",
         "gpt-4.1-mini": "openai",
     }
+
+
+def test_an_output_cap_meant_for_the_asked_model_fits_the_served_one(live):
+    factories.model("sim-tiny", routes=[(live["anthropic"], "sim-claude")], max_output_tokens=5)
+    alias("claude-big-*", "sim-tiny")
+    with claude(live).messages.stream(
+        model="claude-big-1", max_tokens=64_000, messages=[{"role": "user", "content": "Hello"}]
+    ) as stream:
+        done = stream.get_final_message()
+    assert done.stop_reason == "max_tokens"
+    assert done.usage.output_tokens == 5
+    # Asked by its own id, the model gets what the client sent (its limit is the client's call).
+    direct = claude(live).messages.create(
+        model="sim-tiny", max_tokens=50, messages=[{"role": "user", "content": "Hello"}]
+    )
+    assert direct.usage.output_tokens > 5
