@@ -475,7 +475,7 @@ def test_a_credit_from_manage_py_reaches_the_running_gateways_live_balance(
     elif not settings.REDIS_URL:
         pytest.skip("needs REDIS_URL")
     limits.reset_memory()
-    Plan.objects.filter(slug="test").update(window_tokens=10, tpm_limit=None, rpm_limit=None)
+    Plan.objects.filter(slug="test").update(window_tokens=30, tpm_limit=None, rpm_limit=None)
     owner = factories.UserFactory.create()
     acct = factories.account(owner=owner, plan_slug="test")
     _, secret = factories.api_key(acct)
