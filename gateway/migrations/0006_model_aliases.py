@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("gateway", "0004_batches"),
+        ("gateway", "0005_provider_presets"),
     ]
 
     operations = [
