@@ -82,7 +82,7 @@ async def _forwarded(ex: Exchange, shape: completions.Shape) -> HttpResponseBase
         return exchange.reply_stream(ex, stream)
     opened = await exchange.open_upstream(ex, "completions", protocol=OPENAI)
     data = exchange.upstream_json(opened)
-    data["model"] = ex.model.model_id
+    data["model"] = ex.client_model
     usage = Usage.from_openai(data.get("usage"))
     if usage is None or not usage.input_tokens:
         texts = "".join(str(c.get("text") or "") for c in data.get("choices") or ())
@@ -130,7 +130,7 @@ async def _translated(
         "id": str(first.get("id") or f"cmpl-{ex.request_id}").replace("chatcmpl-", "cmpl-", 1),
         "object": "text_completion",
         "created": first.get("created") or int(time.time()),
-        "model": ex.model.model_id,
+        "model": ex.client_model,
         "choices": choices,
         "usage": total.to_openai(),
     }

@@ -14,7 +14,7 @@ import pytest
 
 from billing import money
 from gateway import metering
-from gateway.models import UsageRecord
+from gateway.models import CatalogModel, ModelAlias, UsageRecord
 from tests import factories
 
 pytestmark = pytest.mark.e2e
@@ -252,3 +252,16 @@ def test_a_client_that_hangs_up_mid_stream_is_billed_what_it_got_once(instruct, 
     (record,) = records()
     assert (record.status, record.error_code) == (499, "client_disconnected")
     assert 0 < record.output_tokens < 100
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_an_alias_serves_completions_under_the_name_asked_for(instruct, model):
+    ModelAlias.objects.create(name="legacy-*", model=CatalogModel.objects.get(model_id=model))
+    client = oai(instruct)
+    done = client.completions.create(model="legacy-text", prompt="hi", max_tokens=3)
+    assert done.model == "legacy-text"
+    chunks = list(
+        client.completions.create(model="legacy-text", prompt="hi", max_tokens=3, stream=True)
+    )
+    assert {c.model for c in chunks} == {"legacy-text"}
+    assert {r.model for r in records()} == {model}
