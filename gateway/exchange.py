@@ -29,7 +29,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 
 from billing import money
-from gateway import auth, auto, catalog, errors, limits, metering, relay, routing, tokens
+from gateway import auth, auto, catalog, errors, limits, metering, providers, relay, routing, tokens
 from gateway.auth import Caller
 from gateway.catalog import ModelInfo, RouteInfo
 from gateway.errors import ANTHROPIC, OPENAI, GatewayError
@@ -607,15 +607,16 @@ def upstream_body(ex: Exchange, route: RouteInfo) -> dict[str, Any]:
     fields kept), translated when it does not."""
     assert ex.model is not None
     body = ex.body
+    protocol = providers.wire_protocol(route.protocol)
     try:
-        if route.protocol == ex.surface:
+        if protocol == ex.surface:
             out = dict(body)
             out["model"] = route.upstream_model
-            if ex.stream and route.protocol == OPENAI:
+            if ex.stream and protocol == OPENAI:
                 options = dict(out.get("stream_options") or {})
                 options["include_usage"] = True
                 out["stream_options"] = options
-            elif route.protocol == ANTHROPIC:
+            elif protocol == ANTHROPIC:
                 # Thinking blocks we made from OpenAI reasoning carry no signature; clients send
                 # them back and a real Anthropic upstream would refuse them.
                 out = treq.strip_unsigned_thinking(out)
@@ -707,7 +708,7 @@ def upstream_json(opened: routing.Opened) -> dict[str, Any]:
 async def complete_chat(ex: Exchange) -> dict[str, Any]:
     """A non-stream chat answer in the caller's surface shape; sets the usage."""
     opened = await open_upstream(ex, "chat")
-    out = answer(ex, upstream_json(opened), opened.route.protocol)
+    out = answer(ex, upstream_json(opened), providers.wire_protocol(opened.route.protocol))
     ex.ttft_ms = ex.elapsed_ms()
     return out
 
@@ -816,7 +817,7 @@ async def open_chat_stream(ex: Exchange) -> AsyncIterator[bytes]:
     as a proper status; after that the stream settles the request when it ends (also when the
     client hangs up: what was delivered is billed)."""
     opened = await open_upstream(ex, "chat", stream=True)
-    stream_relay = relay.for_protocol(ex, opened.route.protocol)
+    stream_relay = relay.for_protocol(ex, providers.wire_protocol(opened.route.protocol))
     # Decoded bytes: an upstream may gzip its stream even when asked not to.
     chunks = transport.body_chunks(opened.response)
     try:
