@@ -54,7 +54,7 @@ class Preset:
     def url(self, **values: str) -> str:
         missing = [n for n in self.needs if not values.get(n)]
         if missing:
-            raise ValueError(f"the {self.key} preset needs --{' --'.join(missing)}")
+            raise ValueError(f"the {self.key} preset needs: {', '.join(missing)}")
         for name in self.needs:
             if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]*", values[name]):
                 raise ValueError(f"{name} must be letters, digits and dashes")
