@@ -1,0 +1,107 @@
+"""A loopback upstream that replays a provider's recorded answers (tests/recordings/<preset>/)
+and keeps every request it got, for tests to compare with the provider's documented format."""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+RECORDINGS = Path(__file__).parent / "recordings"
+
+
+def event_stream_message(event_type: str, payload: dict[str, Any]) -> bytes:
+    """One AWS event-stream message (the framing of Bedrock's converse-stream)."""
+    headers = b""
+    for name, value in (
+        (":event-type", event_type),
+        (":content-type", "application/json"),
+        (":message-type", "event"),
+    ):
+        raw = value.encode()
+        headers += bytes([len(name)]) + name.encode() + b"\x07" + struct.pack(">H", len(raw)) + raw
+    body = json.dumps(payload).encode()
+    total = 12 + len(headers) + len(body) + 4
+    prelude = struct.pack(">II", total, len(headers))
+    prelude += struct.pack(">I", zlib.crc32(prelude))
+    message = prelude + headers + body
+    return message + struct.pack(">I", zlib.crc32(message))
+
+
+class Replay:
+    """An ASGI app: answers from the current recording and keeps the requests."""
+
+    def __init__(self) -> None:
+        self.preset = ""
+        self.requests: list[dict[str, Any]] = []
+        self.override: dict[str, Any] | None = None  # a JSON answer to give instead
+
+    def load(self, preset: str, name: str) -> Any:
+        path = RECORDINGS / preset / name
+        return json.loads(path.read_text()) if name.endswith(".json") else path.read_text()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        request = {
+            "method": scope["method"],
+            "path": scope.get("raw_path", scope["path"].encode()).decode().split("?")[0],
+            "query": dict(parse_qsl(scope["query_string"].decode())),
+            "headers": headers,
+            "body": json.loads(body) if body else None,
+        }
+        self.requests.append(request)
+        status, content_type, content = self.answer(request)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", content_type.encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": content})
+
+    def answer(self, request: dict[str, Any]) -> tuple[int, str, bytes]:
+        path, body = request["path"], request["body"] or {}
+        if request["method"] == "GET":
+            if request["query"].get("after_id"):
+                return (
+                    200,
+                    "application/json",
+                    json.dumps(self.load(self.preset, "models-page2.json")).encode(),
+                )
+            return (
+                200,
+                "application/json",
+                json.dumps(self.load(self.preset, "models.json")).encode(),
+            )
+        if path.endswith("/converse-stream"):
+            name = "tool-stream.json" if body.get("toolConfig") else "stream.json"
+            events = self.load(self.preset, name)["events"]
+            content = b"".join(event_stream_message(kind, obj) for kind, obj in events)
+            return 200, "application/vnd.amazon.eventstream", content
+        if path.endswith("/converse") and body.get("toolConfig"):
+            return (
+                200,
+                "application/json",
+                json.dumps(self.load(self.preset, "tool.json")["response"]).encode(),
+            )
+        if body.get("stream"):
+            return 200, "text/event-stream", self.load(self.preset, "stream.txt").encode()
+        if self.override is not None:
+            return 200, "application/json", json.dumps(self.override).encode()
+        return (
+            200,
+            "application/json",
+            json.dumps(self.load(self.preset, "chat.json")["response"]).encode(),
+        )
