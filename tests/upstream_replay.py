@@ -38,6 +38,7 @@ class Replay:
         self.preset = ""
         self.requests: list[dict[str, Any]] = []
         self.override: dict[str, Any] | None = None  # a JSON answer to give instead
+        self.url = ""  # where it listens (set by the test fixture)
 
     def load(self, preset: str, name: str) -> Any:
         path = RECORDINGS / preset / name

@@ -44,7 +44,7 @@ def replay(upstream: tuple[ServerThread, Replay]) -> Replay:
     server, app = upstream
     app.requests.clear()
     app.override = None
-    app.url = server.url  # type: ignore[attr-defined]
+    app.url = server.url
     return app
 
 
