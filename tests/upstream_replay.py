@@ -10,6 +10,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
 RECORDINGS = Path(__file__).parent / "recordings"
 
 
@@ -29,6 +33,28 @@ def event_stream_message(event_type: str, payload: dict[str, Any]) -> bytes:
     prelude += struct.pack(">I", zlib.crc32(prelude))
     message = prelude + headers + body
     return message + struct.pack(">I", zlib.crc32(message))
+
+
+def sigv4_signature_valid(request: dict[str, Any], *, secret_key: str) -> bool:
+    """Recompute an AWS SigV4 signature from the request exactly as it arrived (path, query,
+    the signed headers, body), as AWS would, and compare it with the one sent."""
+    authorization = request["headers"]["authorization"]
+    fields = dict(part.strip().split("=", 1) for part in authorization.split(" ", 1)[1].split(","))
+    access_key, date, region, service, _ = fields["Credential"].split("/")
+    signed = fields["SignedHeaders"].split(";")
+    query = "&".join(f"{k}={v}" for k, v in request["query"].items())
+    url = f"http://{request['headers']['host']}{request['path']}" + (f"?{query}" if query else "")
+    received = AWSRequest(
+        method=request["method"],
+        url=url,
+        data=request["raw_body"],
+        headers={name: request["headers"][name] for name in signed},
+    )
+    received.context["timestamp"] = request["headers"]["x-amz-date"]
+    auth = SigV4Auth(Credentials(access_key, secret_key), service, region)
+    canonical = auth.canonical_request(received)
+    expected = auth.signature(auth.string_to_sign(received, canonical), received)
+    return bool(expected == fields["Signature"] and date == received.context["timestamp"][:8])
 
 
 class Replay:
@@ -60,6 +86,7 @@ class Replay:
             "query": dict(parse_qsl(scope["query_string"].decode())),
             "headers": headers,
             "body": json.loads(body) if body else None,
+            "raw_body": body,
         }
         self.requests.append(request)
         status, content_type, content = self.answer(request)
