@@ -18,12 +18,15 @@ RECORDINGS = Path(__file__).parent / "recordings"
 
 
 def event_stream_message(event_type: str, payload: dict[str, Any]) -> bytes:
-    """One AWS event-stream message (the framing of Bedrock's converse-stream)."""
+    """One AWS event-stream message (the framing of Bedrock's converse-stream); an event type
+    ending in ``Exception`` is sent as an exception message."""
+    kind = ":exception-type" if event_type.endswith("Exception") else ":event-type"
+    message_type = "exception" if event_type.endswith("Exception") else "event"
     headers = b""
     for name, value in (
-        (":event-type", event_type),
+        (kind, event_type),
         (":content-type", "application/json"),
-        (":message-type", "event"),
+        (":message-type", message_type),
     ):
         raw = value.encode()
         headers += bytes([len(name)]) + name.encode() + b"\x07" + struct.pack(">H", len(raw)) + raw
@@ -64,6 +67,7 @@ class Replay:
         self.preset = ""
         self.requests: list[dict[str, Any]] = []
         self.override: dict[str, Any] | None = None  # a JSON answer to give instead
+        self.events: list[list[Any]] | None = None  # Bedrock stream events to give instead
         self.url = ""  # where it listens (set by the test fixture)
 
     def load(self, preset: str, name: str) -> Any:
@@ -115,7 +119,7 @@ class Replay:
             )
         if path.endswith("/converse-stream"):
             name = "tool-stream.json" if body.get("toolConfig") else "stream.json"
-            events = self.load(self.preset, name)["events"]
+            events = self.events or self.load(self.preset, name)["events"]
             content = b"".join(event_stream_message(kind, obj) for kind, obj in events)
             return 200, "application/vnd.amazon.eventstream", content
         if path.endswith("/converse") and body.get("toolConfig"):

@@ -44,6 +44,7 @@ def replay(upstream: tuple[ServerThread, Replay]) -> Replay:
     server, app = upstream
     app.requests.clear()
     app.override = None
+    app.events = None
     app.url = server.url
     return app
 
@@ -299,6 +300,53 @@ def test_a_bedrock_key_that_is_not_access_key_and_secret_is_the_gateways_problem
 
     assert caught.value.status_code == 502
     assert "credentials" in caught.value.message
+    assert replay.requests == []
+
+
+def test_a_bedrock_stream_exception_reaches_the_caller_as_the_surfaces_error_event(
+    live: dict[str, Any], replay: Replay
+) -> None:
+    provider = _provider(replay, "bedrock")
+    factories.model("m-bedrock", routes=[(provider, "anthropic.claude-v2")])
+    replay.events = [
+        ["messageStart", {"role": "assistant"}],
+        ["contentBlockDelta", {"delta": {"text": "Hel"}, "contentBlockIndex": 0}],
+        ["throttlingException", {"message": "Too many tokens, please wait."}],
+    ]
+
+    with (
+        pytest.raises(anthropic.APIStatusError) as caught,
+        _ant(live).messages.stream(
+            model="m-bedrock", max_tokens=7, messages=[{"role": "user", "content": "Hi"}]
+        ) as stream,
+    ):
+        for _ in stream:
+            pass
+
+    assert "Too many tokens" in str(caught.value)
+    assert caught.value.body["error"]["type"] == "rate_limit_error"
+
+
+def test_a_bedrock_refusal_is_the_callers_error_with_bedrocks_message(
+    live: dict[str, Any], replay: Replay
+) -> None:
+    provider = _provider(replay, "bedrock")
+    factories.model("m-bedrock", routes=[(provider, "anthropic.claude-v2")])
+
+    with pytest.raises(openai.BadRequestError) as caught:
+        _oai(live).chat.completions.create(
+            model="m-bedrock",
+            messages=[
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}
+                    ],
+                }
+            ],
+        )
+
+    assert "Bedrock does not fetch image URLs" in caught.value.message
     assert replay.requests == []
 
 
