@@ -334,7 +334,8 @@ PRESETS: dict[str, Preset] = {
             docs="https://lmstudio.ai/docs/app/api/endpoints/openai",
             quirks=(
                 "No credentials; takes max_tokens.",
-                "Stream usage is not relied on: streams without it are estimated.",
+                "Ignores stream_options.include_usage (lmstudio-bug-tracker#713): streams carry "
+                "no usage and are counted by the gateway.",
             ),
         ),
         Preset(
@@ -349,7 +350,8 @@ PRESETS: dict[str, Preset] = {
                 "The Messages API serves one model: the model field is not used to pick one "
                 "('tgi' is conventional).",
                 "Bearer auth only matters on Inference Endpoints (a Hugging Face token).",
-                "Its POST /tokenize takes TGI's own shape; streams without usage are estimated.",
+                "Streams carry no usage: stream_options is not supported "
+                "(text-generation-inference#2531); they are counted by the gateway.",
             ),
         ),
         Preset(
