@@ -350,6 +350,84 @@ def test_a_bedrock_refusal_is_the_callers_error_with_bedrocks_message(
     assert replay.requests == []
 
 
+def test_bedrock_thinking_streams_as_anthropic_thinking_blocks(
+    live: dict[str, Any], replay: Replay
+) -> None:
+    provider = _provider(replay, "bedrock")
+    factories.model("m-bedrock", routes=[(provider, "us.anthropic.claude-sonnet-4-20250514-v1:0")])
+    replay.events = [
+        ["messageStart", {"role": "assistant"}],
+        [
+            "contentBlockDelta",
+            {"delta": {"reasoningContent": {"text": "2+2 "}}, "contentBlockIndex": 0},
+        ],
+        [
+            "contentBlockDelta",
+            {"delta": {"reasoningContent": {"text": "is 4."}}, "contentBlockIndex": 0},
+        ],
+        [
+            "contentBlockDelta",
+            {"delta": {"reasoningContent": {"signature": "EqQBCkYI"}}, "contentBlockIndex": 0},
+        ],
+        ["contentBlockStop", {"contentBlockIndex": 0}],
+        ["contentBlockDelta", {"delta": {"text": "4"}, "contentBlockIndex": 1}],
+        ["contentBlockStop", {"contentBlockIndex": 1}],
+        ["messageStop", {"stopReason": "end_turn"}],
+        ["metadata", {"usage": {"inputTokens": 40, "outputTokens": 30, "totalTokens": 70}}],
+    ]
+
+    with _ant(live).messages.stream(
+        model="m-bedrock",
+        max_tokens=2048,
+        thinking={"type": "enabled", "budget_tokens": 1024},
+        messages=[{"role": "user", "content": "2+2?"}],
+    ) as stream:
+        final = stream.get_final_message()
+
+    assert [b.type for b in final.content] == ["thinking", "text"]
+    assert (final.content[0].thinking, final.content[0].signature) == ("2+2 is 4.", "EqQBCkYI")
+    assert final.content[1].text == "4"
+    assert (final.usage.input_tokens, final.usage.output_tokens) == (40, 30)
+    body = replay.requests[-1]["body"]
+    assert body["additionalModelRequestFields"] == {
+        "thinking": {"type": "enabled", "budget_tokens": 1024}
+    }
+
+
+def test_bedrock_reports_which_stop_sequence_ended_the_text(
+    live: dict[str, Any], replay: Replay
+) -> None:
+    provider = _provider(replay, "bedrock")
+    factories.model("m-bedrock", routes=[(provider, "anthropic.claude-3-haiku-20240307-v1:0")])
+    replay.override = {
+        "output": {"message": {"role": "assistant", "content": [{"text": "one, two, "}]}},
+        "stopReason": "end_turn",
+        "additionalModelResponseFields": {"stop_sequence": "three"},
+        "usage": {"inputTokens": 9, "outputTokens": 5, "totalTokens": 14},
+    }
+
+    done = _ant(live).messages.create(
+        model="m-bedrock",
+        max_tokens=50,
+        stop_sequences=["three"],
+        messages=[{"role": "user", "content": "Count"}],
+    )
+
+    assert (done.stop_reason, done.stop_sequence) == ("stop_sequence", "three")
+    assert replay.requests[-1]["body"]["additionalModelResponseFieldPaths"] == ["/stop_sequence"]
+
+
+def test_the_responses_api_runs_on_a_bedrock_route(live: dict[str, Any], replay: Replay) -> None:
+    provider = _provider(replay, "bedrock")
+    factories.model("m-bedrock", routes=[(provider, "us.anthropic.claude-3-5-haiku-20241022-v1:0")])
+
+    done = _oai(live).responses.create(model="m-bedrock", input="Hi", max_output_tokens=7)
+
+    assert done.output_text == "Hello there."
+    assert (done.usage.input_tokens, done.usage.output_tokens) == (12, 3)
+    assert replay.requests[-1]["body"]["inferenceConfig"]["maxTokens"] == 7
+
+
 # --- the operator's commands --------------------------------------------------------------------
 
 
