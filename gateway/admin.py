@@ -152,10 +152,19 @@ class ProviderForm(forms.ModelForm[Provider]):
         return cleaned
 
     def _fill_from_preset(self, cleaned: dict[str, Any], preset: presets.Preset) -> None:
-        """A newly picked preset: the fields left at their defaults take its values."""
+        """A newly picked preset: the fields left at their defaults, or at the values the
+        previous preset gave them, take its values; what the operator set stays."""
+        previous = presets.PRESETS.get(self.instance.preset) if self.instance.pk else None
+        given_url = str(cleaned.get("base_url") or "")
+        if previous is not None and given_url == self.instance.base_url:
+            was = previous.fields(base_url=self.instance.base_url)
+            if given_url == previous.base_url or "{" in previous.base_url:
+                given_url = ""  # the old preset's own URL: the new one's replaces it
+        else:
+            was = {}
         try:
             values = preset.fields(
-                base_url=str(cleaned.get("base_url") or ""),
+                base_url=given_url,
                 resource=str(cleaned.get("resource") or ""),
                 region=str(cleaned.get("region") or ""),
             )
@@ -166,7 +175,10 @@ class ProviderForm(forms.ModelForm[Provider]):
         for name in PRESET_FIELDS:
             field = Provider._meta.get_field(name)
             default = field.get_default() if isinstance(field, models.Field) else None
-            if name == "protocol" or cleaned.get(name) in (default, "", None):
+            untouched = cleaned.get(name) in (default, "", None) or (
+                name in was and cleaned.get(name) == was[name]
+            )
+            if name == "protocol" or untouched:
                 cleaned[name] = values[name]
         if preset.api_key_env and not cleaned.get("api_key_env"):
             cleaned["api_key_env"] = preset.api_key_env

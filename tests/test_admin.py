@@ -18,7 +18,7 @@ from django.utils.timezone import now
 from accounts.models import Account, ApiKey, User
 from billing import ledger
 from billing.models import LedgerEntry, Plan
-from gateway import catalog
+from gateway import catalog, presets
 from gateway.models import CatalogModel, Provider, Route, UsageRecord
 from tests import factories
 
@@ -708,3 +708,43 @@ def test_the_provider_form_loads_its_preset_script_as_a_static_file(
 
     assert "js/provider_preset.js" in page
     assert "data-presets=" in page
+
+
+def test_switching_preset_replaces_what_the_old_preset_set_and_keeps_the_operators_edits(
+    admin_client: Client, db: None
+) -> None:
+    made = Provider(name="Upstream", slug="upstream", api_key="k")
+    presets.apply(made, presets.get("azure"), resource="contoso")
+    made.request_id_header = "x-ms-client-request-id"  # an operator's own edit
+    made.save()
+    data = {
+        "preset": "openai",
+        "name": made.name,
+        "slug": made.slug,
+        "protocol": made.protocol,
+        "base_url": made.base_url,
+        "region": "",
+        "is_active": "on",
+        "api_key_env": made.api_key_env,
+        "api_key": "",
+        "auth_style": made.auth_style,
+        "url_style": made.url_style,
+        "api_version": made.api_version,
+        "output_limit_field": made.output_limit_field,
+        "reports_stream_usage": "on",
+        "request_id_header": made.request_id_header,
+        "forward_headers": "[]",
+        "extra_headers": "{}",
+    }
+
+    response = admin_client.post(_url(Provider, "change", made.pk), data)
+
+    assert response.status_code == 302
+    made.refresh_from_db()
+    assert (made.preset, made.base_url, made.auth_style) == (
+        "openai",
+        "https://api.openai.com/v1",
+        "bearer",
+    )
+    assert (made.url_style, made.api_version) == ("standard", "")
+    assert made.request_id_header == "x-ms-client-request-id"
