@@ -555,3 +555,11 @@ def test_checkproviders_calls_each_provider_and_exits_1_when_one_fails(
     assert ping["path"] == "/openai/v1/chat/completions"
     assert ping["body"]["max_completion_tokens"] == 1
     assert ping["headers"]["authorization"] == "Bearer sk-test-groq"
+
+
+def test_importmodels_reads_the_simulators_list(live: dict[str, Any]) -> None:
+    code, out = _run("importmodels", "--provider", "sim-openai", "--dry-run")
+
+    assert code == 0
+    assert "sim-gpt" in out.split()
+    assert CatalogModel.objects.count() == 2  # a dry run changes nothing
