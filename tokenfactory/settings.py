@@ -71,6 +71,9 @@ def _secret_key() -> str:
 
 
 SECRET_KEY = _secret_key()
+# Fernet keys (comma-separated) that encrypt upstream API keys at rest (gateway/crypto.py): the
+# first encrypts, all decrypt. Empty: one derived from SECRET_KEY (the embedded mode's default).
+TOKENFACTORY_SECRET_KEYS = envlist("TOKENFACTORY_SECRET_KEYS")
 ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver" if DEBUG else "")
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS")
 SITE_URL = envstr("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
