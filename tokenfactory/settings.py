@@ -348,6 +348,10 @@ METERING_FLUSH_INTERVAL_MS = envint("METERING_FLUSH_INTERVAL_MS", 500)
 # management command) is seen within this bound.
 GATEWAY_BALANCE_RELOAD_MS = envint("GATEWAY_BALANCE_RELOAD_MS", 10_000)
 
+# GET /metrics (Prometheus) demands "Authorization: Bearer <this>" when set; unset, it is served
+# only to loopback and private-network addresses.
+METRICS_TOKEN = envstr("METRICS_TOKEN")
+
 STRIPE_SECRET_KEY = envstr("STRIPE_SECRET_KEY")
 STRIPE_PUBLISHABLE_KEY = envstr("STRIPE_PUBLISHABLE_KEY")
 STRIPE_WEBHOOK_SECRET = envstr("STRIPE_WEBHOOK_SECRET")
