@@ -105,6 +105,16 @@ def _labelled(labels: tuple[str, str, str, str]) -> _Children:
     return found
 
 
+_decisions: dict[tuple[str, str], Any] = {}
+
+
+def _decided(decision: str, reason: str) -> None:
+    child = _decisions.get((decision, reason))
+    if child is None:
+        child = _decisions[(decision, reason)] = LIMITER.labels(decision, reason)
+    child.inc()
+
+
 def observe(ex: Exchange) -> None:
     """A settled request: once per request, a handful of dictionary lookups and additions."""
     surface = "batch" if ex.batch_id else ex.surface
@@ -116,9 +126,9 @@ def observe(ex: Exchange) -> None:
     if ex.ttft_ms is not None:
         ttft.observe(ex.ttft_ms / 1000)
     if ex.admission is not None:
-        LIMITER.labels("admit", "").inc()
+        _decided("admit", "")
     elif ex.refused:
-        LIMITER.labels("refuse", ex.refused).inc()
+        _decided("refuse", ex.refused)
     if ex.handed_off and ex.status == 502 and ex.route is not None:
         UPSTREAM_ERRORS.labels(ex.route.provider_slug, "stream").inc()
 

@@ -4,11 +4,14 @@ backlog; and who may read it (the token, or an internal address)."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import anthropic
 import httpx
 import openai
+import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -16,6 +19,8 @@ from gateway import metrics
 from tests import factories
 
 pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+_NAMES = re.compile(r"tokenfactory_[a-z_]+")
 
 
 def scrape(url: str, **headers: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -159,3 +164,14 @@ def test_without_a_token_it_serves_internal_addresses_only(live, settings) -> No
 )
 def test_internal_addresses(address: str | None, internal: bool) -> None:
     assert metrics.is_internal(address) is internal
+
+
+def test_the_grafana_dashboard_asks_only_for_metrics_the_gateway_serves(live) -> None:
+    dashboard = orjson.loads((ROOT / "docs" / "grafana-dashboard.json").read_bytes())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    names = {name for expr in exprs for name in _NAMES.findall(expr)}
+    asked = {re.sub(r"_(total|bucket|count|sum)$", "", name) for name in names}
+    response = httpx.get(f"{live['url']}/metrics")
+    served = {family.name for family in text_string_to_metric_families(response.text)}
+    assert len(asked) == 7
+    assert asked <= served, asked - served
