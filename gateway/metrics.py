@@ -74,7 +74,7 @@ TTFT = Histogram(
 )
 UPSTREAM_ERRORS = Counter(
     "tokenfactory_upstream_errors",
-    "Failed upstream attempts, by provider and kind (the HTTP status; 'connection' when none "
+    "Failed upstream attempts, by provider and kind (the HTTP status; 'network' when none "
     "came back; 'stream' when a stream broke off after it started).",
     ("provider", "kind"),
     registry=_registry,
@@ -134,7 +134,7 @@ def observe(ex: Exchange) -> None:
 
 
 def upstream_failed(route: RouteInfo, status: int | None) -> None:
-    UPSTREAM_ERRORS.labels(route.provider_slug, str(status) if status else "connection").inc()
+    UPSTREAM_ERRORS.labels(route.provider_slug, str(status) if status else "network").inc()
 
 
 def retried(route: RouteInfo) -> None:
