@@ -90,6 +90,14 @@ def test_it_fails_loudly_with_a_wrong_key(db: None, settings, two_keys) -> None:
         call_command("rotatekeys")
 
 
+def test_serve_refuses_to_start_when_a_stored_key_cannot_be_decrypted(db: None, settings, two_keys):
+    _, new = two_keys
+    _stored(slug="locked-out")
+    settings.TOKENFACTORY_SECRET_KEYS = [new]
+    with pytest.raises(CommandError, match=r"locked-out.*TOKENFACTORY_SECRET_KEYS"):
+        call_command("serve", "--port", "1")
+
+
 def test_it_refuses_a_malformed_key_setting(db: None, settings) -> None:
     settings.TOKENFACTORY_SECRET_KEYS = ["not-a-fernet-key"]
     with pytest.raises(ImproperlyConfigured, match="key 1 is not a Fernet key"):
