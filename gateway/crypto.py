@@ -13,6 +13,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
+from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 
@@ -95,6 +96,31 @@ def rotate(token: str) -> str:
         return ""
     decrypt(token)  # the clear error when no configured key opens it
     return fernet().rotate(token.encode()).decode()
+
+
+@checks.register(checks.Tags.security)
+def keys_are_valid(app_configs: Any, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Every configured key is a Fernet key (``manage.py check``, and before ``migrate``)."""
+    try:
+        fernet()
+    except ImproperlyConfigured as exc:
+        return [checks.Error(str(exc), id="gateway.E001")]
+    return []
+
+
+@checks.register(checks.Tags.security, deploy=True)
+def keys_are_set(app_configs: Any, **kwargs: Any) -> list[checks.CheckMessage]:
+    """``check --deploy``: production names its own keys rather than the derived one."""
+    if settings.TOKENFACTORY_SECRET_KEYS:
+        return []
+    return [
+        checks.Warning(
+            "TOKENFACTORY_SECRET_KEYS is not set: upstream API keys are encrypted with a key "
+            "derived from SECRET_KEY, so changing SECRET_KEY makes them unreadable.",
+            hint="Set TOKENFACTORY_SECRET_KEYS (docs/operating.md, 'Upstream API keys').",
+            id="gateway.W001",
+        )
+    ]
 
 
 def _forget(*, setting: str, **kwargs: Any) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from cryptography.fernet import Fernet
+from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -96,6 +97,20 @@ def test_serve_refuses_to_start_when_a_stored_key_cannot_be_decrypted(db: None, 
     settings.TOKENFACTORY_SECRET_KEYS = [new]
     with pytest.raises(CommandError, match=r"locked-out.*TOKENFACTORY_SECRET_KEYS"):
         call_command("serve", "--port", "1")
+
+
+def test_the_checks_name_a_bad_key_and_in_production_a_missing_one(settings) -> None:
+    settings.TOKENFACTORY_SECRET_KEYS = []
+    ids = {m.id for m in checks.run_checks(include_deployment_checks=True)}
+    assert "gateway.W001" in ids
+    assert "gateway.E001" not in ids
+    settings.TOKENFACTORY_SECRET_KEYS = [Fernet.generate_key().decode(), "nope"]
+    found = [m for m in checks.run_checks() if m.id == "gateway.E001"]
+    assert len(found) == 1
+    assert "key 2 is not a Fernet key" in found[0].msg
+    settings.TOKENFACTORY_SECRET_KEYS = [Fernet.generate_key().decode()]
+    ids = {m.id for m in checks.run_checks(include_deployment_checks=True)}
+    assert not ids & {"gateway.W001", "gateway.E001"}
 
 
 def test_it_refuses_a_malformed_key_setting(db: None, settings) -> None:
