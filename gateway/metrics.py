@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from gateway.catalog import RouteInfo
     from gateway.exchange import Exchange
 
+logger = logging.getLogger("tokenfactory.metrics")
 # The library decides its mode from this variable when it is first imported; so does this module.
 MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 PATH = "/metrics"
@@ -116,7 +118,16 @@ def _decided(decision: str, reason: str) -> None:
 
 
 def observe(ex: Exchange) -> None:
-    """A settled request: once per request, a handful of dictionary lookups and additions."""
+    """A settled request: once per request, a handful of dictionary lookups and additions. Never
+    raises: a metric that cannot be written (its directory removed) must not stop the request's
+    settlement and usage record."""
+    try:
+        _observe(ex)
+    except Exception:
+        logger.warning("metrics.observe_failed", exc_info=True)
+
+
+def _observe(ex: Exchange) -> None:
     surface = "batch" if ex.batch_id else ex.surface
     model = ex.model.model_id if ex.model is not None else "unknown"
     provider = ex.route.provider_slug if ex.route is not None else "none"
@@ -134,11 +145,17 @@ def observe(ex: Exchange) -> None:
 
 
 def upstream_failed(route: RouteInfo, status: int | None) -> None:
-    UPSTREAM_ERRORS.labels(route.provider_slug, str(status) if status else "network").inc()
+    try:
+        UPSTREAM_ERRORS.labels(route.provider_slug, str(status) if status else "network").inc()
+    except Exception:
+        logger.warning("metrics.observe_failed", exc_info=True)
 
 
 def retried(route: RouteInfo) -> None:
-    RETRIES.labels(route.provider_slug).inc()
+    try:
+        RETRIES.labels(route.provider_slug).inc()
+    except Exception:
+        logger.warning("metrics.observe_failed", exc_info=True)
 
 
 # --- exposition -------------------------------------------------------------------------------
