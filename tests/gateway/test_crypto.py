@@ -163,25 +163,30 @@ def test_the_admin_renders_neither_the_key_nor_its_token(admin_client: Client, s
 
 @pytest.mark.django_db(transaction=True)
 def test_the_migration_encrypts_the_keys_already_stored() -> None:
+    # Found by name, whatever number the migration is given, with the gateway's one before it.
     executor = MigrationExecutor(connection)
-    executor.migrate([("gateway", "0005_provider_presets")])
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "INSERT INTO gateway_provider (slug, name, protocol, base_url, api_key_env, api_key,"
-            " is_active, preset, auth_style, url_style, api_version, region, output_limit_field,"
-            " reports_stream_usage, tokenizer, tokenizer_url, request_id_header, forward_headers,"
-            " extra_headers) VALUES ('old', 'Old', 'openai', 'https://old.example/v1', '', %s,"
-            " true, '', '', 'standard', '', '', 'max_tokens', true, '', '', '', '[]', '{}')",
-            [SECRET],
-        )
+    target = next(
+        key
+        for key in executor.loader.disk_migrations
+        if key[0] == "gateway" and key[1].endswith("_encrypted_api_keys")
+    )
+    migration = executor.loader.get_migration(*target)
+    before = next(d for d in migration.dependencies if d[0] == "gateway")
+    executor.migrate([before])
+    old_provider = executor.loader.project_state(before).apps.get_model("gateway", "Provider")
+    old_provider.objects.create(
+        slug="old", name="Old", protocol="openai", base_url="https://old.example/v1", api_key=SECRET
+    )
+    assert _column(Provider(pk=old_provider.objects.get(slug="old").pk)) == SECRET
+
     executor = MigrationExecutor(connection)
-    executor.migrate([("gateway", "0009_encrypted_api_keys")])
+    executor.migrate([target])
     provider = Provider.objects.get(slug="old")
     assert SECRET not in _column(provider)
     assert provider.api_key == SECRET
 
     executor = MigrationExecutor(connection)
-    executor.migrate([("gateway", "0005_provider_presets")])
+    executor.migrate([before])  # reversed: plain text again
     assert _column(provider) == SECRET
     executor = MigrationExecutor(connection)
     executor.migrate(executor.loader.graph.leaf_nodes())
