@@ -26,7 +26,7 @@ HELP = "used when no environment variable is named or set"
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("gateway", "0005_provider_presets"),
+        ("gateway", "0006_model_aliases"),
     ]
 
     operations = [
