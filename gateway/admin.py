@@ -106,8 +106,8 @@ class ProviderForm(forms.ModelForm[Provider]):
         max_length=300,
         strip=True,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
-        help_text="Used when no environment variable is named or set. Leave blank to keep the "
-        "stored key.",
+        help_text="Used when no environment variable is named or set; stored encrypted and "
+        "never shown again. Leave blank to keep the stored key.",
     )
     clear_api_key = forms.BooleanField(required=False, label="Remove the stored key")
 
@@ -244,7 +244,7 @@ class ProviderAdmin(CatalogAdmin[Provider]):
             return "—"
         if obj.api_key_env and os.environ.get(obj.api_key_env):
             return f"${obj.api_key_env} (set)"
-        stored = "stored key" if obj.api_key else "no key"
+        stored = "stored key: set" if obj.api_key else "stored key: not set"
         if obj.api_key_env:
             return f"${obj.api_key_env} not set; {stored}"
         return stored

@@ -29,7 +29,19 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 
 from billing import money
-from gateway import auth, auto, catalog, errors, limits, metering, providers, relay, routing, tokens
+from gateway import (
+    auth,
+    auto,
+    catalog,
+    errors,
+    limits,
+    metering,
+    metrics,
+    providers,
+    relay,
+    routing,
+    tokens,
+)
 from gateway.auth import Caller
 from gateway.catalog import ModelInfo, RouteInfo
 from gateway.errors import ANTHROPIC, OPENAI, GatewayError
@@ -102,6 +114,8 @@ class Exchange:
     # A streamed answer's body settles the request itself, when the stream ends.
     handed_off: bool = False
     recorded: bool = False
+    # Why admission refused it ("rpm", "balance", ..., "unavailable"): for gateway.metrics.
+    refused: str = ""
 
     def headers(self) -> dict[str, str]:
         out = errors.request_id_headers(self.surface, self.request_id)
@@ -250,6 +264,7 @@ async def settle(
     if ex.recorded:
         return
     ex.recorded = True
+    metrics.observe(ex)
     if not ex.metered or (ex.caller is None and commit is None):
         return
     cost = cost_micros(
@@ -589,8 +604,10 @@ async def admit(
                 await on_full(refused)
                 continue
             ex.refusal_headers = refused.headers
+            ex.refused = refused.reason
             raise refusal_error(refused, ex, unit_cost_micros=unit_cost) from None
         except limits.Unavailable:
+            ex.refused = "unavailable"
             raise errors.LimitsUnavailable(
                 "Rate limits are unavailable right now (the limits store cannot be reached), so "
                 "the request was not run. Retry in a few seconds.",
