@@ -13,7 +13,7 @@ from django.http import HttpRequest, HttpResponseBase
 from gateway import errors, exchange, tokens
 from gateway.errors import OPENAI
 from gateway.exchange import Exchange
-from gateway.translate import responses_api, sse
+from gateway.translate import responses_api, responses_tools, sse
 from gateway.translate.errors import TranslationError
 from gateway.views.common import endpoint
 
@@ -27,7 +27,7 @@ async def _create(ex: Exchange, request: HttpRequest) -> HttpResponseBase:
     original = exchange.read_json(request)
     ex.body = {"model": original.get("model")}
     try:
-        ex.body = responses_api.to_chat(original)
+        ex.body, tools = responses_api.to_chat(original)
     except TranslationError as exc:
         raise errors.BadRequest(exc.message, param=exc.param) from exc
     model = await exchange.resolve(ex, kind="chat")
@@ -40,12 +40,18 @@ async def _create(ex: Exchange, request: HttpRequest) -> HttpResponseBase:
     )
     if ex.stream:
         chunks = await exchange.open_chat_stream(ex)
-        translator = responses_api.ChatToResponses(original, model=model.model_id)
-        return exchange.reply_stream(ex, _events(translator, chunks))
+        translator = responses_api.ChatToResponses(original, model=model.model_id, tools=tools)
+        return _dropped(exchange.reply_stream(ex, _events(translator, chunks)), tools)
     completion = await exchange.complete_chat(ex)
-    return exchange.reply_json(
-        ex, responses_api.to_response(completion, original, model=model.model_id)
-    )
+    answer = responses_api.to_response(completion, original, model=model.model_id, tools=tools)
+    return _dropped(exchange.reply_json(ex, answer), tools)
+
+
+def _dropped(response: HttpResponseBase, tools: responses_tools.ToolMap) -> HttpResponseBase:
+    """Name the hosted tools no upstream here can run, which the request went without."""
+    if tools.dropped:
+        response[responses_tools.DROPPED_HEADER] = ", ".join(tools.dropped)
+    return response
 
 
 async def _events(
