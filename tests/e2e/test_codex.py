@@ -1,0 +1,131 @@
+"""The real Codex CLI (npm `@openai/codex`) against the gateway, run as a user runs it: a fresh
+CODEX_HOME holding only the config docs/api.md documents, the key in the environment, and
+`codex exec` told to run tools without asking. The simulator's `[[call: NAME {json}]]` directive
+makes the model call the tool Codex offers for running a command, so each turn really runs one;
+a second turn resumes the session, so the whole history (tool calls, their output, reasoning)
+goes back through the Responses API. On an OpenAI-protocol and an Anthropic-protocol model."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway import metering
+from gateway.models import UsageRecord
+
+pytestmark = pytest.mark.e2e
+
+CODEX_VERSION = "0.171.0"
+CACHE = Path(__file__).resolve().parents[2] / "var" / "npm-codex"
+BINARY = CACHE / "node_modules" / ".bin" / "codex"
+CONFIG = """\
+model = "{model}"
+model_provider = "token_factory"
+
+[model_providers.token_factory]
+name = "Token Factory"
+base_url = "{url}/openai/v1"
+env_key = "TOKENFACTORY_API_KEY"
+wire_api = "responses"
+"""
+
+
+@pytest.fixture(scope="module")
+def codex() -> Path:
+    """The Codex CLI, installed from npm once into var/ and reused."""
+    if BINARY.exists():
+        return BINARY
+    npm = shutil.which("npm")
+    if npm is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true but npm is missing: the Codex end-to-end test must run")
+        pytest.skip("npm is not installed: cannot install the Codex CLI")
+    CACHE.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [
+            npm,
+            "install",
+            "--prefix",
+            str(CACHE),
+            "--no-audit",
+            "--no-fund",
+            f"@openai/codex@{CODEX_VERSION}",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    return BINARY
+
+
+def run_codex(
+    codex: Path, home: Path, work: Path, secret: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "CODEX_HOME": str(home / ".codex"),
+        "TOKENFACTORY_API_KEY": secret,
+    }
+    return subprocess.run(
+        [str(codex), "exec", *args],
+        cwd=work,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def call(tool: str, **arguments: Any) -> str:
+    return f"[[call: {tool} {json.dumps(arguments)}]]"
+
+
+@pytest.mark.parametrize("model", ["sim-gpt", "sim-claude"])
+def test_codex_runs_commands_through_the_gateway_over_two_turns(live, codex, tmp_path, model):
+    home, work = tmp_path / "home", tmp_path / "work"
+    (home / ".codex").mkdir(parents=True)
+    work.mkdir()
+    (home / ".codex" / "config.toml").write_text(CONFIG.format(model=model, url=live["url"]))
+    flags = ["--dangerously-bypass-approvals-and-sandbox", "--skip-git-repo-check"]
+
+    first = run_codex(
+        codex,
+        home,
+        work,
+        live["secret"],
+        *flags,
+        "-C",
+        str(work),
+        "Write the proof file. " + call("exec_command", cmd="printf codex-was-here > proof.txt"),
+    )
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert (work / "proof.txt").read_text() == "codex-was-here"
+
+    second = run_codex(
+        codex,
+        home,
+        work,
+        live["secret"],
+        "resume",
+        "--last",
+        *flags,
+        "Copy it. " + call("exec_command", cmd="cp proof.txt copy.txt && echo copied"),
+    )
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert (work / "copy.txt").read_text() == "codex-was-here"
+
+    metering.drain()
+    records = list(UsageRecord.objects.filter(endpoint="responses").order_by("created_at"))
+    # Each turn: the model calls the tool, then answers from its output.
+    assert len(records) >= 4
+    assert {r.model for r in records} == {model}
+    assert all(r.status == 200 and r.stream for r in records)
+    assert all(r.input_tokens > 0 and r.output_tokens > 0 and r.cost_micros > 0 for r in records)
