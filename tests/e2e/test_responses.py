@@ -155,12 +155,87 @@ def test_it_refuses_previous_response_id_as_stateless(live):
     assert record.status == 400 and record.cost_micros == 0
 
 
-def test_it_refuses_a_non_function_tool(live):
-    with pytest.raises(openai.BadRequestError) as caught:
-        client(live).responses.create(
-            model="sim-gpt", input="Hi", tools=[{"type": "web_search_preview"}]
+CODEX_TOOLS: list[Any] = [
+    WEATHER,
+    {
+        "type": "namespace",
+        "name": "multi_agent_v1",
+        "description": "Tools for sub-agents.",
+        "tools": [
+            {
+                "type": "function",
+                "name": "close_agent",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"target": {"type": "string"}},
+                    "required": ["target"],
+                },
+            }
+        ],
+    },
+    {
+        "type": "custom",
+        "name": "apply_patch",
+        "description": "Edit files. This is a FREEFORM tool.",
+        "format": {"type": "grammar", "syntax": "lark", "definition": "start: /.+/"},
+    },
+    {"type": "local_shell"},
+    {"type": "web_search", "external_web_access": True},
+    {"type": "image_generation"},
+]
+PATCH = "*** Begin Patch\n*** Add File: a.txt\n+hi\n*** End Patch\n"
+
+
+def _call(live: dict[str, Any], model: str, prompt: str, *, stream: bool) -> tuple[Any, Any]:
+    """One request offering Codex's kinds of tools; (the final response, the HTTP headers)."""
+    api = client(live).responses.with_raw_response
+    raw = api.create(model=model, input=prompt, tools=CODEX_TOOLS, stream=stream)
+    if not stream:
+        return raw.parse(), raw.headers
+    events = list(raw.parse())
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert events[-1].type == "response.completed"
+    return events, raw.headers
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("model", MODELS)
+def test_it_serves_namespaced_custom_and_shell_tools_and_drops_hosted_ones(live, model, stream):
+    prompts = {
+        "function_call": '[[call: multi_agent_v1__close_agent {"target": "agent-7"}]]',
+        "custom_tool_call": "[[call: apply_patch " + json.dumps({"input": PATCH}) + "]]",
+        "local_shell_call": '[[call: local_shell {"command": ["ls", "-la"], "timeout_ms": 900}]]',
+    }
+    for kind, prompt in prompts.items():
+        answer, headers = _call(live, model, prompt, stream=stream)
+        assert headers["x-tokenfactory-dropped-tools"] == "web_search, image_generation"
+        final = answer[-1].response if stream else answer
+        (item,) = final.output
+        assert item.type == kind
+        if kind == "function_call":
+            assert (item.namespace, item.name) == ("multi_agent_v1", "close_agent")
+            assert json.loads(item.arguments) == {"target": "agent-7"}
+        elif kind == "custom_tool_call":
+            assert (item.name, item.input) == ("apply_patch", PATCH)
+        else:
+            assert item.action.command == ["ls", "-la"] and item.action.timeout_ms == 900
+        if stream and kind == "custom_tool_call":
+            (done,) = [e for e in answer if e.type == "response.custom_tool_call_input.done"]
+            assert done.input == PATCH
+        # The call and its output go back in the next turn; the model answers from the output.
+        history = item.model_dump(exclude_none=True, exclude={"status"})
+        output_kind = kind.replace("_call", "_call_output")
+        if kind == "function_call":
+            output_kind = "function_call_output"
+        output: dict[str, Any] = {"type": output_kind, "output": f"done by {kind}"}
+        output["id" if kind == "local_shell_call" else "call_id"] = item.call_id
+        follow = client(live).responses.create(
+            model=model,
+            tools=CODEX_TOOLS,
+            input=[{"role": "user", "content": prompt}, history, output],
         )
-    assert "function tools" in caught.value.message
+        assert f"done by {kind}" in follow.output_text
+    assert {r.status for r in records(endpoint="responses")} == {200}
 
 
 def test_it_answers_codex_shaped_requests_on_the_bare_v1_path(live):
