@@ -7,20 +7,69 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import httpx
 import orjson
 from django.http import HttpRequest, HttpResponseBase
 
 from gateway import errors, exchange, tokens
-from gateway.errors import OPENAI
+from gateway.catalog import RouteInfo
+from gateway.errors import ANTHROPIC, OPENAI
 from gateway.exchange import Exchange
+from gateway.providers import Provider
 from gateway.translate import responses_api, responses_tools, sse
 from gateway.translate.errors import TranslationError
-from gateway.views.common import endpoint
+from gateway.views.common import endpoint, fresh_caller
 
 
 @endpoint(OPENAI)
 async def create(request: HttpRequest) -> HttpResponseBase:
     return await exchange.serve(request, surface=OPENAI, endpoint="responses", steps=_create)
+
+
+@endpoint(OPENAI)
+async def input_tokens(request: HttpRequest) -> HttpResponseBase:
+    """POST /responses/input_tokens: what a Responses request's input would cost, counted like
+    Anthropic's count_tokens (not admitted, not billed)."""
+    return await exchange.serve(
+        request, surface=OPENAI, endpoint="count_tokens", steps=_input_tokens, metered=False
+    )
+
+
+# What Anthropic's count_tokens takes of a messages body.
+_COUNTED = ("model", "messages", "system", "tools", "tool_choice", "thinking")
+
+
+async def _input_tokens(ex: Exchange, request: HttpRequest) -> HttpResponseBase:
+    ex.caller = await fresh_caller(request)  # no admission here to notice a changed key
+    original = exchange.read_json(request)
+    ex.body = {"model": original.get("model")}
+    try:
+        ex.body, _ = responses_api.to_chat({**original, "stream": False})
+    except TranslationError as exc:
+        raise errors.BadRequest(exc.message, param=exc.param) from exc
+    model = await exchange.resolve(ex, kind="chat")
+    if any(r.protocol == ANTHROPIC for r in model.routes):
+        # An Anthropic upstream counts exactly; when none answers, and for other upstreams, our
+        # tokenizer estimates.
+        def build(route: RouteInfo, provider: Provider) -> httpx.Request:
+            body = exchange.upstream_body(ex, route)
+            counted = orjson.dumps({k: body[k] for k in _COUNTED if k in body})
+            return provider.build(route, "count_tokens", counted, exchange.forwarded_for(ex, route))
+
+        try:
+            opened = await exchange.open_upstream(
+                ex, "count_tokens", build=build, protocol=ANTHROPIC
+            )
+            counted = exchange.upstream_json(opened).get("input_tokens")
+            if isinstance(counted, int):
+                return _counted(ex, counted)
+        except errors.GatewayError:
+            pass
+    return _counted(ex, tokens.count_request(ex.body))
+
+
+def _counted(ex: Exchange, count: int) -> HttpResponseBase:
+    return exchange.reply_json(ex, {"object": "response.input_tokens", "input_tokens": count})
 
 
 async def _create(ex: Exchange, request: HttpRequest) -> HttpResponseBase:

@@ -278,3 +278,22 @@ def test_it_answers_codex_shaped_requests_on_the_bare_v1_path(live):
     names = [line.removeprefix("event: ") for line in raw.splitlines() if line.startswith("event:")]
     assert names[0] == "response.created" and names[-1] == "response.completed"
     assert '"delta":"pong"' in raw
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_it_counts_input_tokens_without_billing(live, model):
+    api = client(live)
+    request: dict[str, Any] = {
+        "model": model,
+        "instructions": "Be brief.",
+        "input": [{"role": "user", "content": "What is the weather like in Paris today?"}],
+        "tools": CODEX_TOOLS,
+    }
+    count = api.responses.input_tokens.count(**request)
+    assert count.object == "response.input_tokens" and count.input_tokens > 0
+    if model == "sim-claude":  # an Anthropic upstream counts exactly what it will be sent
+        done = api.responses.create(**request)
+        assert done.usage is not None and count.input_tokens == done.usage.input_tokens
+    with pytest.raises(openai.BadRequestError):
+        api.responses.input_tokens.count(model=model, input=[])
+    assert records(endpoint="count_tokens") == []
