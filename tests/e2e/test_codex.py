@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -129,3 +130,29 @@ def test_codex_runs_commands_through_the_gateway_over_two_turns(live, codex, tmp
     assert {r.model for r in records} == {model}
     assert all(r.status == 200 and r.stream for r in records)
     assert all(r.input_tokens > 0 and r.output_tokens > 0 and r.cost_micros > 0 for r in records)
+
+
+def test_codex_with_websockets_on_falls_back_to_http_at_once(live, codex, tmp_path):
+    """A provider with `supports_websockets = true` makes Codex try wss://.../responses first: the
+    gateway refuses the upgrade cleanly, and Codex goes on over HTTP without a long wait."""
+    home, work = tmp_path / "home", tmp_path / "work"
+    (home / ".codex").mkdir(parents=True)
+    work.mkdir()
+    config = CONFIG.format(model="sim-gpt", url=live["url"]) + "supports_websockets = true\n"
+    (home / ".codex" / "config.toml").write_text(config)
+    started = time.monotonic()
+    done = run_codex(
+        codex,
+        home,
+        work,
+        live["secret"],
+        "--dangerously-bypass-approvals-and-sandbox",
+        "--skip-git-repo-check",
+        "[[say: over http]]",
+    )
+    elapsed = time.monotonic() - started
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "over http" in done.stdout
+    # A 426 is "use HTTP": no reconnect attempts with backoff (a 403 gets five, over seconds).
+    assert "Reconnecting" not in done.stderr
+    assert elapsed < 15
