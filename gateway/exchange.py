@@ -615,6 +615,9 @@ def upstream_body(ex: Exchange, route: RouteInfo) -> dict[str, Any]:
                 options = dict(out.get("stream_options") or {})
                 options["include_usage"] = True
                 out["stream_options"] = options
+            if ex.endpoint == "responses" and route.protocol == OPENAI:
+                # Anthropic's signed thinking, from a sealed reasoning item: not OpenAI's to read.
+                out = treq.without_thinking_blocks(out)
             elif route.protocol == ANTHROPIC:
                 # Thinking blocks we made from OpenAI reasoning carry no signature; clients send
                 # them back and a real Anthropic upstream would refuse them.

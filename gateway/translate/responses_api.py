@@ -10,8 +10,10 @@ Choices made:
   the whole conversation in ``input``); ``store`` is accepted and ignored.
 - tools: function, namespace, custom and local_shell tools become upstream functions and their
   calls come back as the items the client offered (``responses_tools``); hosted tools are dropped.
-- reasoning items in ``input`` are dropped (their encrypted content is meaningless to another
-  model); reasoning the upstream returns becomes a ``reasoning`` item with a summary.
+- reasoning the upstream returns becomes a ``reasoning`` item with a summary; asked for with
+  ``include: ["reasoning.encrypted_content"]``, it also carries the upstream's signed thinking,
+  sealed (``sealed.py``), which sent back in ``input`` goes to the upstream again (thinking
+  continuity on Anthropic). Reasoning items without a blob we sealed are dropped.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import orjson
 
 from gateway.translate import responses_tools
 from gateway.translate.errors import TranslationError
+from gateway.translate.sealed import Sealer
 
 _STATELESS = {
     "previous_response_id": "this gateway's Responses API is stateless: send the whole "
@@ -59,9 +62,13 @@ def new_id(prefix: str) -> str:
 # --- request: Responses -> chat completions -----------------------------------------------------
 
 
-def to_chat(body: dict[str, Any]) -> tuple[dict[str, Any], responses_tools.ToolMap]:
+def to_chat(
+    body: dict[str, Any], *, sealer: Sealer | None = None
+) -> tuple[dict[str, Any], responses_tools.ToolMap]:
     """A Responses request as a chat completions request, and how its tools map to upstream
-    functions and back. Raises TranslationError on what chat completions cannot express."""
+    functions and back. Reasoning items whose ``encrypted_content`` ``sealer`` opens put their
+    signed thinking back on the assistant turn they belong to. Raises TranslationError on what
+    chat completions cannot express."""
     for name, message in _STATELESS.items():
         if body.get(name):
             raise TranslationError(message[0].upper() + message[1:], name)
@@ -77,7 +84,7 @@ def to_chat(body: dict[str, Any]) -> tuple[dict[str, Any], responses_tools.ToolM
             raise TranslationError("'instructions' must be a string.", "instructions")
         if instructions:
             messages.append({"role": "system", "content": instructions})
-    messages.extend(_input_messages(body.get("input")))
+    messages.extend(_input_messages(body.get("input"), sealer))
     out["messages"] = messages
     tools = responses_tools.tool_map(body.get("tools"))
     if tools.functions:
@@ -108,7 +115,7 @@ def to_chat(body: dict[str, Any]) -> tuple[dict[str, Any], responses_tools.ToolM
     return out, tools
 
 
-def _input_messages(value: Any) -> list[dict[str, Any]]:
+def _input_messages(value: Any, sealer: Sealer | None) -> list[dict[str, Any]]:
     if isinstance(value, str):
         if not value:
             raise TranslationError("'input' must not be empty.", "input")
@@ -116,12 +123,15 @@ def _input_messages(value: Any) -> list[dict[str, Any]]:
     if not isinstance(value, list) or not value:
         raise TranslationError("'input' must be a string or a non-empty array of items.", "input")
     messages: list[dict[str, Any]] = []
+    thinking: list[dict[str, Any]] = []  # opened from reasoning items, for the next assistant turn
     for i, item in enumerate(value):
         where = f"input[{i}]"
         if not isinstance(item, dict):
             raise TranslationError(f"{where} must be an object.", where)
         kind = item.get("type") or "message"
-        if kind == "message":
+        if kind == "reasoning" and sealer is not None:
+            thinking += sealer.open(item.get("encrypted_content")) or []
+        elif kind == "message":
             messages.append(_message(item, where))
         elif kind in _CALLS:
             _append_call(messages, _call(item, kind, where))
@@ -142,6 +152,9 @@ def _input_messages(value: Any) -> list[dict[str, Any]]:
                 "reasoning, function, custom tool and local shell calls and their outputs.",
                 where,
             )
+        if thinking and messages and messages[-1]["role"] == "assistant":
+            messages[-1]["thinking_blocks"] = [*messages[-1].get("thinking_blocks", ()), *thinking]
+            thinking = []
     return messages
 
 
@@ -342,17 +355,26 @@ def to_response(
     *,
     model: str,
     tools: responses_tools.ToolMap,
+    sealer: Sealer | None = None,
     response_id: str = "",
 ) -> dict[str, Any]:
-    """A (non-streamed) chat completion as a Response object."""
+    """A (non-streamed) chat completion as a Response object. With ``sealer``, and when the
+    request asks for ``reasoning.encrypted_content``, the reasoning item carries the upstream's
+    signed thinking, sealed."""
     out = skeleton(request, response_id=response_id or new_id("resp"), model=model)
     choices = completion.get("choices") or [{}]
     choice = choices[0] if isinstance(choices[0], dict) else {}
     message = choice.get("message") or {}
     items: list[dict[str, Any]] = []
     reasoning = message.get("reasoning_content")
-    if isinstance(reasoning, str) and reasoning:
-        items.append(_reasoning_item(new_id("rs"), reasoning))
+    reasoning = reasoning if isinstance(reasoning, str) else ""
+    signed = message.get("thinking_blocks")
+    sealing = _sealing(request, sealer)
+    if reasoning or (sealing is not None and signed):
+        item = _reasoning_item(new_id("rs"), reasoning)
+        if sealing is not None and isinstance(signed, list) and signed:
+            item["encrypted_content"] = sealing.seal(signed)
+        items.append(item)
     content = message.get("content")
     if isinstance(content, str) and content:
         items.append(_message_item(new_id("msg"), content, "completed"))
@@ -389,6 +411,14 @@ def to_response(
     if isinstance(created, int):
         out["created_at"] = created
     return out
+
+
+def _sealing(request: dict[str, Any], sealer: Sealer | None) -> Sealer | None:
+    """``sealer`` when the request asks for encrypted reasoning, else None."""
+    include = request.get("include")
+    if isinstance(include, list) and "reasoning.encrypted_content" in include:
+        return sealer
+    return None
 
 
 def _message_item(item_id: str, text: str, status: str) -> dict[str, Any]:
@@ -432,10 +462,18 @@ class ChatToResponses:
     after the last chunk; ``fail()`` for an error, at any point."""
 
     def __init__(
-        self, request: dict[str, Any], *, model: str, tools: responses_tools.ToolMap
+        self,
+        request: dict[str, Any],
+        *,
+        model: str,
+        tools: responses_tools.ToolMap,
+        sealer: Sealer | None = None,
     ) -> None:
         self.response = skeleton(request, response_id=new_id("resp"), model=model)
         self.tools = tools
+        self.sealing = _sealing(request, sealer)
+        self.thought: list[str] = []  # reasoning text since the last signed thinking block
+        self.signed: list[dict[str, Any]] = []  # signed blocks for the open reasoning item
         self.sequence = 0
         self.items: list[dict[str, Any]] = []
         self.current: _Open | None = None  # the open reasoning or message item
@@ -471,7 +509,11 @@ class ChatToResponses:
             delta = choice.get("delta") or {}
             reasoning = delta.get("reasoning_content")
             if isinstance(reasoning, str) and reasoning:
+                self.thought.append(reasoning)
                 events += self._text("reasoning", reasoning)
+            for block in delta.get("thinking_blocks") or ():
+                if isinstance(block, dict):
+                    events += self._signed(block)
             content = delta.get("content")
             if isinstance(content, str) and content:
                 events += self._text("message", content)
@@ -482,7 +524,52 @@ class ChatToResponses:
                 self.finish_reason = choice["finish_reason"]
         return events
 
+    def _signed(self, block: dict[str, Any]) -> list[Event]:
+        """A signed thinking block's end (its signature) or a redacted block: kept for the open
+        reasoning item's encrypted_content."""
+        if self.sealing is None:
+            return []
+        if block.get("type") == "thinking" and block.get("signature"):
+            text, self.thought = "".join(self.thought), []
+            signed = {"type": "thinking", "thinking": text, "signature": block["signature"]}
+        elif block.get("type") == "redacted_thinking" and block.get("data"):
+            signed = {"type": "redacted_thinking", "data": block["data"]}
+        else:
+            return []
+        events = self._open("reasoning")
+        self.signed.append(signed)
+        return events
+
     def _text(self, kind: str, piece: str) -> list[Event]:
+        events = self._open(kind)
+        assert self.current is not None
+        item = self.current
+        item.text.append(piece)
+        if kind == "reasoning":
+            events.append(
+                self._event(
+                    "response.reasoning_summary_text.delta",
+                    item_id=item.item_id,
+                    output_index=item.index,
+                    summary_index=0,
+                    delta=piece,
+                )
+            )
+        else:
+            events.append(
+                self._event(
+                    "response.output_text.delta",
+                    item_id=item.item_id,
+                    output_index=item.index,
+                    content_index=0,
+                    delta=piece,
+                    logprobs=[],
+                )
+            )
+        return events
+
+    def _open(self, kind: str) -> list[Event]:
+        """Make the open reasoning or message item one of ``kind``."""
         events: list[Event] = []
         if self.current is not None and self.current.kind != kind:
             events += self._close(self.current)
@@ -521,29 +608,6 @@ class ChatToResponses:
                         part=_text_part(""),
                     )
                 )
-        item = self.current
-        item.text.append(piece)
-        if kind == "reasoning":
-            events.append(
-                self._event(
-                    "response.reasoning_summary_text.delta",
-                    item_id=item.item_id,
-                    output_index=item.index,
-                    summary_index=0,
-                    delta=piece,
-                )
-            )
-        else:
-            events.append(
-                self._event(
-                    "response.output_text.delta",
-                    item_id=item.item_id,
-                    output_index=item.index,
-                    content_index=0,
-                    delta=piece,
-                    logprobs=[],
-                )
-            )
         return events
 
     def _call(self, call: dict[str, Any]) -> list[Event]:
@@ -590,6 +654,9 @@ class ChatToResponses:
         events: list[Event] = []
         if item.kind == "reasoning":
             final = _reasoning_item(item.item_id, text)
+            if self.sealing is not None and self.signed:
+                final["encrypted_content"] = self.sealing.seal(self.signed)
+                self.signed = []
             events.append(
                 self._event(
                     "response.reasoning_summary_text.done",

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import orjson
+from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase
 
 from gateway import errors, exchange, tokens
@@ -18,6 +19,7 @@ from gateway.exchange import Exchange
 from gateway.providers import Provider
 from gateway.translate import responses_api, responses_tools, sse
 from gateway.translate.errors import TranslationError
+from gateway.translate.sealed import Sealer
 from gateway.views.common import endpoint, fresh_caller
 
 
@@ -75,8 +77,10 @@ def _counted(ex: Exchange, count: int) -> HttpResponseBase:
 async def _create(ex: Exchange, request: HttpRequest) -> HttpResponseBase:
     original = exchange.read_json(request)
     ex.body = {"model": original.get("model")}
+    assert ex.caller is not None
+    sealer = Sealer(secret=settings.SECRET_KEY, account=str(ex.caller.account_id))
     try:
-        ex.body, tools = responses_api.to_chat(original)
+        ex.body, tools = responses_api.to_chat(original, sealer=sealer)
     except TranslationError as exc:
         raise errors.BadRequest(exc.message, param=exc.param) from exc
     model = await exchange.resolve(ex, kind="chat")
@@ -89,10 +93,14 @@ async def _create(ex: Exchange, request: HttpRequest) -> HttpResponseBase:
     )
     if ex.stream:
         chunks = await exchange.open_chat_stream(ex)
-        translator = responses_api.ChatToResponses(original, model=model.model_id, tools=tools)
+        translator = responses_api.ChatToResponses(
+            original, model=model.model_id, tools=tools, sealer=sealer
+        )
         return _dropped(exchange.reply_stream(ex, _events(translator, chunks)), tools)
     completion = await exchange.complete_chat(ex)
-    answer = responses_api.to_response(completion, original, model=model.model_id, tools=tools)
+    answer = responses_api.to_response(
+        completion, original, model=model.model_id, tools=tools, sealer=sealer
+    )
     return _dropped(exchange.reply_json(ex, answer), tools)
 
 

@@ -17,8 +17,9 @@ from openai.types.responses import (
 from openai.types.responses.response_output_item import LocalShellCall
 from pydantic import TypeAdapter
 
-from gateway.translate import responses_api, responses_tools
+from gateway.translate import requests, responses_api, responses_tools
 from gateway.translate.errors import TranslationError
+from gateway.translate.sealed import Sealer
 
 EVENTS: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)
 NO_TOOLS = responses_tools.ToolMap()
@@ -353,3 +354,95 @@ def test_it_maps_upstream_calls_back_to_the_items_the_client_offered():
     assert delta.delta == done.input == "*** Begin Patch\n" and done.output_index == 1
     added = [e.item.type for e in parsed if e.type == "response.output_item.added"]
     assert added == ["function_call", "custom_tool_call", "local_shell_call"]
+
+
+SEALER = Sealer(secret="test-secret", account="7")
+SIGNED = [
+    {"type": "thinking", "thinking": "Let me think.", "signature": "c2ln"},
+    {"type": "redacted_thinking", "data": "opaque"},
+]
+
+
+def test_a_sealed_blob_opens_only_for_the_same_secret_and_account():
+    blob = SEALER.seal(SIGNED)
+    assert blob.startswith("tf1.") and "Let me think" not in blob
+    assert SEALER.open(blob) == SIGNED
+    assert Sealer(secret="test-secret", account="8").open(blob) is None
+    assert Sealer(secret="other", account="7").open(blob) is None
+    tampered = blob[:-6] + ("A" if blob[-6] != "A" else "B") + blob[-5:]
+    assert SEALER.open(tampered) is None
+    assert SEALER.open("gAAAAAB-openai-blob") is None and SEALER.open(None) is None
+
+
+def _thinking_completion() -> dict[str, Any]:
+    message = {
+        "content": "Done.",
+        "reasoning_content": "Let me think.",
+        "thinking_blocks": [SIGNED[0]],
+    }
+    return {"choices": [{"finish_reason": "stop", "message": message}]}
+
+
+def test_it_seals_signed_thinking_only_when_the_request_includes_it():
+    included = {"include": ["reasoning.encrypted_content"]}
+    out = responses_api.to_response(
+        _thinking_completion(), included, model="m", tools=NO_TOOLS, sealer=SEALER
+    )
+    reasoning = Response.model_validate(out).output[0]
+    assert reasoning.type == "reasoning" and reasoning.summary[0].text == "Let me think."
+    assert SEALER.open(reasoning.encrypted_content) == [SIGNED[0]]
+    plain = responses_api.to_response(
+        _thinking_completion(), {}, model="m", tools=NO_TOOLS, sealer=SEALER
+    )
+    assert "encrypted_content" not in plain["output"][0]
+
+
+def test_it_seals_streamed_thinking_with_the_signature_that_ends_it():
+    stream = responses_api.ChatToResponses(
+        {"include": ["reasoning.encrypted_content"]}, model="m", tools=NO_TOOLS, sealer=SEALER
+    )
+    events = stream.start()
+    events += stream.feed(_chunk({"reasoning_content": "Let me "}))
+    events += stream.feed(_chunk({"reasoning_content": "think."}))
+    signature = {"type": "thinking", "thinking": "", "signature": "c2ln"}
+    events += stream.feed(_chunk({"thinking_blocks": [signature]}))
+    events += stream.feed(_chunk({"thinking_blocks": [SIGNED[1]]}))
+    events += stream.feed(_chunk({"content": "Done."}, "stop")) + stream.done()
+    parsed = _validate(events)
+    (done,) = [e for e in parsed if e.type == "response.output_item.done" and e.output_index == 0]
+    assert SEALER.open(done.item.encrypted_content) == SIGNED
+    assert parsed[-1].response.output[0].encrypted_content == done.item.encrypted_content
+
+
+def test_it_puts_opened_thinking_back_on_the_assistant_turn_and_drops_foreign_blobs():
+    chat, _ = responses_api.to_chat(
+        {
+            "model": "m",
+            "tools": CODEX_TOOLS,
+            "input": [
+                {"role": "user", "content": "go"},
+                {"type": "reasoning", "id": "rs_0", "summary": [], "encrypted_content": "gAAA"},
+                {
+                    "type": "reasoning",
+                    "id": "rs_1",
+                    "summary": [],
+                    "encrypted_content": SEALER.seal(SIGNED),
+                },
+                {
+                    "type": "function_call",
+                    "call_id": "c1",
+                    "name": "exec_command",
+                    "arguments": "{}",
+                },
+                {"type": "function_call_output", "call_id": "c1", "output": "ok"},
+            ],
+        },
+        sealer=SEALER,
+    )
+    assistant = chat["messages"][1]
+    assert assistant["role"] == "assistant" and assistant["thinking_blocks"] == SIGNED
+    anthropic = requests.openai_to_anthropic(
+        chat, model="claude", default_max_tokens=1024, max_output_tokens=None
+    )
+    assert anthropic["messages"][1]["content"][:2] == SIGNED
+    assert "thinking_blocks" not in requests.without_thinking_blocks(chat)["messages"][1]
