@@ -297,3 +297,61 @@ def test_it_counts_input_tokens_without_billing(live, model):
     with pytest.raises(openai.BadRequestError):
         api.responses.input_tokens.count(model=model, input=[])
     assert records(endpoint="count_tokens") == []
+
+
+def _signed_thinking(live: dict[str, Any]) -> int:
+    count: int = httpx.get(f"{live['sim']}/_sim/stats").json()["signed_thinking"]
+    return count
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_encrypted_reasoning_carries_signed_thinking_to_the_next_turn(live, stream):
+    """include reasoning.encrypted_content on an Anthropic-protocol model: the reasoning item's
+    blob, sent back, reaches the upstream as the thinking block it signed (the simulator checks
+    signatures as Anthropic does); a blob we did not seal is ignored."""
+    api = client(live)
+    first_turn: dict[str, Any] = {
+        "model": "sim-claude",
+        "input": "[[say: First answer.]]",
+        "reasoning": {"effort": "low", "summary": "auto"},
+        "include": ["reasoning.encrypted_content"],
+        "store": False,
+    }
+    if stream:
+        events = list(api.responses.create(**first_turn, stream=True))
+        first = events[-1].response
+    else:
+        first = api.responses.create(**first_turn)
+    reasoning, message = first.output
+    assert reasoning.type == "reasoning" and reasoning.summary
+    blob = reasoning.encrypted_content
+    assert blob and reasoning.summary[0].text not in blob
+    history = [reasoning.model_dump(exclude_none=True), message.model_dump(exclude_none=True)]
+    before = _signed_thinking(live)
+    second = api.responses.create(
+        **{
+            **first_turn,
+            "input": [
+                {"role": "user", "content": "[[say: First answer.]]"},
+                *history,
+                {"role": "user", "content": "[[say: Second answer.]]"},
+            ],
+        },
+    )
+    assert second.output_text == "Second answer."
+    assert _signed_thinking(live) == before + 1
+    forged = {**history[0], "encrypted_content": blob[:-8] + "AAAAAAAA"}
+    third = api.responses.create(
+        **{
+            **first_turn,
+            "input": [
+                {"role": "user", "content": "hi"},
+                forged,
+                history[1],
+                {"role": "user", "content": "[[say: Third.]]"},
+            ],
+        },
+    )
+    assert third.output_text == "Third." and _signed_thinking(live) == before + 1
+    plain = api.responses.create(**{**first_turn, "include": []})
+    assert plain.output[0].type == "reasoning" and plain.output[0].encrypted_content is None
