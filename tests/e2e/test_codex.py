@@ -15,10 +15,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from gateway import metering
 from gateway.models import UsageRecord
+from tests import factories
 
 pytestmark = pytest.mark.e2e
 
@@ -156,3 +158,52 @@ def test_codex_with_websockets_on_falls_back_to_http_at_once(live, codex, tmp_pa
     # A 426 is "use HTTP": no reconnect attempts with backoff (a 403 gets five, over seconds).
     assert "Reconnecting" not in done.stderr
     assert elapsed < 15
+
+
+@pytest.mark.parametrize("upstream", ["openai", "anthropic"])
+def test_codex_applies_a_patch_with_its_freeform_tool(live, codex, tmp_path, upstream):
+    """A model id Codex knows (its catalog gives it the freeform `apply_patch` tool, tool search,
+    web search and reasoning with encrypted content), routed here to the simulator: the custom
+    tool reaches the upstream as a function and its call comes back as a custom_tool_call that
+    Codex applies; the hosted tools are dropped."""
+    target = "sim-gpt" if upstream == "openai" else "sim-claude"
+    factories.model("gpt-5.5", routes=[(live[upstream], target)], max_output_tokens=8192)
+    home, work = tmp_path / "home", tmp_path / "work"
+    (home / ".codex").mkdir(parents=True)
+    work.mkdir()
+    (home / ".codex" / "config.toml").write_text(CONFIG.format(model="gpt-5.5", url=live["url"]))
+    patch = "*** Begin Patch\n*** Add File: hello.txt\n+hello from apply_patch\n*** End Patch\n"
+    done = run_codex(
+        codex,
+        home,
+        work,
+        live["secret"],
+        "--dangerously-bypass-approvals-and-sandbox",
+        "--skip-git-repo-check",
+        "Add the file. " + call("apply_patch", input=patch),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (work / "hello.txt").read_text() == "hello from apply_patch\n"
+
+    # The next turn sends back the reasoning Codex got (include reasoning.encrypted_content): on
+    # the Anthropic-protocol upstream it arrives as the thinking block it signed.
+    signed = httpx.get(f"{live['sim']}/_sim/stats").json()["signed_thinking"]
+    again = run_codex(
+        codex,
+        home,
+        work,
+        live["secret"],
+        "resume",
+        "--last",
+        "--dangerously-bypass-approvals-and-sandbox",
+        "--skip-git-repo-check",
+        "[[say: All done.]]",
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "All done." in again.stdout
+    now = httpx.get(f"{live['sim']}/_sim/stats").json()["signed_thinking"]
+    assert now > signed if upstream == "anthropic" else now == signed
+    metering.drain()
+    records = list(UsageRecord.objects.filter(endpoint="responses"))
+    assert len(records) >= 3 and {r.model for r in records} == {"gpt-5.5"}
+    assert all(r.status == 200 for r in records)
