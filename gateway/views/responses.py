@@ -45,8 +45,9 @@ async def _input_tokens(ex: Exchange, request: HttpRequest) -> HttpResponseBase:
     ex.caller = await fresh_caller(request)  # no admission here to notice a changed key
     original = exchange.read_json(request)
     ex.body = {"model": original.get("model")}
+    sealer = Sealer(secret=settings.SECRET_KEY, account=str(ex.caller.account_id))
     try:
-        ex.body, _ = responses_api.to_chat({**original, "stream": False})
+        ex.body, _ = responses_api.to_chat({**original, "stream": False}, sealer=sealer)
     except TranslationError as exc:
         raise errors.BadRequest(exc.message, param=exc.param) from exc
     model = await exchange.resolve(ex, kind="chat")
@@ -88,8 +89,9 @@ async def _create(ex: Exchange, request: HttpRequest) -> HttpResponseBase:
     ex.stream = shape.stream
     await exchange.admit(
         ex,
-        input_tokens=tokens.estimate_request_tokens(len(request.body)),
+        input_tokens=await tokens.measure_input(ex.body),
         ceiling=exchange.output_ceiling(model, shape),
+        requested=exchange.requested_output(model, shape),
     )
     if ex.stream:
         chunks = await exchange.open_chat_stream(ex)
