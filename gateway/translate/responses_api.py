@@ -455,6 +455,7 @@ class _Open:
         self.text: list[str] = []
         self.call_id = ""
         self.name = ""
+        self.sent = ""  # a custom tool's input sent in deltas so far
 
 
 class ChatToResponses:
@@ -509,7 +510,8 @@ class ChatToResponses:
             delta = choice.get("delta") or {}
             reasoning = delta.get("reasoning_content")
             if isinstance(reasoning, str) and reasoning:
-                self.thought.append(reasoning)
+                if self.sealing is not None:
+                    self.thought.append(reasoning)
                 events += self._text("reasoning", reasoning)
             for block in delta.get("thinking_blocks") or ():
                 if isinstance(block, dict):
@@ -633,8 +635,11 @@ class ChatToResponses:
         arguments = function.get("arguments")
         if isinstance(arguments, str) and arguments:
             item.text.append(arguments)
-            if self.tools.target(item.name).kind != "function":
-                return events  # custom tool input and shell actions are sent whole, at the end
+            kind = self.tools.target(item.name).kind
+            if kind == "custom":
+                return events + self._custom_delta(item)
+            if kind != "function":
+                return events  # a shell call's action is sent whole, with output_item.done
             events.append(
                 self._event(
                     "response.function_call_arguments.delta",
@@ -644,6 +649,21 @@ class ChatToResponses:
                 )
             )
         return events
+
+    def _custom_delta(self, item: _Open) -> list[Event]:
+        """The custom tool's text decoded so far, past what was sent: as input deltas."""
+        readable = responses_tools.partial_input("".join(item.text))
+        if len(readable) <= len(item.sent) or not readable.startswith(item.sent):
+            return []
+        piece, item.sent = readable[len(item.sent) :], readable
+        return [
+            self._event(
+                "response.custom_tool_call_input.delta",
+                item_id=item.item_id,
+                output_index=item.index,
+                delta=piece,
+            )
+        ]
 
     def _added(self, item: _Open) -> Event:
         snapshot = dict(self.items[item.index])
@@ -718,10 +738,15 @@ class ChatToResponses:
             ]
         if final["type"] == "custom_tool_call":
             where = {"item_id": item.item_id, "output_index": item.index}
-            return [
-                self._event("response.custom_tool_call_input.delta", **where, delta=final["input"]),
-                self._event("response.custom_tool_call_input.done", **where, input=final["input"]),
-            ]
+            text = str(final["input"])
+            events = []
+            rest = text[len(item.sent) :] if text.startswith(item.sent) else ""
+            if rest:
+                events.append(
+                    self._event("response.custom_tool_call_input.delta", **where, delta=rest)
+                )
+            events.append(self._event("response.custom_tool_call_input.done", **where, input=text))
+            return events
         return []  # local_shell_call: its action arrives with output_item.done
 
     def _close_all(self) -> list[Event]:

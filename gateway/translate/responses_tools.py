@@ -275,3 +275,58 @@ def shell_arguments(action: Any) -> str:
     """A ``local_shell_call`` item's action as the upstream function's arguments."""
     fields = {k: v for k, v in action.items() if k != "type"} if isinstance(action, dict) else {}
     return orjson.dumps(fields).decode()
+
+
+_INPUT_OPENING = re.compile(r'\s*\{\s*"input"\s*:\s*"')
+_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+
+
+def partial_input(arguments: str) -> str:
+    """The part of a custom tool's text already readable in streamed arguments
+    (``{"input": "...`` so far): the JSON string decoded up to its last complete character.
+    Empty when the arguments do not start that way (the text is then sent whole at the end)."""
+    opening = _INPUT_OPENING.match(arguments)
+    if opening is None:
+        return ""
+    out: list[str] = []
+    i, end = opening.end(), len(arguments)
+    while i < end:
+        char = arguments[i]
+        if char == '"':
+            break
+        if char != "\\":
+            out.append(char)
+            i += 1
+            continue
+        if i + 1 >= end:
+            break
+        code = arguments[i + 1]
+        if code in _ESCAPES:
+            out.append(_ESCAPES[code])
+            i += 2
+            continue
+        if code != "u" or i + 6 > end:
+            break
+        unit = _hex(arguments[i + 2 : i + 6])
+        if 0xD800 <= unit < 0xDC00:  # a surrogate pair: wait for both halves
+            low = _hex(arguments[i + 8 : i + 12]) if arguments[i + 6 : i + 8] == "\\u" else -1
+            if not 0xDC00 <= low < 0xE000:
+                break
+            out.append(chr(0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00)))
+            i += 12
+            continue
+        if unit < 0 or 0xDC00 <= unit < 0xE000:  # not hex, or a lone low surrogate
+            break
+        out.append(chr(unit))
+        i += 6
+    return "".join(out)
+
+
+def _hex(digits: str) -> int:
+    """Four hex digits as a number; -1 when they are not (or not yet all there)."""
+    if len(digits) != 4:
+        return -1
+    try:
+        return int(digits, 16)
+    except ValueError:
+        return -1

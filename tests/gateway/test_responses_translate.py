@@ -446,3 +446,28 @@ def test_it_puts_opened_thinking_back_on_the_assistant_turn_and_drops_foreign_bl
     )
     assert anthropic["messages"][1]["content"][:2] == SIGNED
     assert "thinking_blocks" not in requests.without_thinking_blocks(chat)["messages"][1]
+
+
+def test_it_streams_a_custom_tools_input_as_it_decodes():
+    _, tools = responses_api.to_chat({"model": "m", "input": "x", "tools": CODEX_TOOLS})
+    text = '*** Begin Patch\n+say "hi" \\ \u00e9 \U0001f600\n*** End Patch\n'
+    arguments = json.dumps({"input": text})  # ASCII: escapes and a surrogate pair to split
+    stream = responses_api.ChatToResponses({}, model="m", tools=tools)
+    events = stream.start()
+    pieces = [arguments[i : i + 3] for i in range(0, len(arguments), 3)]
+    first = {"index": 0, "id": "c1", "function": {"name": "apply_patch", "arguments": ""}}
+    events += stream.feed(_chunk({"tool_calls": [first]}))
+    for piece in pieces:
+        events += stream.feed(
+            _chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+        )
+    events += stream.feed(_chunk({}, "tool_calls")) + stream.done()
+    parsed = _validate(events)
+    deltas = [e.delta for e in parsed if e.type == "response.custom_tool_call_input.delta"]
+    (done,) = [e for e in parsed if e.type == "response.custom_tool_call_input.done"]
+    assert len(deltas) > 5 and "".join(deltas) == done.input == text
+    assert responses_tools.partial_input('{"input": "ab\\') == "ab"
+    assert responses_tools.partial_input('{"input": "\\ud83d') == ""
+    assert responses_tools.partial_input('{"other": 1}') == ""
+    assert responses_tools.partial_input('{"input": "a\\uZZZZb"}') == "a"
+    assert responses_tools.partial_input('{"input": "a\\udc00b"}') == "a"
