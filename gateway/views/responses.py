@@ -96,12 +96,12 @@ async def _create(ex: Exchange, request: HttpRequest) -> HttpResponseBase:
     if ex.stream:
         chunks = await exchange.open_chat_stream(ex)
         translator = responses_api.ChatToResponses(
-            original, model=model.model_id, tools=tools, sealer=sealer
+            original, model=ex.client_model, tools=tools, sealer=sealer
         )
         return _dropped(exchange.reply_stream(ex, _events(translator, chunks)), tools)
     completion = await exchange.complete_chat(ex)
     answer = responses_api.to_response(
-        completion, original, model=model.model_id, tools=tools, sealer=sealer
+        completion, original, model=ex.client_model, tools=tools, sealer=sealer
     )
     return _dropped(exchange.reply_json(ex, answer), tools)
 
