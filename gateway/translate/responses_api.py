@@ -38,6 +38,7 @@ _STATELESS = {
 # offered upstream, so never made by it) and reasoning without our encrypted content.
 _IGNORED_ITEMS = (
     "reasoning",
+    "additional_tools",  # its tools join the request's (``_offered_tools``)
     "web_search_call",
     "file_search_call",
     "code_interpreter_call",
@@ -86,7 +87,7 @@ def to_chat(
             messages.append({"role": "system", "content": instructions})
     messages.extend(_input_messages(body.get("input"), sealer))
     out["messages"] = messages
-    tools = responses_tools.tool_map(body.get("tools"))
+    tools = responses_tools.tool_map(_offered_tools(body))
     if tools.functions:
         out["tools"] = tools.functions
     choice = responses_tools.tool_choice(body.get("tool_choice"), tools)
@@ -113,6 +114,23 @@ def to_chat(
     if out.get("stream"):
         out["stream_options"] = {"include_usage": True}
     return out, tools
+
+
+def _offered_tools(body: dict[str, Any]) -> Any:
+    """``tools``, and the tools of ``additional_tools`` input items (Codex's code mode offers its
+    tools that way): a chat upstream takes them all with the request."""
+    tools = body.get("tools")
+    items = body.get("input")
+    if not isinstance(items, list):
+        return tools
+    extra: list[Any] = []
+    for item in items:
+        if isinstance(item, dict) and item.get("type") == "additional_tools":
+            offered = item.get("tools")
+            extra += offered if isinstance(offered, list) else []
+    if not extra:
+        return tools
+    return [*tools, *extra] if isinstance(tools, list) else extra if tools is None else tools
 
 
 def _input_messages(value: Any, sealer: Sealer | None) -> list[dict[str, Any]]:

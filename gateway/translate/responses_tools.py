@@ -129,6 +129,8 @@ class ToolMap:
 
     def add(self, target: Target, description: Any, parameters: Any, strict: Any) -> None:
         name = upstream_name(target.name, target.namespace)
+        if self.targets.get(name) == target:
+            return  # offered twice (in ``tools`` and an ``additional_tools`` item): once is enough
         if name in self.targets:
             raise TranslationError(
                 f"Two tools are named '{name}' once flattened for the upstream; rename one.",

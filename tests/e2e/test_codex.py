@@ -18,8 +18,9 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway import metering
-from gateway.models import UsageRecord
+from gateway import catalog, metering
+from gateway.catalog_seed import ALIASES
+from gateway.models import CatalogModel, ModelAlias, UsageRecord
 from tests import factories
 
 pytestmark = pytest.mark.e2e
@@ -206,4 +207,40 @@ def test_codex_applies_a_patch_with_its_freeform_tool(live, codex, tmp_path, ups
     metering.drain()
     records = list(UsageRecord.objects.filter(endpoint="responses"))
     assert len(records) >= 3 and {r.model for r in records} == {"gpt-5.5"}
+    assert all(r.status == 200 for r in records)
+
+
+@pytest.mark.parametrize("model", ["sim-gpt", "sim-claude"])
+def test_codex_needs_only_the_provider_and_the_key(live, codex, tmp_path, model):
+    """No `model` in the config: Codex asks for its own default (codex-cli 0.171: `gpt-6.2-sol`,
+    in code mode: its tools arrive in an `additional_tools` input item, the shell behind a
+    JavaScript `exec` custom tool), which the bundled catalog's OpenAI aliases serve (routed here
+    to the simulator)."""
+    for pattern in {name for name, _, _ in ALIASES if name.startswith("gpt-")}:
+        ModelAlias.objects.create(name=pattern, model=CatalogModel.objects.get(model_id=model))
+    catalog.invalidate()
+    home, work = tmp_path / "home", tmp_path / "work"
+    (home / ".codex").mkdir(parents=True)
+    work.mkdir()
+    config = CONFIG.format(model="", url=live["url"]).replace('model = ""\n', "")
+    assert "model =" not in config
+    (home / ".codex" / "config.toml").write_text(config)
+    done = run_codex(
+        codex,
+        home,
+        work,
+        live["secret"],
+        "--dangerously-bypass-approvals-and-sandbox",
+        "--skip-git-repo-check",
+        "Write it. "
+        + call(
+            "functions__exec",
+            input='await tools.exec_command({cmd: "printf aliased > alias.txt"});',
+        ),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (work / "alias.txt").read_text() == "aliased"
+    metering.drain()
+    records = list(UsageRecord.objects.filter(endpoint="responses"))
+    assert len(records) >= 2 and {r.model for r in records} == {model}
     assert all(r.status == 200 for r in records)

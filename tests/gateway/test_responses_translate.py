@@ -471,3 +471,25 @@ def test_it_streams_a_custom_tools_input_as_it_decodes():
     assert responses_tools.partial_input('{"other": 1}') == ""
     assert responses_tools.partial_input('{"input": "a\\uZZZZb"}') == "a"
     assert responses_tools.partial_input('{"input": "a\\udc00b"}') == "a"
+
+
+def test_tools_in_additional_tools_items_join_the_request():
+    exec_tool = {"type": "custom", "name": "exec", "description": "Run JavaScript."}
+    namespace = {"type": "namespace", "name": "functions", "description": "", "tools": [exec_tool]}
+    extra = {"type": "additional_tools", "id": "at_1", "role": "developer", "tools": [namespace]}
+    chat, tools = responses_api.to_chat(
+        {
+            "model": "m",
+            "tools": [namespace],  # offered twice: once upstream
+            "input": [extra, {"role": "user", "content": "go"}, extra],
+        }
+    )
+    assert [t["function"]["name"] for t in chat["tools"]] == ["functions__exec"]
+    assert chat["messages"] == [{"role": "user", "content": "go"}]
+    item = tools.output_item("ct_1", "c1", "functions__exec", '{"input": "1 + 1"}', "completed")
+    assert (item["type"], item["namespace"], item["name"], item["input"]) == (
+        "custom_tool_call",
+        "functions",
+        "exec",
+        "1 + 1",
+    )
