@@ -736,6 +736,9 @@ def _upstream_body(ex: Exchange, route: RouteInfo) -> dict[str, Any]:
                 options = dict(out.get("stream_options") or {})
                 options["include_usage"] = True
                 out["stream_options"] = options
+            if ex.endpoint == "responses" and protocol == OPENAI:
+                # Anthropic's signed thinking, from a sealed reasoning item: not OpenAI's to read.
+                out = treq.without_thinking_blocks(out)
             elif protocol == ANTHROPIC:
                 # System messages inside ``messages`` are folded where an upstream takes them.
                 # Thinking blocks we made from OpenAI reasoning carry no signature; clients send
