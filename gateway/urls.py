@@ -49,6 +49,7 @@ for prefix in ("openai/v1/", "v1/"):
         path(f"{prefix}images/edits", media.image_edits),
         path(f"{prefix}images/variations", media.image_variations),
         path(f"{prefix}responses", responses.create),
+        path(f"{prefix}responses/input_tokens", responses.input_tokens),
     ]
 
 # OpenAI Files and Batches; the Anthropic Files API; Anthropic Message Batches. /v1/files serves
