@@ -96,6 +96,9 @@ class Exchange:
     route: RouteInfo | None = None
     admission: Admission | None = None
     usage: Usage | None = None
+    # What the upstream has already done for this request that stands whatever happens next (the
+    # earlier prompts of a several-prompt completion): billed even if the request then fails.
+    spent: Usage | None = None
     # Set for a unit-priced request (seconds, characters, images): what it is billed for.
     units: int | None = None
     ttft_ms: int | None = None
@@ -196,7 +199,7 @@ def _failed[R](
 ) -> R:
     ex.status = err.status
     ex.error_code = err.code or err.type
-    ex.usage, ex.units = None, None
+    ex.usage, ex.units = ex.spent, None
     if err.status >= 500:
         logger.warning(
             "upstream failure",

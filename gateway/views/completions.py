@@ -111,6 +111,7 @@ async def _translated(
     first: dict[str, Any] = {}
     for i, prompt in enumerate(prompts):
         ex.body = completions.chat_body(body, prompt, stream=False)
+        ex.spent = total if i else None  # if this prompt fails, the ones before it are billed
         chat = await exchange.complete_chat(ex)
         first = first or chat
         choices += completions.from_chat(

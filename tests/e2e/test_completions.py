@@ -265,3 +265,22 @@ def test_an_alias_serves_completions_under_the_name_asked_for(instruct, model):
     )
     assert {c.model for c in chunks} == {"legacy-text"}
     assert {r.model for r in records()} == {model}
+
+
+def test_several_prompts_bill_those_served_when_a_later_one_fails(live, settings):
+    """Translated to chat, the prompts run one by one: when the second fails, the first was
+    still served by the upstream, and it is billed (the record says the request failed)."""
+    settings.GATEWAY_MAX_ATTEMPTS = 1  # no retry: the second prompt's failure ends the request
+    # The simulator's 1st request for it is the /completions try (a 404: a chat model), the 2nd
+    # the first prompt as chat, the 3rd the second prompt: that one fails.
+    factories.model("partial-gpt", routes=[(live["openai"], "partial-gpt+fail_every=3")])
+    sim_reset(live)
+    with pytest.raises(openai.APIStatusError) as failed:
+        oai(live).completions.create(
+            model="partial-gpt", prompt=["first prompt", "second prompt"], max_tokens=4
+        )
+    assert failed.value.status_code >= 500
+    (record,) = [r for r in records() if r.model == "partial-gpt"]
+    assert record.status == failed.value.status_code
+    assert record.output_tokens == 4 and record.input_tokens > 0  # the first prompt's
+    assert record.cost_micros == cost(record) > 0
