@@ -406,3 +406,121 @@ def test_a_token_budget_refusal_shows_the_tokens_really_left(contract):
     assert served.http_response.status_code == 200
     assert int(served.headers["X-Token-Budget-Remaining"]) < shown
     assert Account.objects.get(pk=acct.pk).balance_micros == 0
+
+
+# --- /v1/models: pricing and capabilities, and both SDKs still parse the list ----------------
+
+
+def test_both_sdks_list_models_with_pricing_and_capabilities(contract):
+    secret = contract["test_secret"]
+    listed = openai.OpenAI(
+        base_url=f"{contract['url']}/openai/v1/", api_key=secret, max_retries=0
+    ).models.list()
+    gpt = next(m for m in listed.data if m.id == "sim-gpt")
+    extra: Any = gpt.model_extra
+    assert extra["pricing"] == {
+        "currency": "USD",
+        "unit": "1M tokens",
+        "input_micros": 1_000_000,
+        "output_micros": 2_000_000,
+        "cached_input_micros": None,
+    }
+    assert extra["capabilities"]["tools"] is True
+    assert extra["capabilities"]["kind"] == "chat"
+    assert extra["capabilities"]["context_window"] == 128_000
+    tts = next(m for m in listed.data if m.id == "sim-tts")
+    tts_extra: Any = tts.model_extra
+    assert tts_extra["pricing"] == {"currency": "USD", "unit": "1M characters", "unit_micros": 100}
+
+    client = anthropic.Anthropic(
+        base_url=f"{contract['url']}/anthropic/", api_key=secret, max_retries=0
+    )
+    claude = next(m for m in client.models.list(limit=100).data if m.id == "sim-claude")
+    assert claude.capabilities is not None
+    assert claude.capabilities.image_input.supported is True
+    assert claude.capabilities.thinking.types.enabled.supported is True
+    assert claude.max_tokens == 8192 and claude.max_input_tokens == 128_000
+    claude_extra: Any = claude.model_extra
+    assert claude_extra["pricing"]["output_micros"] == 2_000_000
+    one = client.models.retrieve("sim-claude")
+    assert one.capabilities is not None and one.capabilities.structured_outputs.supported
+
+
+# --- temperature and top_p: each surface's range ----------------------------------------------
+
+
+def test_sampling_parameters_outside_the_surface_range_are_400s_and_never_sent(contract):
+    secret = contract["test_secret"]
+    oai = openai.OpenAI(base_url=f"{contract['url']}/openai/v1/", api_key=secret, max_retries=0)
+    ant = anthropic.Anthropic(
+        base_url=f"{contract['url']}/anthropic/", api_key=secret, max_retries=0
+    )
+    served = httpx.get(f"{contract['sim']}/_sim/stats").json()["requests"]
+    refused: list[tuple[str, Any]] = []
+    for param, value in (("temperature", 2.01), ("temperature", -0.1), ("top_p", 1.5)):
+        with pytest.raises(openai.BadRequestError) as caught:
+            oai.chat.completions.create(
+                model="sim-claude", messages=HI, max_tokens=5, **{param: value}
+            )
+        refused.append((param, caught.value.body))
+        with pytest.raises(openai.BadRequestError):
+            oai.responses.create(model="sim-gpt", input="hi", **{param: value})
+    for param, value in (("temperature", 1.5), ("temperature", -1), ("top_p", 1.01)):
+        with pytest.raises(anthropic.BadRequestError) as wrong:
+            # (This SDK release no longer types temperature/top_p; the API still takes them.)
+            ant.messages.create(
+                model="sim-gpt", messages=HI, max_tokens=5, extra_body={param: value}
+            )
+        refused.append((param, wrong.value.body["error"]))
+    with pytest.raises(openai.BadRequestError):
+        oai.chat.completions.create(
+            model="sim-gpt", messages=HI, max_tokens=5, extra_body={"temperature": "hot"}
+        )
+    assert all(body["param"] == param for param, body in refused if "param" in body)
+    assert all(body["code"] == "bad_request" for _, body in refused)
+    assert httpx.get(f"{contract['sim']}/_sim/stats").json()["requests"] == served
+    # The ends of each range are served.
+    oai.chat.completions.create(model="sim-gpt", messages=HI, max_tokens=5, temperature=2)
+    ant.messages.create(
+        model="sim-claude", messages=HI, max_tokens=5, extra_body={"temperature": 1, "top_p": 1}
+    )
+
+
+# --- the simulator: the same conversation, the same reply ---------------------------------------
+
+
+@pytest.mark.parametrize("model", ["sim-claude", "sim-gpt"])
+def test_the_same_prompt_gets_the_same_reply_through_both_surfaces(contract, model):
+    secret = contract["test_secret"]
+    oai = openai.OpenAI(base_url=f"{contract['url']}/openai/v1/", api_key=secret, max_retries=0)
+    ant = anthropic.Anthropic(
+        base_url=f"{contract['url']}/anthropic/", api_key=secret, max_retries=0
+    )
+    text = "Tell me about the sea"
+    via_openai = oai.chat.completions.create(
+        model=model,
+        max_tokens=30,
+        messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": text}],
+    )
+    as_string = ant.messages.create(
+        model=model,
+        max_tokens=30,
+        system="Be brief.",
+        messages=[{"role": "user", "content": text}],
+    )
+    as_block = ant.messages.create(
+        model=model,
+        max_tokens=30,
+        system=[{"type": "text", "text": "Be brief."}],
+        messages=[{"role": "user", "content": [{"type": "text", "text": text}]}],
+    )
+    replies = {
+        via_openai.choices[0].message.content,
+        as_string.content[0].text,
+        as_block.content[0].text,
+    }
+    assert len(replies) == 1 and replies != {""}, replies
+    other = ant.messages.create(
+        model=model, max_tokens=30, messages=[{"role": "user", "content": "Tell me about trees"}]
+    )
+    assert other.content[0].text not in replies
