@@ -414,7 +414,8 @@ case(
         ("ok", "small", False, 0),
         ("headers", "small", hdr(80)),
         ("refused", "no balance", "budget", 5 * 3600),
-        ("headers", "no balance", hdr(0)),
+        # The 80 tokens really left, not 0: the request reserving 200 is what does not fit.
+        ("headers", "no balance", hdr(80)),
     ],
 )
 case(
