@@ -33,6 +33,19 @@ class RouteInfo:
     connect_timeout_s: float
     first_byte_timeout_s: float
     total_timeout_s: float
+    # How to talk to this provider (gateway.models.Provider; filled by a preset).
+    preset: str = ""
+    auth_style: str = ""
+    url_style: str = "standard"
+    api_version: str = ""
+    region: str = ""
+    output_limit_field: str = "max_tokens"
+    reports_stream_usage: bool = True
+    tokenizer: str = ""
+    tokenizer_url: str = ""
+    request_id_header: str = ""
+    forward_headers: tuple[str, ...] = ()
+    extra_headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,9 +109,24 @@ def load() -> Snapshot:
                     prov.connect_timeout_ms, settings.GATEWAY_CONNECT_TIMEOUT_MS
                 ),
                 first_byte_timeout_s=_seconds(
-                    prov.first_byte_timeout_ms, settings.GATEWAY_FIRST_BYTE_TIMEOUT_MS
+                    route.first_byte_timeout_ms or prov.first_byte_timeout_ms,
+                    settings.GATEWAY_FIRST_BYTE_TIMEOUT_MS,
                 ),
                 total_timeout_s=_seconds(prov.total_timeout_ms, settings.GATEWAY_TOTAL_TIMEOUT_MS),
+                preset=prov.preset,
+                auth_style=prov.auth_style,
+                url_style=prov.url_style,
+                api_version=prov.api_version,
+                region=prov.region,
+                output_limit_field=prov.output_limit_field,
+                reports_stream_usage=prov.reports_stream_usage,
+                tokenizer=prov.tokenizer,
+                tokenizer_url=prov.tokenizer_url.rstrip("/"),
+                request_id_header=prov.request_id_header.lower(),
+                forward_headers=tuple(str(h).lower() for h in prov.forward_headers or ()),
+                extra_headers=tuple(
+                    (str(k).lower(), str(v)) for k, v in (prov.extra_headers or {}).items()
+                ),
             )
         )
     models: dict[str, ModelInfo] = {}
@@ -218,6 +246,9 @@ def seed(*, simulator_url: str | None = None) -> dict[str, int]:
                     "protocol": protocol,
                     "base_url": url,
                     "api_key": "simulator",
+                    "preset": "simulator",
+                    "request_id_header": "x-request-id",
+                    "forward_headers": ["x-sim-options"],
                 },
             )
             providers[protocol] = prov

@@ -502,6 +502,14 @@ def _check_sampling(body: dict[str, Any], surface: str) -> None:
             )
 
 
+def requested_output(model: ModelInfo, shape: ChatShape) -> int:
+    """The output a chat request asks for: max_tokens (capped by the model) times ``n``; 0 when
+    it sets none."""
+    if not shape.max_tokens:
+        return 0
+    return min(shape.max_tokens, model.max_output_tokens or 1 << 30) * shape.choices
+
+
 def output_ceiling(model: ModelInfo, shape: ChatShape) -> int:
     """The output tokens a chat request reserves: what it asks for per choice, capped by the
     model, times the choices it asks for (``n``: each one is billed)."""
@@ -517,14 +525,23 @@ def output_ceiling(model: ModelInfo, shape: ChatShape) -> int:
 async def admit(
     ex: Exchange,
     *,
-    input_tokens: int,
+    input_tokens: int | tokens.InputSize,
     ceiling: int,
+    requested: int = 0,
     units: int | None = None,
     on_full: Callable[[limits.Refused], Awaitable[None]] | None = None,
 ) -> None:
     """Ask limits to admit the request; a key changed since we cached it is reloaded first.
-    ``units``: a unit-priced request's units, paid from the balance (see limits). ``on_full``
-    (batch lines): waits out a full RPM/TPM minute instead of refusing."""
+    ``input_tokens``: the input's size (``tokens.measure_input``), or an exact count.
+    ``ceiling``: the most output it may produce; ``requested``: the output the client asked for
+    (max_tokens times n; 0 when it did not say). ``units``: a unit-priced request's units, paid
+    from the balance (see limits). ``on_full`` (batch lines): waits out a full RPM/TPM minute
+    instead of refusing."""
+    size = (
+        input_tokens
+        if isinstance(input_tokens, tokens.InputSize)
+        else tokens.InputSize(estimate=input_tokens, bound=input_tokens)
+    )
     assert ex.caller is not None and ex.model is not None
     unit_cost = None if units is None else cost_micros(ex.model, units=units)
     for _ in range(2 if on_full is None else 1000):
@@ -532,8 +549,10 @@ async def admit(
             ex.admission = await limits.admit(
                 ex.caller,
                 ex.model,
-                input_tokens=input_tokens,
+                input_tokens=size.estimate,
+                input_bound=size.bound,
                 max_output_tokens=ceiling,
+                requested_output_tokens=requested,
                 request_id=ex.request_id,
                 surface=ex.surface,
                 counts_rpm=ex.counts_rpm,
@@ -577,6 +596,20 @@ def refusal_error(
 ) -> GatewayError:
     caller = ex.caller
     assert caller is not None
+    if refused.reason in ("tpm_too_large", "account_tpm_too_large"):
+        whose, limit = (
+            ("this key", caller.tpm_limit)
+            if refused.reason == "tpm_too_large"
+            else (f"your account, all its keys together ({caller.plan_name} plan)",
+                  caller.account_tpm_limit)
+        )  # fmt: skip
+        return errors.BadRequest(
+            f"This request counts {refused.tokens:,} tokens against the limit of {limit or 0:,} "
+            f"tokens per minute for {whose} (a request counts the larger of max_tokens and its "
+            "estimated input), so it can never be admitted. Lower max_tokens or shorten the "
+            "input, or move to a plan with a higher TPM.",
+            param="max_tokens",
+        )
     if refused.reason == "rpm":
         return errors.RateLimited(
             f"Rate limit exceeded: {caller.rpm_limit} requests per minute for this key. "
@@ -587,8 +620,9 @@ def refusal_error(
     if refused.reason == "tpm":
         return errors.RateLimited(
             f"Rate limit exceeded: {caller.tpm_limit:,} tokens per minute for this key "
-            f"(a request reserves its input plus max_tokens). Retry after {refused.retry_after}s, "
-            "or lower max_tokens.",
+            "(a request counts the larger of max_tokens and its estimated input until it "
+            f"finishes, then what it used). Retry after {refused.retry_after}s, or lower "
+            "max_tokens.",
             limit=errors.TPM,
             retry_after=refused.retry_after,
         )
@@ -604,23 +638,22 @@ def refusal_error(
         return errors.RateLimited(
             f"Rate limit exceeded: {caller.account_tpm_limit:,} tokens per minute for your "
             f"account, all its keys together (your {caller.plan_name} plan's ceiling; a request "
-            f"reserves its input plus max_tokens). Retry after {refused.retry_after}s.",
+            "counts the larger of max_tokens and its estimated input until it finishes). "
+            f"Retry after {refused.retry_after}s.",
             limit=errors.ACCOUNT_TPM,
             retry_after=refused.retry_after,
         )
     if refused.reason == "budget":
-        left = int(refused.headers.get("X-Token-Budget-Remaining", "0"))
-        if left > 0:
-            spent = (
-                f"Your {caller.plan_name} token window has {left:,} tokens left, fewer than this "
-                "request reserves (its input plus max_tokens), and your balance is empty. Lower "
-                "max_tokens, or wait"
-            )
-        else:
-            spent = f"Your {caller.plan_name} token window is spent and your balance is empty. Wait"
+        left = int(refused.headers.get("X-Token-Budget-Remaining", "0") or 0)
+        spent = (
+            f"has {left:,} tokens left, fewer than this request needs (about {refused.tokens:,}: "
+            "its estimated input plus max_tokens)"
+            if left > 0
+            else "is spent"
+        )
         return errors.TokenBudgetExceeded(
-            f"{spent} for the window to reset in {refused.retry_after}s, or add a pay-as-you-go "
-            "top-up in the dashboard to go on now.",
+            f"Your {caller.plan_name} token window {spent}, and your balance is empty. It resets "
+            f"in {refused.retry_after}s; add a pay-as-you-go top-up in the dashboard to go on now.",
             retry_after=refused.retry_after,
         )
     if ex.model is not None and unit_cost_micros is not None:
@@ -634,8 +667,8 @@ def refusal_error(
         )
     return errors.InsufficientBalance(
         "Your token window cannot cover this request and your prepaid balance is below its "
-        "reservation (input plus max_tokens at the model's prices). Top up your balance, or "
-        "lower max_tokens."
+        "estimated cost (its input plus max_tokens at the model's prices). Top up your "
+        "balance, or lower max_tokens."
     )
 
 

@@ -9,9 +9,37 @@ from django.db import models
 
 
 class Provider(models.Model):
+    """An upstream and how to talk to it. A preset (``gateway/presets.py``) fills these fields for
+    a known kind of server; an operator may then change any of them."""
+
     class Protocol(models.TextChoices):
         OPENAI = "openai", "OpenAI-compatible"
         ANTHROPIC = "anthropic", "Anthropic"
+        BEDROCK = "bedrock", "AWS Bedrock (Converse API)"
+
+    class AuthStyle(models.TextChoices):
+        PROTOCOL = "", "the protocol's own (Bearer for OpenAI, x-api-key for Anthropic)"
+        BEARER = "bearer", "Authorization: Bearer <key>"
+        X_API_KEY = "x-api-key", "x-api-key: <key>"
+        API_KEY = "api-key", "api-key: <key> (Azure OpenAI)"
+        SIGV4 = "sigv4", "AWS Signature Version 4"
+        NONE = "none", "no credentials"
+
+    class UrlStyle(models.TextChoices):
+        STANDARD = "standard", "base URL + the protocol's path (/chat/completions, /v1/messages)"
+        AZURE = "azure", "Azure deployments (/openai/deployments/<model>/...?api-version=)"
+
+    class OutputLimitField(models.TextChoices):
+        MAX_TOKENS = "max_tokens", "max_tokens"
+        MAX_COMPLETION_TOKENS = "max_completion_tokens", "max_completion_tokens"
+        BOTH = "both", "both fields"
+
+    class Tokenizer(models.TextChoices):
+        ESTIMATE = "", "none: our estimate (tiktoken)"
+        LLAMA_CPP = "llama.cpp", "llama.cpp server (POST /tokenize)"
+        LLAMA_CPP_PYTHON = "llama-cpp-python", "llama-cpp-python (POST /extras/tokenize/count)"
+        VLLM = "vllm", "vLLM (POST /tokenize)"
+        ANTHROPIC = "anthropic", "Anthropic (POST /v1/messages/count_tokens)"
 
     slug = models.SlugField(unique=True)
     name = models.CharField(max_length=100)
@@ -26,9 +54,49 @@ class Provider(models.Model):
         max_length=300, blank=True, help_text="used when no environment variable is named or set"
     )
     connect_timeout_ms = models.PositiveIntegerField(null=True, blank=True)
-    first_byte_timeout_ms = models.PositiveIntegerField(null=True, blank=True)
+    first_byte_timeout_ms = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="also bounds a whole non-streamed generation (the answer is its first byte)",
+    )
     total_timeout_ms = models.PositiveIntegerField(null=True, blank=True)
     is_active = models.BooleanField(default=True)
+
+    preset = models.CharField(
+        max_length=40, blank=True, help_text="the preset that filled these fields (informational)"
+    )
+    auth_style = models.CharField(max_length=20, choices=AuthStyle, blank=True, default="")
+    url_style = models.CharField(max_length=20, choices=UrlStyle, default=UrlStyle.STANDARD)
+    api_version = models.CharField(
+        max_length=40, blank=True, help_text="Azure OpenAI's api-version query parameter"
+    )
+    region = models.CharField(max_length=40, blank=True, help_text="AWS region (Bedrock)")
+    output_limit_field = models.CharField(
+        max_length=30,
+        choices=OutputLimitField,
+        default=OutputLimitField.MAX_TOKENS,
+        help_text="which request field carries the output limit on OpenAI-protocol upstreams",
+    )
+    reports_stream_usage = models.BooleanField(
+        default=True,
+        help_text="honours stream_options.include_usage (when it does not, streams are counted "
+        "with the tokenizer below)",
+    )
+    tokenizer = models.CharField(max_length=30, choices=Tokenizer, blank=True, default="")
+    tokenizer_url = models.URLField(
+        blank=True, help_text="the tokenizer endpoint, when not at its usual place on the server"
+    )
+    request_id_header = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="header that carries our request id upstream; empty: not sent",
+    )
+    forward_headers = models.JSONField(
+        default=list, blank=True, help_text="names of client request headers passed upstream"
+    )
+    extra_headers = models.JSONField(
+        default=dict, blank=True, help_text="fixed headers sent on every upstream request"
+    )
 
     class Meta:
         ordering = ["name"]
@@ -117,6 +185,11 @@ class Route(models.Model):
     upstream_model = models.CharField(max_length=200, help_text="the name the provider knows it by")
     priority = models.PositiveIntegerField(default=0)
     weight = models.PositiveIntegerField(default=1)
+    first_byte_timeout_ms = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="overrides the provider's; also bounds a whole non-streamed generation",
+    )
     is_active = models.BooleanField(default=True)
 
     class Meta:

@@ -27,6 +27,10 @@ class Knobs:
     usage: bool = True  # usage=none leaves usage out of replies
     echo_headers: bool = False  # x-sim-received-headers on the reply
     error_page: bool = False  # failures answer an HTML page (a proxy's), not a JSON error
+    # How input is counted: "words" (default: a word or a punctuation mark is a token) or "bytes"
+    # (one token per UTF-8 byte of prompt text: the densest any real tokenizer counts, as random
+    # text, digits and CJK come close to on real BPE vocabularies).
+    tokenizer: str = "words"
 
     def first_byte_delay_ms(self, *, stream: bool) -> int:
         return (self.ttft_ms if stream else self.latency_ms) + self.slow_ms
@@ -56,6 +60,12 @@ def _flag(value: str) -> bool:
     raise ValueError(value)
 
 
+def _tokenizer(value: str) -> str:
+    if value in ("words", "bytes"):
+        return value
+    raise ValueError(value)
+
+
 # knob name -> (field, parser)
 _PARSERS: dict[str, tuple[str, Callable[[str], object]]] = {
     "ttft": ("ttft_ms", _positive_int),
@@ -71,6 +81,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str], object]]] = {
     "usage": ("usage", _flag),
     "echo_headers": ("echo_headers", _flag),
     "error_page": ("error_page", _flag),
+    "tokenizer": ("tokenizer", _tokenizer),
 }
 
 

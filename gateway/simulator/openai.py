@@ -50,7 +50,7 @@ def error_body(status: int, message: str, *, param: str | None = None) -> dict[s
 # --- chat completions ---------------------------------------------------------------------------
 
 
-def prompt(body: dict[str, Any], model: str) -> Prompt:
+def prompt(body: dict[str, Any], model: str, *, per_byte: bool = False) -> Prompt:
     messages = body.get("messages")
     if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
         raise Invalid("messages must be an array of message objects", "messages")
@@ -69,7 +69,7 @@ def prompt(body: dict[str, Any], model: str) -> Prompt:
         wants_reasoning=bool(effort and effort != "none") or engine.wants_reasoning_by_name(model),
         max_tokens=int_field(body, "max_completion_tokens", "max_tokens"),
         seed=engine.conversation_seed(messages=messages),
-        input_tokens=engine.count_input(messages=messages, tools=tools),
+        input_tokens=engine.count_input(messages=messages, tools=tools, per_byte=per_byte),
     )
 
 
@@ -126,7 +126,7 @@ def _call_id(reply: Reply) -> str:
 
 
 async def chat(call: Call) -> None:
-    parsed = prompt(call.body, call.model)
+    parsed = prompt(call.body, call.model, per_byte=call.knobs.tokenizer == "bytes")
     if call.body.get("stream") not in (None, True, False):
         raise Invalid("stream must be a boolean", "stream")
     reply = engine.plan(parsed, exact_tokens=call.knobs.tokens)

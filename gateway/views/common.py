@@ -80,8 +80,9 @@ async def chat(ex: Exchange, request: HttpRequest) -> HttpResponseBase:
     ex.stream = shape.stream
     await exchange.admit(
         ex,
-        input_tokens=tokens.estimate_request_tokens(len(request.body)),
+        input_tokens=await tokens.measure_input(ex.body),
         ceiling=exchange.output_ceiling(model, shape),
+        requested=exchange.requested_output(model, shape),
     )
     if ex.stream:
         return exchange.reply_stream(ex, await exchange.open_chat_stream(ex))

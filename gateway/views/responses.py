@@ -35,8 +35,9 @@ async def _create(ex: Exchange, request: HttpRequest) -> HttpResponseBase:
     ex.stream = shape.stream
     await exchange.admit(
         ex,
-        input_tokens=tokens.estimate_request_tokens(len(request.body)),
+        input_tokens=await tokens.measure_input(ex.body),
         ceiling=exchange.output_ceiling(model, shape),
+        requested=exchange.requested_output(model, shape),
     )
     if ex.stream:
         chunks = await exchange.open_chat_stream(ex)
