@@ -45,7 +45,8 @@ logger = logging.getLogger("tokenfactory.gateway")
 
 _ROLES = {
     OPENAI: ("system", "developer", "user", "assistant", "tool", "function"),
-    ANTHROPIC: ("user", "assistant"),
+    # The 2026 Anthropic SDK's system messages: folded or translated for the upstream.
+    ANTHROPIC: ("user", "assistant", "system"),
 }
 _FORWARDED = ("anthropic-version", "anthropic-beta", "x-sim-options")
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -77,6 +78,9 @@ class Exchange:
     caller: Caller | None = None
     secret: str = ""
     model: ModelInfo | None = None
+    # The name the client sent when it is not ``model``'s id (an alias, or an id with a suffix
+    # such as "[1m]"): the answer names it, the usage record keeps both.
+    requested_model: str = ""
     body: dict[str, Any] = field(default_factory=dict)
     stream: bool = False
     route: RouteInfo | None = None
@@ -108,6 +112,14 @@ class Exchange:
         else:
             out.update(self.refusal_headers)
         return out
+
+    @property
+    def client_model(self) -> str:
+        """The model name the answer carries: the one the client asked for (``auto`` names the
+        model chosen)."""
+        if self.requested_model:
+            return self.requested_model
+        return self.model.model_id if self.model is not None else ""
 
     def elapsed_ms(self) -> int:
         return int((time.monotonic() - self.started) * 1000)
@@ -271,6 +283,7 @@ def usage_record(ex: Exchange, *, cost_micros: int, billed_micros: int) -> meter
         surface=ex.surface,
         endpoint=ex.endpoint,
         model=ex.model.model_id if ex.model else str(ex.body.get("model", ""))[:200],
+        requested_model=ex.requested_model,
         route=f"{ex.route.provider_slug}:{ex.route.upstream_model}" if ex.route else "",
         status=ex.status,
         error_code=ex.error_code,
@@ -381,10 +394,25 @@ async def authenticate(request: HttpRequest) -> Caller:
 
 
 async def resolve(ex: Exchange, *, kind: str) -> ModelInfo:
-    """Set and return the model the body names (or the one ``auto`` picks: gateway/auto.py)."""
+    """Set and return the model the body names (or the one ``auto`` picks: gateway/auto.py; or
+    the one an alias maps it to: gateway/catalog.py ``candidates``)."""
     assert ex.caller is not None
     ex.model = await resolve_model(ex.body, ex.caller, kind=kind)
+    name = ex.body.get("model")
+    ex.requested_model = name if isinstance(name, str) and name != ex.model.model_id else ""
+    if name == auto.AUTO:
+        ex.requested_model = ""
     return ex.model
+
+
+def usable(model: ModelInfo, caller: Caller, *, kind: str) -> bool:
+    """Whether ``caller`` may be served by ``model`` on an endpoint of ``kind``."""
+    return (
+        model.kind == kind
+        and model.is_priced
+        and bool(model.routes)
+        and caller.may_use(model.model_id, model.tier)
+    )
 
 
 async def resolve_model(body: dict[str, Any], caller: Caller, *, kind: str) -> ModelInfo:
@@ -394,31 +422,40 @@ async def resolve_model(body: dict[str, Any], caller: Caller, *, kind: str) -> M
     snap = await catalog.snapshot()
     if name == auto.AUTO:
         return auto.choose(snap, caller, body, kind=kind)
-    model = snap.models.get(name)
-    if model is None:
+    found = catalog.candidates(snap, name)
+    if not found:
         raise errors.UnknownModel(
-            f"The model '{name}' does not exist. GET /v1/models lists the models you can use.",
+            f"The model '{name[:200]}' does not exist. GET /v1/models lists the models you can "
+            "use.",
             param="model",
         )
+    for model in found:
+        # An alias's first model the caller may use serves it: an alias never widens access.
+        if usable(model, caller, kind=kind):
+            return model
+    model = found[0]
+    label = f"'{name[:200]}'"
+    if model.model_id != name:
+        label = f"'{name[:200]}' (served by {model.model_id})"
     if model.kind != kind:
         raise errors.BadRequest(
-            f"'{name}' is a {model.kind} model and cannot serve this endpoint.", param="model"
+            f"{label} is a {model.kind} model and cannot serve this endpoint.", param="model"
         )
     if not caller.may_use(model.model_id, model.tier):
         if caller.allowed_models and model.model_id not in caller.allowed_models:
             raise errors.Forbidden(
-                f"This key may not use '{name}': it is limited to "
+                f"This key may not use {label}: it is limited to "
                 f"{', '.join(sorted(caller.allowed_models))}.",
                 param="model",
             )
         raise errors.Forbidden(
-            f"Your plan ({caller.plan_name}) does not include '{name}' ({model.tier} tier). "
+            f"Your plan ({caller.plan_name}) does not include {label} ({model.tier} tier). "
             "Upgrade your plan to use it.",
             param="model",
         )
     if not model.is_priced:
         raise errors.ModelUnavailable(
-            f"'{name}' has no price set, so it cannot be served. Try another model.", param="model"
+            f"{label} has no price set, so it cannot be served. Try another model.", param="model"
         )
     return model
 
@@ -677,7 +714,31 @@ def refusal_error(
 
 def upstream_body(ex: Exchange, route: RouteInfo) -> dict[str, Any]:
     """The body for ``route``'s protocol: passed through when it matches the surface (unknown
-    fields kept), translated when it does not."""
+    fields kept), translated when it does not. Served through an alias, its output cap is the
+    served model's at most (Claude Code asks 64,000 of any model it takes for Opus)."""
+    assert ex.model is not None
+    out = _upstream_body(ex, route)
+    if ex.requested_model and ex.model.max_output_tokens:
+        _fit_output(out, ex.model.max_output_tokens)
+    return out
+
+
+def _fit_output(body: dict[str, Any], limit: int) -> None:
+    """Lower an output cap meant for the model a client asked for (an alias's, which may allow
+    more) to the served model's limit, with an Anthropic thinking budget below it."""
+    for name in ("max_tokens", "max_completion_tokens"):
+        value = body.get(name)
+        if isinstance(value, int) and value > limit:
+            body[name] = limit
+    thinking = body.get("thinking")
+    max_tokens = body.get("max_tokens")
+    if isinstance(thinking, dict) and isinstance(max_tokens, int):
+        budget = thinking.get("budget_tokens")
+        if isinstance(budget, int) and budget >= max_tokens:
+            body["thinking"] = {**thinking, "budget_tokens": max(1024, max_tokens // 2)}
+
+
+def _upstream_body(ex: Exchange, route: RouteInfo) -> dict[str, Any]:
     assert ex.model is not None
     body = ex.body
     try:
@@ -689,9 +750,10 @@ def upstream_body(ex: Exchange, route: RouteInfo) -> dict[str, Any]:
                 options["include_usage"] = True
                 out["stream_options"] = options
             elif route.protocol == ANTHROPIC:
+                # System messages inside ``messages`` are folded where an upstream takes them.
                 # Thinking blocks we made from OpenAI reasoning carry no signature; clients send
                 # them back and a real Anthropic upstream would refuse them.
-                out = treq.strip_unsigned_thinking(out)
+                out = treq.strip_unsigned_thinking(treq.fold_system_messages(out))
             return out
         if ex.surface == OPENAI:
             return treq.openai_to_anthropic(
@@ -789,7 +851,7 @@ def answer(ex: Exchange, data: dict[str, Any], protocol: str) -> dict[str, Any]:
     """The upstream's answer in the caller's surface shape, with its usage (counted by our
     tokenizer and marked an estimate when the upstream gave none); sets ``ex.usage``."""
     assert ex.model is not None
-    client_model = ex.model.model_id
+    client_model = ex.client_model
     try:
         if protocol == ex.surface:
             data["model"] = client_model
@@ -820,7 +882,7 @@ async def embed(ex: Exchange, *, counted_tokens: int) -> dict[str, Any]:
         ex.usage = Usage(input_tokens=reported.input_tokens)
     else:
         ex.usage = Usage(input_tokens=counted_tokens, is_estimate=True)
-    data["model"] = ex.model.model_id
+    data["model"] = ex.client_model
     data["usage"] = {"prompt_tokens": ex.usage.input_tokens, "total_tokens": ex.usage.input_tokens}
     ex.ttft_ms = ex.elapsed_ms()
     return data

@@ -38,6 +38,12 @@ def prompt(
     messages = body.get("messages")
     if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
         raise Invalid("messages: must be an array of message objects", "messages")
+    for i, message in enumerate(messages):
+        if message.get("role") not in ("user", "assistant"):
+            # The API's long-standing rule, kept strict here so a gateway's folding is tested.
+            raise Invalid(
+                f"messages.{i}.role: Input should be 'user' or 'assistant'", f"messages.{i}.role"
+            )
     max_tokens = int_field(body, "max_tokens")
     if needs_max_tokens and max_tokens is None:
         raise Invalid("max_tokens: Field required", "max_tokens")

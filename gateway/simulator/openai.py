@@ -54,7 +54,10 @@ def prompt(body: dict[str, Any], model: str, *, per_byte: bool = False) -> Promp
     messages = body.get("messages")
     if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
         raise Invalid("messages must be an array of message objects", "messages")
-    last = messages[-1] if messages else {}
+    # The turn being answered: the last message that is not a system or developer note (agents
+    # put reminders after the user's message).
+    turns = [m for m in messages if m.get("role") not in ("system", "developer")]
+    last = turns[-1] if turns else {}
     raw_tools = body.get("tools")
     tools: list[Any] = raw_tools if isinstance(raw_tools, list) else []
     mode, forced = _tool_choice(body.get("tool_choice"))
