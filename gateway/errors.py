@@ -100,7 +100,7 @@ class BadRequest(GatewayError):
 
 
 class Unauthorized(GatewayError):
-    status, type, code = 401, "authentication_error", "unauthorized"
+    status, type, code = 401, "invalid_request_error", "unauthorized"
 
 
 class InsufficientBalance(GatewayError):
