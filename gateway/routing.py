@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import httpx
 from django.conf import settings
 
-from gateway import errors
+from gateway import errors, metrics
 from gateway.catalog import ModelInfo, RouteInfo
 from gateway.providers import Provider, UpstreamError, get
 
@@ -61,11 +61,13 @@ async def open_upstream(model: ModelInfo, build: BuildFn, *, stream: bool) -> Op
     for attempt, route in enumerate(plan):
         provider = get(route.protocol)
         if attempt:
+            metrics.retried(route)
             await asyncio.sleep(_backoff(attempt, last, same_route=route is plan[attempt - 1]))
         try:
             response = await provider.send(build(route, provider), stream=stream)
         except UpstreamError as exc:
             last = exc
+            metrics.upstream_failed(route, exc.status)
             if not exc.retryable:
                 raise _to_gateway_error(exc, model) from exc
             continue
