@@ -119,6 +119,13 @@ def _media(prefix: str) -> dict[str, Call]:
             ok={"json": {"model": "sim-image", "prompt": "a cat"}},
             bad={"json": {"model": "sim-image"}},
         ),
+        f"{prefix}responses/input_tokens": Call(
+            "POST",
+            f"{prefix}responses/input_tokens",
+            OPENAI,
+            ok={"json": {"model": "sim-gpt", "input": "hi"}},
+            bad={"json": {"model": "sim-gpt", "input": 42}},
+        ),
         f"{prefix}responses": Call(
             "POST",
             f"{prefix}responses",
