@@ -20,7 +20,7 @@ from ninja.security import HttpBearer
 from accounts.models import ApiKey
 from gateway import auth, errors, usage
 from gateway.auth import Caller
-from gateway.views.common import reply_error
+from gateway.views.common import reply_error, with_limit_headers
 
 API_VERSION = "1.0.0"
 
@@ -67,9 +67,7 @@ def _invalid(request: HttpRequest, exc: ValidationError) -> HttpResponse:
     param = loc[0] if loc else None
     message = str(first.get("msg", "Invalid request."))
     text = f"Invalid '{param}': {message}." if param else f"{message}."
-    return _error(
-        request, errors.BadRequest(text.replace("..", "."), param=param, code="invalid_parameter")
-    )
+    return _error(request, errors.BadRequest(text.replace("..", "."), param=param))
 
 
 @api.exception_handler(AuthenticationError)
@@ -277,7 +275,6 @@ async def get_usage(
         raise errors.BadRequest(
             "'model' must be a model name of at most 200 characters.",
             param="model",
-            code="invalid_parameter",
         )
     try:
         return await sync_to_async(_report)(
@@ -291,7 +288,7 @@ async def get_usage(
             model=model,
         )
     except usage.InvalidQuery as exc:
-        raise errors.BadRequest(exc.message, param=exc.param, code="invalid_parameter") from exc
+        raise errors.BadRequest(exc.message, param=exc.param) from exc
 
 
 api.add_router("/", router)
@@ -316,6 +313,10 @@ def _get_only(route: str) -> Any:
                 request, errors.MethodNotAllowed(f"{request.method} is not allowed here; use GET.")
             )
         response: HttpResponse = await callback(request, *args, **kwargs)
+        caller = getattr(request, "auth", None)  # set by ninja once the key authenticated
+        if isinstance(caller, Caller):
+            auth.remember(request, caller)
+        await with_limit_headers(request, response)
         return response
 
     return view

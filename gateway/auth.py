@@ -54,6 +54,20 @@ class Caller:
 _cache: OrderedDict[str, tuple[Caller | None, float]] = OrderedDict()
 
 
+# The Caller a request's key resolved to, kept on the request (as Django keeps ``request.user``)
+# so its answer can carry the caller's rate-limit headers whatever view built it.
+_REQUEST_ATTR = "tf_caller"
+
+
+def remember(request: HttpRequest, caller: Caller) -> None:
+    setattr(request, _REQUEST_ATTR, caller)
+
+
+def remembered(request: HttpRequest) -> Caller | None:
+    found = getattr(request, _REQUEST_ATTR, None)
+    return found if isinstance(found, Caller) else None
+
+
 def bearer_from(request: HttpRequest) -> str:
     header = request.headers.get("authorization", "")
     if header[:7].lower() == "bearer ":

@@ -109,6 +109,5 @@ def choose(snapshot: Snapshot, caller: Caller, body: dict[str, Any], *, kind: st
             f"'auto' found no {kind} model your key may use with "
             f"{', '.join(asked) or 'what this request needs'}. Name a model, or ask for less.",
             param="model",
-            code="no_model_fits",
         )
     return min(fitting, key=lambda m: (price_key(m), m.model_id))

@@ -50,9 +50,15 @@ def surface_for(path: str, *, anthropic_version: bool = False) -> str:
 
 
 class GatewayError(Exception):
+    """An error with its answer: ``status``, the OpenAI ``type`` and the ``code`` from the error
+    table every surface shares (docs/api.md: 400 bad_request, 401 unauthorized, 403 forbidden,
+    429 rate_limit_exceeded / token_budget_exceeded, 500 server_error, 503 model_unavailable).
+    ``limit`` names the limit a 429 hit."""
+
     status = 500
     type = "server_error"
     code: str | None = "server_error"
+    limit: str | None = None
 
     def __init__(
         self,
@@ -66,11 +72,27 @@ class GatewayError(Exception):
         super().__init__(message)
         self.message = message
         self.param = param
-        if code is not None:
-            self.code = code
         if status is not None:
             self.status = status
+            if code is None and self.__class__ is GatewayError:
+                code = _CODES.get(status)
+        if code is not None:
+            self.code = code
         self.retry_after = retry_after
+
+
+# The table's code for each status, where a status alone decides it.
+_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    413: "request_too_large",
+    500: "server_error",
+    503: "model_unavailable",
+}
 
 
 class BadRequest(GatewayError):
@@ -78,7 +100,7 @@ class BadRequest(GatewayError):
 
 
 class Unauthorized(GatewayError):
-    status, type, code = 401, "invalid_request_error", "invalid_api_key"
+    status, type, code = 401, "invalid_request_error", "unauthorized"
 
 
 class InsufficientBalance(GatewayError):
@@ -109,34 +131,59 @@ class PayloadTooLarge(GatewayError):
     status, type, code = 413, "invalid_request_error", "request_too_large"
 
 
+# The limits a 429 names (``limit`` in both envelopes), and OpenAI's ``type`` for each: "requests"
+# or "tokens", as OpenAI's own rate-limit errors say.
+RPM, TPM, ACCOUNT_RPM, ACCOUNT_TPM, TOKEN_WINDOW = (
+    "rpm",
+    "tpm",
+    "account_rpm",
+    "account_tpm",
+    "token_window",
+)
+_LIMIT_TYPES = {RPM: "requests", ACCOUNT_RPM: "requests", TPM: "tokens", ACCOUNT_TPM: "tokens"}
+
+
 class RateLimited(GatewayError):
+    """A per-minute limit: the key's or the account's requests (``rpm``, ``account_rpm``) or
+    tokens (``tpm``, ``account_tpm``)."""
+
     status, type, code = 429, "requests", "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, limit: str, retry_after: int | None = None) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.limit = limit
+        self.type = _LIMIT_TYPES[limit]
 
 
 class TokenBudgetExceeded(GatewayError):
-    status, type, code = 429, "tokens", "token_budget_exceeded"
+    """The plan's token window cannot cover the request and the balance is empty."""
 
-
-class UpstreamFailed(GatewayError):
-    """The upstream could not serve the request (after retries and fallbacks)."""
-
-    status, type, code = 502, "server_error", "upstream_error"
+    status, type, code, limit = 429, "tokens", "token_budget_exceeded", TOKEN_WINDOW
 
 
 class ModelUnavailable(GatewayError):
+    """The model cannot be served right now: no upstream answered (after retries and
+    fallbacks), it has no route for this endpoint, or the gateway cannot admit anything."""
+
     status, type, code = 503, "server_error", "model_unavailable"
 
 
-class LimitsUnavailable(GatewayError):
-    """The shared limits store cannot be reached, and the gateway fails closed."""
+class UpstreamFailed(ModelUnavailable):
+    """The upstream could not serve the request (after retries and fallbacks)."""
 
-    status, type, code = 503, "server_error", "service_unavailable"
+
+class LimitsUnavailable(ModelUnavailable):
+    """The shared limits store cannot be reached, and the gateway fails closed."""
 
 
 class UpstreamRejected(GatewayError):
-    """The upstream refused the request itself (a 4xx about the request): passed to the caller."""
+    """The upstream refused the request itself (a 4xx about the request): passed to the caller
+    with the table's code for its status."""
 
-    type, code = "invalid_request_error", None
+    type = "invalid_request_error"
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message, status=status, code=_CODES.get(status, "bad_request"))
 
 
 def envelope(*, message: str, type: str, param: str | None, code: str | None) -> dict[str, Any]:
@@ -145,18 +192,24 @@ def envelope(*, message: str, type: str, param: str | None, code: str | None) ->
 
 
 def openai_body(err: GatewayError) -> dict[str, Any]:
-    return envelope(message=err.message, type=err.type, param=err.param, code=err.code)
+    body = envelope(message=err.message, type=err.type, param=err.param, code=err.code)
+    if err.limit is not None:
+        body["error"]["limit"] = err.limit
+    return body
 
 
 def anthropic_body(err: GatewayError, request_id: str) -> dict[str, Any]:
     kind = _ANTHROPIC_TYPES.get(
         err.status, "api_error" if err.status >= 500 else "invalid_request_error"
     )
-    return {
-        "type": "error",
-        "error": {"type": kind, "message": err.message},
-        "request_id": request_id,
-    }
+    error: dict[str, Any] = {"type": kind, "message": err.message}
+    # The table's code and a 429's limit, as extra fields (the SDK reads ``type`` and
+    # ``message`` and keeps the rest in ``body``).
+    if err.code is not None:
+        error["code"] = err.code
+    if err.limit is not None:
+        error["limit"] = err.limit
+    return {"type": "error", "error": error, "request_id": request_id}
 
 
 def body_for(err: GatewayError, surface: str, request_id: str) -> dict[str, Any]:
@@ -267,6 +320,8 @@ def openai_line_body(error: dict[str, Any]) -> dict[str, Any]:
 
 def anthropic_line_body(error: dict[str, Any], request_id: str) -> dict[str, Any]:
     err = GatewayError(
-        error.get("message", "The request failed."), status=error.get("status") or 500
+        error.get("message", "The request failed."),
+        status=error.get("status") or 500,
+        code=error.get("code"),
     )
     return anthropic_body(err, request_id)

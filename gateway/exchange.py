@@ -62,6 +62,8 @@ _ROLES = {
 }
 _FORWARDED = ("anthropic-version", "anthropic-beta", "x-sim-options")
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+# What a stream that broke off records: the status and code of errors.UpstreamFailed.
+_UPSTREAM_FAILED = (errors.UpstreamFailed.status, str(errors.UpstreamFailed.code))
 _UNIT_NAMES = {"seconds": "second of audio", "characters": "million characters", "images": "image"}
 
 # Our own generator: nobody else seeds it (test tools seed the module-level one), and each
@@ -405,6 +407,7 @@ async def authenticate(request: HttpRequest) -> Caller:
         raise errors.Unauthorized(
             "Invalid API key: it is unknown, revoked or expired. Create a key in the dashboard."
         )
+    auth.remember(request, caller)
     return caller
 
 
@@ -513,6 +516,7 @@ def check_chat(body: dict[str, Any], surface: str) -> ChatShape:
                 f"messages[{i}].role: '{message['role'][:40]}' is not one of {', '.join(roles)}.",
                 param=f"messages[{i}].role",
             )
+    _check_sampling(body, surface)
     stream = body.get("stream", False)
     if stream is None:
         stream = False
@@ -530,6 +534,27 @@ def check_chat(body: dict[str, Any], surface: str) -> ChatShape:
         if choices > MAX_CHOICES:
             raise errors.BadRequest(f"'n' must be at most {MAX_CHOICES}.", param="n")
     return ChatShape(stream=stream, max_tokens=max_tokens, choices=choices)
+
+
+# Each surface's range for the sampling parameters (OpenAI's temperature goes to 2, Anthropic's
+# to 1): a value outside it is refused here, never passed on or clamped.
+_SAMPLING_RANGES = {
+    OPENAI: {"temperature": (0.0, 2.0), "top_p": (0.0, 1.0)},
+    ANTHROPIC: {"temperature": (0.0, 1.0), "top_p": (0.0, 1.0)},
+}
+
+
+def _check_sampling(body: dict[str, Any], surface: str) -> None:
+    for name, (low, high) in _SAMPLING_RANGES[surface].items():
+        value = body.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise errors.BadRequest(f"'{name}' must be a number.", param=name)
+        if not low <= value <= high:
+            raise errors.BadRequest(
+                f"'{name}' must be from {low:g} to {high:g}; it is {value:g}.", param=name
+            )
 
 
 def requested_output(model: ModelInfo, shape: ChatShape) -> int:
@@ -617,7 +642,9 @@ async def admit(
                 retry_after=2,
             ) from None
     if on_full is not None:
-        raise errors.RateLimited("The key's token rate limit stayed full.", retry_after=60)
+        raise errors.RateLimited(
+            "The key's token rate limit stayed full.", limit=errors.TPM, retry_after=60
+        )
     raise errors.ModelUnavailable("Admission kept finding the key changed; retry the request.")
 
 
@@ -644,6 +671,7 @@ def refusal_error(
         return errors.RateLimited(
             f"Rate limit exceeded: {caller.rpm_limit} requests per minute for this key. "
             f"Retry after {refused.retry_after}s.",
+            limit=errors.RPM,
             retry_after=refused.retry_after,
         )
     if refused.reason == "tpm":
@@ -652,6 +680,7 @@ def refusal_error(
             "(a request counts the larger of max_tokens and its estimated input until it "
             f"finishes, then what it used). Retry after {refused.retry_after}s, or lower "
             "max_tokens.",
+            limit=errors.TPM,
             retry_after=refused.retry_after,
         )
     if refused.reason == "account_rpm":
@@ -659,6 +688,7 @@ def refusal_error(
             f"Rate limit exceeded: {caller.account_rpm_limit:,} requests per minute for your "
             f"account, all its keys together (your {caller.plan_name} plan's ceiling). "
             f"Retry after {refused.retry_after}s.",
+            limit=errors.ACCOUNT_RPM,
             retry_after=refused.retry_after,
         )
     if refused.reason == "account_tpm":
@@ -667,6 +697,7 @@ def refusal_error(
             f"account, all its keys together (your {caller.plan_name} plan's ceiling; a request "
             "counts the larger of max_tokens and its estimated input until it finishes). "
             f"Retry after {refused.retry_after}s.",
+            limit=errors.ACCOUNT_TPM,
             retry_after=refused.retry_after,
         )
     if refused.reason == "budget":
@@ -1032,7 +1063,7 @@ async def _close_chat_stream(
     finally:
         delivered = stream_relay.delivered_text()
         if stream_relay.failed and not delivered:
-            ex.status, ex.error_code = 502, "upstream_error"
+            ex.status, ex.error_code = _UPSTREAM_FAILED
             ex.usage = Usage()
         elif stream_relay.finished:
             # Ended normally: served (200). An upstream that reported no usage (none at all, no
@@ -1050,7 +1081,7 @@ async def _close_chat_stream(
             # Cut short (client hung up or the upstream broke): bill what was delivered.
             ex.usage = estimate_usage(ex, delivered, known=stream_relay.usage)
             if stream_relay.failed:
-                ex.status, ex.error_code = 502, "upstream_error"
+                ex.status, ex.error_code = _UPSTREAM_FAILED
             else:
                 ex.status, ex.error_code = 499, "client_disconnected"
         await settle(ex)
@@ -1093,7 +1124,7 @@ async def _byte_stream(
         failed = True
     finally:
         if failed:
-            ex.status, ex.error_code = 502, "upstream_error"
+            ex.status, ex.error_code = _UPSTREAM_FAILED
         elif not finished:
             ex.status, ex.error_code = 499, "client_disconnected"
         await asyncio.shield(_close_byte_stream(ex, upstream))

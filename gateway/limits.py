@@ -30,6 +30,7 @@ from typing import Any
 import orjson
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import DatabaseError
 from redis.exceptions import NoScriptError, RedisError
 
 from accounts.models import Account
@@ -1023,3 +1024,66 @@ def _abandoned(request_id: str, entry: dict[str, Any]) -> tuple[Settlement, byte
         created_at_ms=int(entry.get("at_ms", 0)),
     )
     return s, record.to_json()
+
+
+# --- the headers of a response that was not admitted -----------------------------------------
+#
+# Only reads, apart from admission and settlement: model lists, usage, batches, files,
+# count_tokens and requests refused before admission (400, 403, 404) still show the caller's
+# limits. Admitted requests take their headers from the Decision instead (no extra round trip).
+
+_PEEK = """
+local w = redis.call('HMGET', KEYS[2], 'start', 'end', 'used', 'reserved')
+return {redis.call('GET', KEYS[1]), w[1], w[2], w[3], w[4]}
+"""
+
+
+async def _peek_redis(key_id: int, account_id: int, minute: int) -> list[Any]:
+    keys = [f"tf:rpm:{key_id}:{minute}", f"tf:win:{account_id}"]
+    try:
+        reply = await store.call("EVALSHA", _sha(_PEEK), len(keys), *keys)
+    except NoScriptError:
+        reply = await store.call("EVAL", _PEEK, len(keys), *keys)
+    return list(reply)
+
+
+async def current_headers(caller: Caller) -> dict[str, str]:
+    """The rate-limit headers as the key's minute and the account's window stand now, in one
+    read (one Lua call on Redis); nothing is counted or reserved. Empty if the store cannot be
+    read: a read-only answer does not fail for want of its headers."""
+    now_ms = int(time.time() * 1000)
+    minute = now_ms // 60_000
+    kind = caller.window_kind if caller.window_tokens is not None else "none"
+    try:
+        if store.enabled():
+            rpm_raw, *raw_window = await _peek_redis(caller.key_id, caller.account_id, minute)
+            rpm_used = int(rpm_raw or 0)
+            live = None if raw_window[0] is None else [int(v or 0) for v in raw_window]
+        else:
+            rpm_used = _memory.counters.get(f"rpm:{caller.key_id}:{minute}", 0)
+            w = _memory.windows.get(caller.account_id)
+            live = None if w is None else [w["start"], w["end"], w["used"], w["reserved"]]
+        remaining = None
+        if kind in ("rolling", "calendar_month") and caller.window_tokens is not None:
+            if live is None:
+                # No live copy (none opened yet, or Redis lost it): what the account row keeps.
+                started_ms, used, _ = await sync_to_async(_persisted, thread_sensitive=False)(
+                    caller.account_id
+                )
+                start, end, used = windows.restored_ms(
+                    kind=kind,
+                    hours=caller.window_hours,
+                    started_ms=started_ms,
+                    used=used,
+                    now_ms=now_ms,
+                )
+                live = [start, end, used, 0]
+            start, end, used, reserved = live
+            _, _, reset = windows.in_force_ms(
+                kind=kind, hours=caller.window_hours, start_ms=start, end_ms=end, now_ms=now_ms
+            )
+            remaining = caller.window_tokens if reset else caller.window_tokens - used - reserved
+    except (RedisError, DatabaseError):
+        logger.warning("limits.headers_unavailable", extra={"key_id": caller.key_id})
+        return {}
+    return _headers(caller, rpm_used, (minute + 1) * 60, remaining)

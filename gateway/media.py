@@ -185,9 +185,7 @@ def billable_seconds(seconds: float) -> int:
 
 
 def _not_audio(kind: str) -> errors.BadRequest:
-    return errors.BadRequest(
-        f"The uploaded file is not a readable {kind} file.", param="file", code="invalid_file"
-    )
+    return errors.BadRequest(f"The uploaded file is not a readable {kind} file.", param="file")
 
 
 def _wav_seconds(data: bytes) -> float:

@@ -36,7 +36,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from gateway import metering
+from gateway import errors, metering
 
 if TYPE_CHECKING:
     from gateway.catalog import RouteInfo
@@ -140,7 +140,7 @@ def _observe(ex: Exchange) -> None:
         _decided("admit", "")
     elif ex.refused:
         _decided("refuse", ex.refused)
-    if ex.handed_off and ex.status == 502 and ex.route is not None:
+    if ex.handed_off and ex.status == errors.UpstreamFailed.status and ex.route is not None:
         UPSTREAM_ERRORS.labels(ex.route.provider_slug, "stream").inc()
 
 

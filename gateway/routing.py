@@ -98,8 +98,7 @@ def _to_gateway_error(exc: UpstreamError, model: ModelInfo) -> errors.GatewayErr
         # The upstream refused *our* credentials; the caller's key is fine and must not look bad.
         return errors.UpstreamFailed(
             f"The upstream provider for {model.model_id} rejected the gateway's credentials. "
-            "This is our problem, not your key's; an operator has to fix the provider's API key.",
-            status=502,
+            "This is our problem, not your key's; an operator has to fix the provider's API key."
         )
     if status == 404:
         return errors.UnknownModel(
@@ -109,16 +108,17 @@ def _to_gateway_error(exc: UpstreamError, model: ModelInfo) -> errors.GatewayErr
         )
     if status == 429:
         retry = max(1, round(exc.retry_after)) if exc.retry_after is not None else 1
-        return errors.RateLimited(
+        # Not the caller's limit: the model cannot be served right now.
+        return errors.ModelUnavailable(
             f"The upstream provider for {model.model_id} is rate limiting us (HTTP 429)"
-            + (f": {detail}" if detail else ""),
+            + (f": {detail}" if detail else "")
+            + ". Retry, or try another model.",
             retry_after=retry,
         )
     if status >= 500:
         return errors.UpstreamFailed(
             f"The upstream provider for {model.model_id} failed (HTTP {status}). "
-            "Retry, or try another model.",
-            status=502,
+            "Retry, or try another model."
         )
     return errors.UpstreamRejected(
         detail or f"The upstream provider for {model.model_id} refused the request (HTTP {status})",

@@ -68,7 +68,7 @@ def prompt(
         forced_tool=forced,
         wants_reasoning=thinks or engine.wants_reasoning_by_name(model),
         max_tokens=max_tokens,
-        seed=engine.digest(body.get("system"), messages),
+        seed=engine.conversation_seed(messages=messages, system=body.get("system")),
         input_tokens=engine.count_input(
             messages=messages, system=body.get("system"), tools=tools, per_byte=per_byte
         ),

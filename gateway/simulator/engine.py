@@ -62,6 +62,47 @@ def digest(*parts: Any) -> bytes:
     return hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).digest()
 
 
+_TEXT_BLOCKS = ("text", "input_text", "output_text")
+
+
+def conversation_seed(*, messages: list[Any], system: Any = None) -> bytes:
+    """What seeds a reply: the conversation in one neutral form, so requests that mean the same
+    get the same reply however they spell it. A string ``content`` and a list of text blocks with
+    the same text are one thing, a system prompt is a leading "system" turn whether it came as
+    Anthropic's ``system`` field or an OpenAI system/developer message, and cache marks are
+    dropped."""
+    turns: list[Any] = []
+    if system:
+        turns.append(["system", _neutral_blocks(system)])
+    for message in messages:
+        role = message.get("role")
+        rest = {k: v for k, v in message.items() if k not in ("role", "content")}
+        turn: list[Any] = [
+            "system" if role == "developer" else role,
+            _neutral_blocks(message.get("content")),
+        ]
+        if rest:
+            turn.append(rest)
+        turns.append(turn)
+    return digest(turns)
+
+
+def _neutral_blocks(content: Any) -> list[Any]:
+    if isinstance(content, str):
+        return [["text", content]] if content else []
+    if not isinstance(content, list):
+        return [] if content is None else [content]
+    out: list[Any] = []
+    for block in content:
+        if isinstance(block, dict) and block.get("type") in _TEXT_BLOCKS:
+            out.append(["text", block.get("text")])
+        elif isinstance(block, dict):
+            out.append({k: v for k, v in block.items() if k != "cache_control"})
+        else:
+            out.append(block)
+    return out
+
+
 def pseudo_tokens(seed: bytes, count: int) -> list[str]:
     """`count` tokens of lorem-like English sentences chosen by `seed`, ending in a full stop
     when the length allows."""

@@ -72,7 +72,7 @@ def prompt(body: dict[str, Any], model: str, *, per_byte: bool = False) -> Promp
         forced_tool=forced,
         wants_reasoning=bool(effort and effort != "none") or engine.wants_reasoning_by_name(model),
         max_tokens=int_field(body, "max_completion_tokens", "max_tokens"),
-        seed=engine.digest(messages),
+        seed=engine.conversation_seed(messages=messages),
         input_tokens=engine.count_input(messages=messages, tools=tools, per_byte=per_byte),
     )
 

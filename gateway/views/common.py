@@ -13,7 +13,7 @@ from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 
-from gateway import auth, catalog, errors, exchange, files_api, tokens
+from gateway import auth, catalog, errors, exchange, files_api, limits, tokens
 from gateway.auth import Caller
 from gateway.catalog import ModelInfo
 from gateway.errors import ANTHROPIC
@@ -38,13 +38,32 @@ def endpoint(surface: str, methods: tuple[str, ...] = ("POST",)) -> Callable[[Vi
                     surface,
                 )
             try:
-                return await view(request, *args, **kwargs)
+                response = await view(request, *args, **kwargs)
             except errors.GatewayError as err:
-                return reply_error(err, surface)
+                response = reply_error(err, surface)
+            return await with_limit_headers(request, response)
 
         return wrapped
 
     return wrap
+
+
+async def with_limit_headers(request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
+    """Every answer to a request whose key authenticated carries the rate-limit headers: an
+    admitted request's come from its admission (no extra read); any other answer's (model lists,
+    usage, batches, files, count_tokens, an error before admission) from one read of the limits.
+    An answer before the key was known (401, a wrong method or path) carries none."""
+    if RESET_HEADER in response or response.status_code == 401:
+        return response
+    caller = auth.remembered(request)
+    if caller is None:
+        return response
+    for name, value in (await limits.current_headers(caller)).items():
+        response[name] = value
+    return response
+
+
+RESET_HEADER = "X-RateLimit-Reset"
 
 
 def reply_error(err: errors.GatewayError, surface: str) -> HttpResponse:
@@ -93,6 +112,7 @@ async def fresh_caller(request: HttpRequest) -> Caller:
         if refreshed is None:
             raise errors.Unauthorized("Invalid API key: it is unknown, revoked or expired.")
         caller = refreshed
+        auth.remember(request, caller)
     return caller
 
 
@@ -115,22 +135,104 @@ async def visible_models(caller: Caller) -> list[ModelInfo]:
     return listed
 
 
+_PRICE_UNITS = {"seconds": "second", "characters": "1M characters", "images": "image"}
+
+
+def pricing(model: ModelInfo) -> dict[str, Any]:
+    """A model's list prices, in integer micro-dollars (1 USD = 1,000,000): per 1M tokens for a
+    token-priced model, per unit (second of audio, 1M characters, image) otherwise."""
+    if model.unit != "tokens":
+        unit = _PRICE_UNITS.get(model.unit, model.unit)
+        return {"currency": "USD", "unit": unit, "unit_micros": model.unit_price_micros}
+    return {
+        "currency": "USD",
+        "unit": "1M tokens",
+        "input_micros": model.input_price_micros,
+        "output_micros": model.output_price_micros,
+        "cached_input_micros": model.cached_input_price_micros,
+    }
+
+
+def capabilities(model: ModelInfo) -> dict[str, Any]:
+    return {
+        "kind": model.kind,
+        "tools": model.supports_tools,
+        "vision": model.supports_vision,
+        "json": model.supports_json,
+        "thinking": model.supports_thinking,
+        "ultrafast": model.ultrafast,
+        "context_window": model.context_window,
+        "max_output_tokens": model.max_output_tokens,
+    }
+
+
 def openai_model(model: ModelInfo) -> dict[str, Any]:
+    """OpenAI's Model, plus ``display_name``, ``pricing`` and ``capabilities`` (the SDK keeps
+    fields it does not know as extras)."""
     return {
         "id": model.model_id,
         "object": "model",
         "created": model.created,
         "owned_by": model.owned_by,
+        "display_name": model.display_name,
+        "pricing": pricing(model),
+        "capabilities": capabilities(model),
+    }
+
+
+def _supported(value: bool) -> dict[str, bool]:
+    return {"supported": value}
+
+
+def anthropic_capabilities(model: ModelInfo) -> dict[str, Any]:
+    """Anthropic's ModelCapabilities shape (every key its SDK types), then ours in the same
+    ``{"supported": bool}`` form (``tool_use``, ``ultrafast``) and the model's ``kind``."""
+    thinks = model.supports_thinking
+    return {
+        "batch": _supported(model.kind in ("chat", "embedding")),
+        "citations": _supported(False),
+        "code_execution": _supported(False),
+        "context_management": _supported(False),
+        "effort": {
+            "supported": thinks,
+            **{level: _supported(thinks) for level in ("low", "medium", "high", "max")},
+        },
+        "image_input": _supported(model.supports_vision),
+        "pdf_input": _supported(False),
+        "server_tools": {
+            "supported": False,
+            "code_execution": _supported(False),
+            "web_search": _supported(False),
+        },
+        "structured_outputs": _supported(model.supports_json),
+        "thinking": {
+            "supported": thinks,
+            "types": {
+                "adaptive": _supported(thinks),
+                "between_tools": _supported(False),
+                "disabled": _supported(True),
+                "enabled": _supported(thinks),
+            },
+        },
+        "tool_use": _supported(model.supports_tools),
+        "ultrafast": _supported(model.ultrafast),
+        "kind": model.kind,
     }
 
 
 def anthropic_model(model: ModelInfo) -> dict[str, Any]:
+    """Anthropic's ModelInfo (``capabilities`` in its own shape), plus ``pricing``."""
     created = datetime.fromtimestamp(model.created, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {
         "type": "model",
         "id": model.model_id,
         "display_name": model.display_name,
         "created_at": created,
+        "lifecycle": "active",
+        "max_input_tokens": model.context_window or None,
+        "max_tokens": model.max_output_tokens or None,
+        "capabilities": anthropic_capabilities(model),
+        "pricing": pricing(model),
     }
 
 

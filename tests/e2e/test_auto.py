@@ -92,7 +92,7 @@ def test_it_refuses_clearly_when_nothing_fits(catalog):
     with pytest.raises(openai.BadRequestError) as caught:
         client(catalog, secret).responses.create(model="auto", input="Hi", tools=[WEATHER])
     assert "tools" in caught.value.message
-    assert caught.value.code == "no_model_fits"
+    assert caught.value.code == "bad_request"
     (record,) = records(endpoint="responses")
     assert record.status == 400 and record.cost_micros == 0
 

@@ -344,17 +344,21 @@ def test_it_retries_an_upstream_500_on_the_fallback_route(live):
         assert s.get_final_text() == "again fine"
 
 
-def test_it_reports_an_upstream_429_as_429_with_retry_after(live):
+def test_it_reports_an_upstream_429_as_503_model_unavailable_with_retry_after(live):
+    """The upstream limiting *us* is not one of the caller's limits (their headers show room):
+    the model is unavailable for now, and retry-after says when to try again."""
     factories.model("sim-busy", routes=[(live["openai"], "sim-gpt+status=429+retry_after=1")])
-    with pytest.raises(openai.RateLimitError) as exc:
+    with pytest.raises(openai.InternalServerError) as exc:
         oai(live).chat.completions.create(
             model="sim-busy", messages=[{"role": "user", "content": "hi"}]
         )
+    assert (exc.value.status_code, exc.value.code) == (503, "model_unavailable")
     assert exc.value.response.headers["retry-after"] == "1"
-    with pytest.raises(anthropic.RateLimitError):
+    with pytest.raises(anthropic.InternalServerError) as aexc:
         ant(live).messages.create(
             model="sim-busy", max_tokens=5, messages=[{"role": "user", "content": "hi"}]
         )
+    assert aexc.value.status_code == 503
 
 
 def test_it_never_shows_an_upstream_auth_failure_as_the_callers_bad_key(live):
@@ -363,7 +367,7 @@ def test_it_never_shows_an_upstream_auth_failure_as_the_callers_bad_key(live):
         oai(live).chat.completions.create(
             model="sim-badcreds", messages=[{"role": "user", "content": "hi"}]
         )
-    assert exc.value.status_code == 502
+    assert (exc.value.status_code, exc.value.code) == (503, "model_unavailable")
 
 
 @pytest.mark.parametrize("model", MODELS)

@@ -341,7 +341,7 @@ def test_it_charges_nothing_when_the_upstream_fails(live):
             base_url=f"{live['url']}/openai/v1/", api_key=secret, max_retries=0
         ).chat.completions.create(model="sim-down", messages=[{"role": "user", "content": "hi"}])
     found = wait_for_records(1, account=acct)
-    assert [(r.status, r.cost_micros) for r in found] == [(502, 0)]
+    assert [(r.status, r.cost_micros) for r in found] == [(503, 0)]
 
 
 def test_it_meters_every_token_exactly_under_mixed_traffic_with_faults(live):

@@ -98,7 +98,7 @@ def test_it_counts_upstream_errors_retries_and_refusals(live, settings) -> None:
     oai = openai.OpenAI(base_url=f"{url}/openai/v1", api_key=live["secret"], max_retries=0)
     with pytest.raises(openai.APIStatusError) as failed:
         oai.chat.completions.create(model="sim-down", messages=[{"role": "user", "content": "x"}])
-    assert failed.value.status_code == 502
+    assert failed.value.status_code == 503
     limited = openai.OpenAI(base_url=f"{url}/openai/v1", api_key=limited_secret, max_retries=0)
     limited.chat.completions.create(
         model="sim-gpt", messages=[{"role": "user", "content": "hi"}], max_tokens=5
@@ -113,7 +113,7 @@ def test_it_counts_upstream_errors_retries_and_refusals(live, settings) -> None:
     failed_500 = {"provider": provider, "kind": "500"}
     assert delta(before, after, "tokenfactory_upstream_errors_total", **failed_500) == 3
     assert delta(before, after, "tokenfactory_upstream_retries_total", provider=provider) == 2
-    down = {"surface": "openai", "model": "sim-down", "provider": provider, "status": "502"}
+    down = {"surface": "openai", "model": "sim-down", "provider": provider, "status": "503"}
     assert delta(before, after, "tokenfactory_requests_total", **down) == 1
     refused = {"decision": "refuse", "reason": "rpm"}
     assert delta(before, after, "tokenfactory_limiter_decisions_total", **refused) == 1

@@ -156,7 +156,7 @@ def test_it_releases_the_reservation_when_a_stream_breaks(funded: dict[str, Any]
         for _ in stream:
             pass
     record = wait_until_settled(funded["account"].pk, "chat")
-    assert (record.status, record.error_code) == (502, "upstream_error")
+    assert (record.status, record.error_code) == (503, "model_unavailable")
 
 
 @pytest.mark.parametrize("model", ["sim-instruct", "sim-gpt", "sim-claude"])
@@ -193,7 +193,7 @@ def test_it_releases_the_reservation_when_a_responses_stream_breaks(funded: dict
     kinds = [event.type for event in events]
     assert kinds[-1] in ("response.failed", "error")
     record = wait_until_settled(funded["account"].pk, "responses")
-    assert (record.status, record.error_code) == (502, "upstream_error")
+    assert (record.status, record.error_code) == (503, "model_unavailable")
     assert record.output_tokens > 0 and record.is_estimate
 
 
@@ -308,7 +308,11 @@ def test_a_batch_line_whose_upstream_fails_releases_its_reservation(
         assert time.monotonic() < deadline
         time.sleep(0.1)
     record = wait_until_settled(funded["account"].pk, "chat")
-    assert (record.status, record.error_code, record.batch_id) == (502, "upstream_error", batch.id)
+    assert (record.status, record.error_code, record.batch_id) == (
+        503,
+        "model_unavailable",
+        batch.id,
+    )
     assert record.route == f"{funded['openai'].slug}:sim-gpt+status=500"
     assert record.cost_micros == record.billed_micros == 0
     assert limits.live_balance(funded["account"].pk) in (None, TOP_UP)
@@ -319,7 +323,7 @@ def test_a_batch_line_whose_upstream_fails_releases_its_reservation(
 
 @pytest.mark.parametrize(
     ("surface", "status", "expected"),
-    [("openai", 500, 502), ("anthropic", 503, 502), ("openai", 400, 400), ("anthropic", 404, 404)],
+    [("openai", 500, 503), ("anthropic", 503, 503), ("openai", 400, 400), ("anthropic", 404, 404)],
 )
 @pytest.mark.parametrize("stream", [False, True])
 def test_an_upstream_error_page_is_logged_never_echoed(

@@ -298,7 +298,7 @@ def test_a_bedrock_key_that_is_not_access_key_and_secret_is_the_gateways_problem
     with pytest.raises(openai.APIStatusError) as caught:
         _oai(live).chat.completions.create(model="m-bedrock", messages=MESSAGES, max_tokens=7)
 
-    assert caught.value.status_code == 502
+    assert (caught.value.status_code, caught.value.code) == (503, "model_unavailable")
     assert "credentials" in caught.value.message
     assert replay.requests == []
 

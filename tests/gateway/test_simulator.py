@@ -94,6 +94,34 @@ def test_it_writes_pseudo_text_of_the_exact_length_asked_for():
     assert engine.pseudo_tokens(b"seed", 24) != engine.pseudo_tokens(b"other", 24)
 
 
+def test_it_seeds_a_reply_by_what_the_conversation_means_not_how_it_is_spelled():
+    said = [{"role": "user", "content": "Tell me about the sea"}]
+    blocks = [{"role": "user", "content": [{"type": "text", "text": "Tell me about the sea"}]}]
+    marked = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "Tell me about the sea", "cache_control": {"type": "x"}}
+            ],
+        }
+    ]
+    seed = engine.conversation_seed(messages=said, system="Be brief.")
+    assert seed == engine.conversation_seed(
+        messages=blocks, system=[{"type": "text", "text": "Be brief."}]
+    )
+    assert seed == engine.conversation_seed(messages=marked, system="Be brief.")
+    assert seed == engine.conversation_seed(
+        messages=[{"role": "system", "content": "Be brief."}, *said]
+    )
+    assert seed == engine.conversation_seed(
+        messages=[{"role": "developer", "content": "Be brief."}, *said]
+    )
+    assert seed != engine.conversation_seed(messages=said)
+    assert seed != engine.conversation_seed(
+        messages=[{"role": "user", "content": "Tell me about the lake"}], system="Be brief."
+    )
+
+
 # --- OpenAI chat completions --------------------------------------------------------------------
 
 

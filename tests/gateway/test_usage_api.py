@@ -263,14 +263,14 @@ def test_it_refuses_bad_parameters_with_a_400_naming_them(owner_setup, params, p
     error = response.json()["error"]
     assert error["type"] == "invalid_request_error"
     assert error["param"] == param
-    assert error["code"] == "invalid_parameter"
+    assert error["code"] == "bad_request"
     assert param in error["message"] or "period" in error["message"]
 
 
 def test_it_needs_a_valid_key():
     response = Client().get("/v1/usage")
     assert response.status_code == 401
-    assert response.json()["error"]["code"] == "invalid_api_key"
+    assert response.json()["error"]["code"] == "unauthorized"
     response = Client().get("/v1/usage", HTTP_AUTHORIZATION="Bearer tf-prod-not-a-real-key")
     assert response.status_code == 401
     assert "Invalid API key" in response.json()["error"]["message"]
