@@ -276,7 +276,7 @@ class UsageRecordAdmin(admin.ModelAdmin[UsageRecord]):
         "billed",
         "latency_ms",
     )
-    list_filter = ("surface", "status", "stream", "is_estimate", "in_window")
+    list_filter = ("surface", "status", "stream", "is_estimate", "counted_by", "in_window")
     list_select_related = ("account",)
     date_hierarchy = "created_at"
     search_fields = ("request_id", "model", "account__name")

@@ -123,6 +123,13 @@ class UpstreamFailed(GatewayError):
     status, type, code = 502, "server_error", "upstream_error"
 
 
+class UpstreamTimeout(GatewayError):
+    """The upstream took the request and did not answer in time: not retried (it may still be
+    working on it), and never blamed on the caller."""
+
+    status, type, code = 504, "server_error", "upstream_timeout"
+
+
 class ModelUnavailable(GatewayError):
     status, type, code = 503, "server_error", "model_unavailable"
 

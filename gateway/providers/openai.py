@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.catalog import RouteInfo
 from gateway.providers.base import Provider
 
 
@@ -20,16 +19,10 @@ class OpenAIProvider(Provider):
         "images": "/images/generations",
     }
 
-    def headers(self, route: RouteInfo, forwarded: Mapping[str, str]) -> dict[str, str]:
-        headers = {"accept": "application/json, text/event-stream"}
-        if route.api_key:
-            headers["authorization"] = f"Bearer {route.api_key}"
-        if "x-request-id" in forwarded:
-            # Lets an operator find our request in the upstream's logs (and the simulator's stats).
-            headers["x-request-id"] = forwarded["x-request-id"]
-        if "x-sim-options" in forwarded:
-            headers["x-sim-options"] = forwarded["x-sim-options"]
-        return headers
+    default_auth = "bearer"
+
+    def protocol_headers(self, forwarded: Mapping[str, str]) -> dict[str, str]:
+        return {"accept": "application/json, text/event-stream"}
 
     def error_message(self, body: Any) -> str:
         if isinstance(body, dict):

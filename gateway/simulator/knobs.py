@@ -27,6 +27,12 @@ class Knobs:
     usage: bool = True  # usage=none leaves usage out of replies
     echo_headers: bool = False  # x-sim-received-headers on the reply
     error_page: bool = False  # failures answer an HTML page (a proxy's), not a JSON error
+    # Real servers' quirks (see docs/compat.md):
+    uuid_ids: bool = False  # 400 (plain text) unless x-request-id is a UUID, as llama-cpp-python
+    stream_usage: bool = True  # stream_usage=0 ignores stream_options.include_usage
+    ignore_mct: bool = False  # reads only max_tokens, ignoring max_completion_tokens
+    tokenizer: str = "default"  # "alt": counts with another tokenizer (and its endpoints agree)
+    gen_tps: float = 0.0  # slow generation: tokens per second, non-stream answers included
 
     def first_byte_delay_ms(self, *, stream: bool) -> int:
         return (self.ttft_ms if stream else self.latency_ms) + self.slow_ms
@@ -56,6 +62,12 @@ def _flag(value: str) -> bool:
     raise ValueError(value)
 
 
+def _tokenizer(value: str) -> str:
+    if value not in ("default", "alt"):
+        raise ValueError(value)
+    return value
+
+
 # knob name -> (field, parser)
 _PARSERS: dict[str, tuple[str, Callable[[str], object]]] = {
     "ttft": ("ttft_ms", _positive_int),
@@ -71,6 +83,11 @@ _PARSERS: dict[str, tuple[str, Callable[[str], object]]] = {
     "usage": ("usage", _flag),
     "echo_headers": ("echo_headers", _flag),
     "error_page": ("error_page", _flag),
+    "uuid_ids": ("uuid_ids", _flag),
+    "stream_usage": ("stream_usage", _flag),
+    "ignore_mct": ("ignore_mct", _flag),
+    "tokenizer": ("tokenizer", _tokenizer),
+    "gen_tps": ("gen_tps", float),
 }
 
 
@@ -108,6 +125,16 @@ def apply(base: Knobs, options: dict[str, str]) -> Knobs:
         except ValueError as exc:
             raise BadKnob(f"simulator option {name}={raw!r} is not valid") from exc
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+def split_path(path: str) -> tuple[str, dict[str, str]]:
+    """`"/knobs/stream_usage=0,tokenizer=alt/v1/chat/completions"` -> the path without the
+    prefix and its knobs: a provider whose base URL carries them gets them on every request
+    (its tokenizer endpoints too), like a real server's fixed quirks."""
+    if not path.startswith("/knobs/"):
+        return path, {}
+    options, _, rest = path.removeprefix("/knobs/").partition("/")
+    return "/" + rest, parse_header(options)
 
 
 def resolve(model: str, header: str, defaults: Knobs) -> tuple[str, Knobs]:

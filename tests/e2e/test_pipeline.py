@@ -297,7 +297,7 @@ def test_a_batch_line_whose_upstream_fails_releases_its_reservation(
 
 @pytest.mark.parametrize(
     ("surface", "status", "expected"),
-    [("openai", 500, 502), ("anthropic", 503, 502), ("openai", 400, 400), ("anthropic", 404, 404)],
+    [("openai", 500, 502), ("anthropic", 503, 502), ("openai", 400, 502), ("anthropic", 404, 502)],
 )
 @pytest.mark.parametrize("stream", [False, True])
 def test_an_upstream_error_page_is_logged_never_echoed(
