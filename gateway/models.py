@@ -282,6 +282,12 @@ class UsageRollup(models.Model):
     # Micro-dollars (1 USD = 1,000,000), summed from the records' cost_micros and billed_micros.
     cost_micros = models.BigIntegerField(default=0)
     billed_micros = models.BigIntegerField(default=0)
+    tokenizer_counted_requests = models.BigIntegerField(
+        default=0, help_text="requests counted by the upstream's tokenizer (it reported no usage)"
+    )
+    estimated_requests = models.BigIntegerField(
+        default=0, help_text="requests whose tokens we estimated (the upstream reported none)"
+    )
 
     class Meta:
         constraints = [

@@ -6,6 +6,8 @@ HTTP, against the simulator over a socket."""
 
 from __future__ import annotations
 
+import csv
+import io
 import time
 from typing import Any
 
@@ -13,8 +15,9 @@ import anthropic
 import httpx
 import openai
 import pytest
+from django.test import Client
 
-from gateway import metering
+from gateway import metering, usage
 from gateway.models import Provider, Route, UsageRecord
 from tests import factories
 
@@ -362,3 +365,46 @@ def test_a_stop_sequence_from_an_openai_upstream_is_named_on_the_anthropic_surfa
 
     plain = ant(live).messages.create(model="q-stop", max_tokens=100, messages=MESSAGES)
     assert (plain.stop_reason, plain.stop_sequence) == ("end_turn", None)
+
+
+def test_usage_reports_say_how_many_requests_the_gateway_counted(live: dict[str, Any]) -> None:
+    """/v1/usage rows and the CSV export carry the requests counted by the upstream's tokenizer
+    and those estimated, before and after the records are rolled up."""
+    counted = quirky(live, "q-count", "stream_usage=0,tokenizer=alt", tokenizer="vllm")
+    guessed = quirky(live, "q-guess", "stream_usage=0")
+    factories.model("q-count", routes=[(counted, "sim-gpt")])
+    factories.model("q-guess", routes=[(guessed, "sim-gpt")])
+    _stream_usage_openai(live, "q-count")
+    _stream_usage_openai(live, "q-guess")
+    oai(live).chat.completions.create(model="q-guess", messages=MESSAGES)  # reported: neither
+    assert len(records(account_id=live["account"].pk)) == 3
+
+    def report() -> dict[str, Any]:
+        answer = httpx.get(
+            f"{live['url']}/v1/usage",
+            params={"period": "day", "group_by": "model"},
+            headers={"authorization": f"Bearer {live['secret']}"},
+        )
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    for rolled in (False, True):
+        if rolled:
+            usage.roll_up()
+        found = report()
+        assert found["totals"]["tokenizer_counted_requests"] == 1
+        assert found["totals"]["estimated_requests"] == 1
+        rows = {b["model"]: b for b in found["buckets"]}
+        assert rows["q-count"]["tokenizer_counted_requests"] == 1
+        assert (rows["q-guess"]["estimated_requests"], rows["q-guess"]["requests"]) == (1, 2)
+
+    client = Client()
+    client.force_login(live["owner"])
+    lines = list(
+        csv.DictReader(
+            io.StringIO(client.get("/usage/export.csv", {"period": "day"}).content.decode())
+        )
+    )
+    by_model = {row["model"]: row for row in lines}
+    assert by_model["q-count"]["tokenizer_counted_requests"] == "1"
+    assert by_model["q-guess"]["estimated_requests"] == "1"
