@@ -139,7 +139,14 @@ class ProviderAdmin(CatalogAdmin[Provider]):
 class RouteInline(admin.TabularInline[Route, CatalogModel]):
     model = Route
     extra = 0
-    fields = ("provider", "upstream_model", "priority", "weight", "is_active")
+    fields = (
+        "provider",
+        "upstream_model",
+        "priority",
+        "weight",
+        "first_byte_timeout_ms",
+        "is_active",
+    )
     autocomplete_fields = ("provider",)
 
 
