@@ -1512,3 +1512,27 @@ def test_it_strips_only_unsigned_thinking_before_an_anthropic_upstream():
     assert out["messages"][1]["content"] == [signed, text]
     assert out["messages"][3]["content"] == [text]
     assert body["messages"][3]["content"] == [unsigned, text]
+
+
+@pytest.mark.parametrize(
+    ("choice", "text", "expected"),
+    [
+        ({"finish_reason": "stop", "stop_reason": "END"}, "done", "END"),  # vLLM names it
+        ({"finish_reason": "stop", "matched_stop": "##"}, "done", "##"),  # SGLang
+        ({"finish_reason": "stop", "stopping_word": "END"}, "done", "END"),  # llama.cpp
+        ({"finish_reason": "stop", "stop_reason": 106}, "done", None),  # a token id: not ours
+        ({"finish_reason": "stop", "stop_reason": "other"}, "done", None),  # not the caller's
+        ({"finish_reason": "stop"}, "it is done END", "END"),  # a server that keeps the string
+        ({"finish_reason": "stop"}, "it is done", None),  # no telling: the model's own end
+        ({"finish_reason": "length", "stop_reason": "END"}, "done", None),
+    ],
+)
+def test_which_stop_sequence_ended_an_openai_answer(
+    choice: dict[str, Any], text: str, expected: str | None
+) -> None:
+    assert tresp.matched_stop_sequence(choice, text, ["END", "##"]) == expected
+    completion = {"choices": [{**choice, "index": 0, "message": {"content": text}}]}
+    message = tresp.openai_to_anthropic(completion, model="m", stop_sequences=["END", "##"])
+    assert message["stop_sequence"] == expected
+    if expected is not None:
+        assert message["stop_reason"] == "stop_sequence"
