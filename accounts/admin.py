@@ -17,7 +17,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
 from accounts import keys
-from accounts.models import Account, ApiKey, Membership, User
+from accounts.models import Account, ApiKey, ManagementKey, Membership, User
 from billing import ledger, money, plans
 
 admin.site.site_header = "Token Factory admin"
@@ -311,3 +311,54 @@ class ApiKeyAdmin(admin.ModelAdmin[ApiKey]):
             keys.revoke(key=key)
             revoked += 1
         self.message_user(request, f"Revoked {revoked} key(s).", messages.SUCCESS)
+
+
+@admin.register(ManagementKey)
+class ManagementKeyAdmin(admin.ModelAdmin[ManagementKey]):
+    """Management keys (tf-mgmt-) are made by their owners on the Keys page, the secret shown
+    once to them; here an operator sees them, renames them, narrows their scopes and revokes
+    them (never deleted, so what they did stays attributable)."""
+
+    list_display = ("hint", "name", "account", "scopes", "key_status", "created_at", "last_used_at")
+    list_filter = (RevokedFilter,)
+    list_select_related = ("account",)
+    search_fields = ("hint", "name", "account__name")
+    fields = (
+        "name",
+        "account",
+        "hint",
+        "scopes",
+        "key_status",
+        "created_by",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+    )
+    readonly_fields = (
+        "account",
+        "hint",
+        "key_status",
+        "created_by",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+    )
+    actions = ("revoke_keys",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: ManagementKey | None = None) -> bool:
+        return False
+
+    @admin.display(description="status")
+    def key_status(self, obj: ManagementKey) -> str:
+        return obj.status
+
+    @admin.action(description="Revoke selected management keys", permissions=["change"])
+    def revoke_keys(self, request: HttpRequest, queryset: QuerySet[ManagementKey]) -> None:
+        revoked = 0
+        for key in queryset.filter(revoked_at__isnull=True):
+            keys.revoke_management(key=key)
+            revoked += 1
+        self.message_user(request, f"Revoked {revoked} management key(s).", messages.SUCCESS)

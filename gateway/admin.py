@@ -1,7 +1,7 @@
 """Admin for the model catalog (providers, models, routes) and the usage log (read-only).
 
-Catalog edits drop this process's catalog snapshot once the transaction commits; other processes
-reload theirs within GATEWAY_CATALOG_CACHE_SECONDS."""
+Catalog edits (aliases too) drop this process's catalog snapshot once the transaction commits
+and tell the other processes, which reload theirs within a second (gateway.catalog.invalidate)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from django.http import HttpRequest
 from billing import money
 from billing.admin import dollars_formfield
 from gateway import catalog
-from gateway.models import CatalogModel, Provider, Route, UsageRecord
+from gateway.models import CatalogModel, ModelAlias, Provider, Route, UsageRecord
 
 _M = TypeVar("_M", bound=models.Model)
 
@@ -267,6 +267,46 @@ class RouteAdmin(CatalogAdmin[Route]):
     autocomplete_fields = ("model", "provider")
 
 
+class ModelAliasForm(forms.ModelForm[ModelAlias]):
+    class Meta:
+        model = ModelAlias
+        fields = ("name", "model", "priority", "is_active")
+
+    def clean_name(self) -> str:
+        name = str(self.cleaned_data["name"]).strip()
+        if not name or any(c.isspace() for c in name):
+            raise forms.ValidationError("A name has no spaces.")
+        if catalog.base_name(name) != name:
+            raise forms.ValidationError(
+                "Leave out the [...] suffix: clients' suffixes are stripped before the lookup."
+            )
+        if not catalog.is_pattern(name) and CatalogModel.objects.filter(model_id=name).exists():
+            raise forms.ValidationError(
+                "A catalog model has this id, and a model's own id always wins over an alias."
+            )
+        return name
+
+
+@admin.register(ModelAlias)
+class ModelAliasAdmin(CatalogAdmin[ModelAlias]):
+    """Names and glob patterns clients send, mapped to catalog models. Resolution order: the
+    catalog id itself, exact aliases, patterns (longest literal part first), then priority; the
+    first model the caller's key and plan may use serves the request."""
+
+    form = ModelAliasForm
+    list_display = ("name", "model", "match", "priority", "is_active")
+    list_editable = ("priority", "is_active")
+    list_filter = ("is_active",)
+    list_select_related = ("model",)
+    search_fields = ("name", "model__model_id")
+    autocomplete_fields = ("model",)
+    ordering = ("name", "priority", "id")
+
+    @admin.display(description="match")
+    def match(self, obj: ModelAlias) -> str:
+        return "pattern" if obj.is_pattern else "exact"
+
+
 @admin.register(UsageRecord)
 class UsageRecordAdmin(admin.ModelAdmin[UsageRecord]):
     """The metered log: written by gateway.metering only."""
@@ -276,6 +316,7 @@ class UsageRecordAdmin(admin.ModelAdmin[UsageRecord]):
         "request_id",
         "account",
         "model",
+        "requested_model",
         "surface",
         "status",
         "input_tokens",
@@ -286,7 +327,7 @@ class UsageRecordAdmin(admin.ModelAdmin[UsageRecord]):
     list_filter = ("surface", "status", "stream", "is_estimate", "counted_by", "in_window")
     list_select_related = ("account",)
     date_hierarchy = "created_at"
-    search_fields = ("request_id", "model", "account__name")
+    search_fields = ("request_id", "model", "requested_model", "account__name")
     show_full_result_count = False
 
     def has_add_permission(self, request: HttpRequest) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,8 +16,8 @@ from django.db import transaction
 from redis.exceptions import RedisError
 
 from gateway import store
-from gateway.catalog_seed import MODELS
-from gateway.models import CatalogModel, Provider, Route
+from gateway.catalog_seed import ALIASES, MODELS
+from gateway.models import CatalogModel, ModelAlias, Provider, Route
 from tokenfactory.db import reconnecting
 
 
@@ -73,10 +74,85 @@ class ModelInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class AliasInfo:
+    """One active ``ModelAlias``: ``pattern`` is None for an exact name."""
+
+    name: str
+    model_id: str
+    priority: int
+    pattern: re.Pattern[str] | None
+    literal: int  # how many characters of the name are not wildcards (more: more specific)
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     models: dict[str, ModelInfo]
     ordered: tuple[ModelInfo, ...]
     loaded_at: float
+    # Exact aliases by name, each name's aliases best first; patterns, most specific first.
+    exact_aliases: dict[str, tuple[AliasInfo, ...]] = field(default_factory=dict)
+    pattern_aliases: tuple[AliasInfo, ...] = ()
+    # What ``candidates`` found for a name, kept for the snapshot's life (bounded).
+    found: dict[str, tuple[ModelInfo, ...]] = field(default_factory=dict)
+
+
+# How many distinct names a snapshot remembers the candidates of (names are what callers send).
+_FOUND_MAX = 4096
+# What clients append to a model id (Claude Code's "[1m]" for the 1M-token context variant).
+_SUFFIX = re.compile(r"(?:\s*\[[^\[\]]*\])+\s*$")
+
+
+def base_name(name: str) -> str:
+    """``name`` without the bracketed suffixes clients append: ``claude-opus-4-8[1m]`` ->
+    ``claude-opus-4-8``."""
+    if not name.endswith("]"):
+        return name
+    return _SUFFIX.sub("", name)
+
+
+def is_pattern(name: str) -> bool:
+    return "*" in name or "?" in name
+
+
+def compile_pattern(name: str) -> re.Pattern[str]:
+    """A glob with ``*`` (any run of characters) and ``?`` (one character); nothing else is
+    special, so ``[`` and ``.`` in a name match themselves."""
+    parts = (".*" if c == "*" else "." if c == "?" else re.escape(c) for c in name)
+    return re.compile("".join(parts), re.DOTALL)
+
+
+def alias_info(*, name: str, model_id: str, priority: int) -> AliasInfo:
+    pattern = compile_pattern(name) if is_pattern(name) else None
+    literal = len(name) - name.count("*") - name.count("?")
+    return AliasInfo(
+        name=name, model_id=model_id, priority=priority, pattern=pattern, literal=literal
+    )
+
+
+def candidates(snap: Snapshot, name: str) -> tuple[ModelInfo, ...]:
+    """The active catalog models ``name`` may mean, best first: the model with that id (also
+    once a client's ``[...]`` suffix is stripped) alone; else every matching alias's model,
+    exact aliases first, then patterns with the longest literal part first, then by priority.
+    The pipeline serves the first one the caller may use. No database query: the snapshot's."""
+    found = snap.found.get(name)
+    if found is not None:
+        return found
+    base = base_name(name)
+    model = snap.models.get(name) or snap.models.get(base)
+    if model is not None:
+        found = (model,)
+    else:
+        matches = [*snap.exact_aliases.get(base, ())]
+        matches += [a for a in snap.pattern_aliases if a.pattern and a.pattern.fullmatch(base)]
+        seen: dict[str, ModelInfo] = {}
+        for alias in matches:
+            target = snap.models.get(alias.model_id)
+            if target is not None and alias.model_id not in seen:
+                seen[alias.model_id] = target
+        found = tuple(seen.values())
+    if len(snap.found) < _FOUND_MAX:
+        snap.found[name] = found
+    return found
 
 
 _snapshot: Snapshot | None = None
@@ -153,7 +229,26 @@ def load() -> Snapshot:
             created=int(row.created_at.timestamp()),
             routes=tuple(routes_by_model.get(row.pk, ())),
         )
-    return Snapshot(models=models, ordered=tuple(models.values()), loaded_at=time.monotonic())
+    exact: dict[str, list[AliasInfo]] = {}
+    patterns: list[AliasInfo] = []
+    aliases = ModelAlias.objects.filter(is_active=True, model__is_active=True)
+    for name, model_id, priority in aliases.values_list("name", "model__model_id", "priority"):
+        alias = alias_info(name=name, model_id=model_id, priority=priority)
+        if alias.pattern is None:
+            exact.setdefault(name, []).append(alias)
+        else:
+            patterns.append(alias)
+    patterns.sort(key=lambda a: (-a.literal, a.priority, a.name, a.model_id))
+    return Snapshot(
+        models=models,
+        ordered=tuple(models.values()),
+        loaded_at=time.monotonic(),
+        exact_aliases={
+            name: tuple(sorted(group, key=lambda a: (a.priority, a.model_id)))
+            for name, group in exact.items()
+        },
+        pattern_aliases=tuple(patterns),
+    )
 
 
 log = logging.getLogger(__name__)
@@ -231,11 +326,13 @@ def clear() -> None:
 
 
 def seed(*, simulator_url: str | None = None) -> dict[str, int]:
-    """Load the bundled catalog (gateway.catalog_seed), every model routed to the simulator.
+    """Load the bundled catalog (gateway.catalog_seed), every model routed to the simulator, and
+    its model aliases.
 
-    Idempotent: existing models, providers and routes are left as an operator edited them."""
+    Idempotent: existing models, providers, routes and aliases are left as an operator edited
+    them (a seeded alias the operator deleted comes back; deactivate it instead)."""
     base = (simulator_url or settings.SIMULATOR_URL).rstrip("/")
-    counts = {"providers": 0, "models": 0, "routes": 0}
+    counts = {"providers": 0, "models": 0, "routes": 0, "aliases": 0}
     with transaction.atomic():
         providers: dict[str, Provider] = {}
         for protocol, url in (("openai", f"{base}/v1"), ("anthropic", base)):
@@ -268,5 +365,12 @@ def seed(*, simulator_url: str | None = None) -> dict[str, int]:
                     model=model, provider=providers[protocol], upstream_model=model.model_id
                 )
                 counts["routes"] += route_created
+        for name, model_id, priority in ALIASES:
+            target = CatalogModel.objects.filter(model_id=model_id).first()
+            if target is not None:
+                _, created = ModelAlias.objects.get_or_create(
+                    name=name, model=target, defaults={"priority": priority}
+                )
+                counts["aliases"] += created
     invalidate()
     return counts

@@ -922,3 +922,28 @@ MODELS: list[dict[str, object]] = [
         per_image=40_000,
     ),
 ]
+
+# Model aliases `gateway.catalog.seed()` loads: (name or glob pattern, catalog model, priority).
+# Clients ask for ids that are not in the catalog (Claude Code 2.1 sends `claude-opus-4-8`,
+# `claude-sonnet-5`, `claude-haiku-4-5-20251001`, `claude-fable-5`; Codex sends `gpt-5*` and
+# `*codex*` ids). A name's candidates are tried best first (exact, then the longest pattern, then
+# priority) and the first the caller's plan and key allow serves, so a Test-plan key (standard
+# tier) asking for Opus or Sonnet is served by the `claude-*` fallback, Claude Haiku 4.5.
+ALIASES: list[tuple[str, str, int]] = [
+    # Claude Code's built-in ids, exact so /v1/models lists them.
+    ("claude-opus-4-8", "claude-opus-4-1", 0),
+    ("claude-sonnet-5", "claude-sonnet-4-5", 0),
+    ("claude-haiku-4-5-20251001", "claude-haiku-4-5", 0),
+    ("claude-fable-5", "claude-sonnet-4-5", 0),
+    # Families, whatever version a client asks for next.
+    ("claude-opus-*", "claude-opus-4-1", 0),
+    ("claude-sonnet-*", "claude-sonnet-4-5", 0),
+    ("claude-haiku-*", "claude-haiku-4-5", 0),
+    ("claude-*", "claude-sonnet-4-5", 0),
+    ("claude-*", "claude-haiku-4-5", 10),
+    # OpenAI ids Codex and the OpenAI SDKs send.
+    ("gpt-5*", "gpt-4.1", 0),
+    ("gpt-5*", "gpt-4.1-mini", 10),
+    ("*codex*", "gpt-4.1", 0),
+    ("*codex*", "gpt-4.1-mini", 10),
+]

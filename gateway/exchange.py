@@ -46,7 +46,8 @@ logger = logging.getLogger("tokenfactory.gateway")
 
 _ROLES = {
     OPENAI: ("system", "developer", "user", "assistant", "tool", "function"),
-    ANTHROPIC: ("user", "assistant"),
+    # The 2026 Anthropic SDK's system messages: folded or translated for the upstream.
+    ANTHROPIC: ("user", "assistant", "system"),
 }
 # The caller's headers a protocol itself needs upstream; any other header goes only to a provider
 # that names it in ``forward_headers``.
@@ -78,6 +79,9 @@ class Exchange:
     caller: Caller | None = None
     secret: str = ""
     model: ModelInfo | None = None
+    # The name the client sent when it is not ``model``'s id (an alias, or an id with a suffix
+    # such as "[1m]"): the answer names it, the usage record keeps both.
+    requested_model: str = ""
     body: dict[str, Any] = field(default_factory=dict)
     stream: bool = False
     route: RouteInfo | None = None
@@ -111,6 +115,14 @@ class Exchange:
         else:
             out.update(self.refusal_headers)
         return out
+
+    @property
+    def client_model(self) -> str:
+        """The model name the answer carries: the one the client asked for (``auto`` names the
+        model chosen)."""
+        if self.requested_model:
+            return self.requested_model
+        return self.model.model_id if self.model is not None else ""
 
     def elapsed_ms(self) -> int:
         return int((time.monotonic() - self.started) * 1000)
@@ -287,6 +299,7 @@ def usage_record(ex: Exchange, *, cost_micros: int, billed_micros: int) -> meter
         surface=ex.surface,
         endpoint=ex.endpoint,
         model=ex.model.model_id if ex.model else str(ex.body.get("model", ""))[:200],
+        requested_model=ex.requested_model,
         route=f"{ex.route.provider_slug}:{ex.route.upstream_model}" if ex.route else "",
         status=ex.status,
         error_code=ex.error_code,
@@ -405,10 +418,25 @@ async def authenticate(request: HttpRequest) -> Caller:
 
 
 async def resolve(ex: Exchange, *, kind: str) -> ModelInfo:
-    """Set and return the model the body names (or the one ``auto`` picks: gateway/auto.py)."""
+    """Set and return the model the body names (or the one ``auto`` picks: gateway/auto.py; or
+    the one an alias maps it to: gateway/catalog.py ``candidates``)."""
     assert ex.caller is not None
     ex.model = await resolve_model(ex.body, ex.caller, kind=kind)
+    name = ex.body.get("model")
+    ex.requested_model = name if isinstance(name, str) and name != ex.model.model_id else ""
+    if name == auto.AUTO:
+        ex.requested_model = ""
     return ex.model
+
+
+def usable(model: ModelInfo, caller: Caller, *, kind: str) -> bool:
+    """Whether ``caller`` may be served by ``model`` on an endpoint of ``kind``."""
+    return (
+        model.kind == kind
+        and model.is_priced
+        and bool(model.routes)
+        and caller.may_use(model.model_id, model.tier)
+    )
 
 
 async def resolve_model(body: dict[str, Any], caller: Caller, *, kind: str) -> ModelInfo:
@@ -418,31 +446,40 @@ async def resolve_model(body: dict[str, Any], caller: Caller, *, kind: str) -> M
     snap = await catalog.snapshot()
     if name == auto.AUTO:
         return auto.choose(snap, caller, body, kind=kind)
-    model = snap.models.get(name)
-    if model is None:
+    found = catalog.candidates(snap, name)
+    if not found:
         raise errors.UnknownModel(
-            f"The model '{name}' does not exist. GET /v1/models lists the models you can use.",
+            f"The model '{name[:200]}' does not exist. GET /v1/models lists the models you can "
+            "use.",
             param="model",
         )
+    for model in found:
+        # An alias's first model the caller may use serves it: an alias never widens access.
+        if usable(model, caller, kind=kind):
+            return model
+    model = found[0]
+    label = f"'{name[:200]}'"
+    if model.model_id != name:
+        label = f"'{name[:200]}' (served by {model.model_id})"
     if model.kind != kind:
         raise errors.BadRequest(
-            f"'{name}' is a {model.kind} model and cannot serve this endpoint.", param="model"
+            f"{label} is a {model.kind} model and cannot serve this endpoint.", param="model"
         )
     if not caller.may_use(model.model_id, model.tier):
         if caller.allowed_models and model.model_id not in caller.allowed_models:
             raise errors.Forbidden(
-                f"This key may not use '{name}': it is limited to "
+                f"This key may not use {label}: it is limited to "
                 f"{', '.join(sorted(caller.allowed_models))}.",
                 param="model",
             )
         raise errors.Forbidden(
-            f"Your plan ({caller.plan_name}) does not include '{name}' ({model.tier} tier). "
+            f"Your plan ({caller.plan_name}) does not include {label} ({model.tier} tier). "
             "Upgrade your plan to use it.",
             param="model",
         )
     if not model.is_priced:
         raise errors.ModelUnavailable(
-            f"'{name}' has no price set, so it cannot be served. Try another model.", param="model"
+            f"{label} has no price set, so it cannot be served. Try another model.", param="model"
         )
     return model
 
@@ -504,6 +541,14 @@ def check_chat(body: dict[str, Any], surface: str) -> ChatShape:
     return ChatShape(stream=stream, max_tokens=max_tokens, choices=choices)
 
 
+def requested_output(model: ModelInfo, shape: ChatShape) -> int:
+    """The output a chat request asks for: max_tokens (capped by the model) times ``n``; 0 when
+    it sets none."""
+    if not shape.max_tokens:
+        return 0
+    return min(shape.max_tokens, model.max_output_tokens or 1 << 30) * shape.choices
+
+
 def output_ceiling(model: ModelInfo, shape: ChatShape) -> int:
     """The output tokens a chat request reserves: what it asks for per choice, capped by the
     model, times the choices it asks for (``n``: each one is billed)."""
@@ -519,14 +564,23 @@ def output_ceiling(model: ModelInfo, shape: ChatShape) -> int:
 async def admit(
     ex: Exchange,
     *,
-    input_tokens: int,
+    input_tokens: int | tokens.InputSize,
     ceiling: int,
+    requested: int = 0,
     units: int | None = None,
     on_full: Callable[[limits.Refused], Awaitable[None]] | None = None,
 ) -> None:
     """Ask limits to admit the request; a key changed since we cached it is reloaded first.
-    ``units``: a unit-priced request's units, paid from the balance (see limits). ``on_full``
-    (batch lines): waits out a full RPM/TPM minute instead of refusing."""
+    ``input_tokens``: the input's size (``tokens.measure_input``), or an exact count.
+    ``ceiling``: the most output it may produce; ``requested``: the output the client asked for
+    (max_tokens times n; 0 when it did not say). ``units``: a unit-priced request's units, paid
+    from the balance (see limits). ``on_full`` (batch lines): waits out a full RPM/TPM minute
+    instead of refusing."""
+    size = (
+        input_tokens
+        if isinstance(input_tokens, tokens.InputSize)
+        else tokens.InputSize(estimate=input_tokens, bound=input_tokens)
+    )
     assert ex.caller is not None and ex.model is not None
     unit_cost = None if units is None else cost_micros(ex.model, units=units)
     for _ in range(2 if on_full is None else 1000):
@@ -534,8 +588,10 @@ async def admit(
             ex.admission = await limits.admit(
                 ex.caller,
                 ex.model,
-                input_tokens=input_tokens,
+                input_tokens=size.estimate,
+                input_bound=size.bound,
                 max_output_tokens=ceiling,
+                requested_output_tokens=requested,
                 request_id=ex.request_id,
                 surface=ex.surface,
                 counts_rpm=ex.counts_rpm,
@@ -577,6 +633,20 @@ def refusal_error(
 ) -> GatewayError:
     caller = ex.caller
     assert caller is not None
+    if refused.reason in ("tpm_too_large", "account_tpm_too_large"):
+        whose, limit = (
+            ("this key", caller.tpm_limit)
+            if refused.reason == "tpm_too_large"
+            else (f"your account, all its keys together ({caller.plan_name} plan)",
+                  caller.account_tpm_limit)
+        )  # fmt: skip
+        return errors.BadRequest(
+            f"This request counts {refused.tokens:,} tokens against the limit of {limit or 0:,} "
+            f"tokens per minute for {whose} (a request counts the larger of max_tokens and its "
+            "estimated input), so it can never be admitted. Lower max_tokens or shorten the "
+            "input, or move to a plan with a higher TPM.",
+            param="max_tokens",
+        )
     if refused.reason == "rpm":
         return errors.RateLimited(
             f"Rate limit exceeded: {caller.rpm_limit} requests per minute for this key. "
@@ -586,8 +656,9 @@ def refusal_error(
     if refused.reason == "tpm":
         return errors.RateLimited(
             f"Rate limit exceeded: {caller.tpm_limit:,} tokens per minute for this key "
-            f"(a request reserves its input plus max_tokens). Retry after {refused.retry_after}s, "
-            "or lower max_tokens.",
+            "(a request counts the larger of max_tokens and its estimated input until it "
+            f"finishes, then what it used). Retry after {refused.retry_after}s, or lower "
+            "max_tokens.",
             retry_after=refused.retry_after,
         )
     if refused.reason == "account_rpm":
@@ -601,12 +672,20 @@ def refusal_error(
         return errors.RateLimited(
             f"Rate limit exceeded: {caller.account_tpm_limit:,} tokens per minute for your "
             f"account, all its keys together (your {caller.plan_name} plan's ceiling; a request "
-            f"reserves its input plus max_tokens). Retry after {refused.retry_after}s.",
+            "counts the larger of max_tokens and its estimated input until it finishes). "
+            f"Retry after {refused.retry_after}s.",
             retry_after=refused.retry_after,
         )
     if refused.reason == "budget":
+        left = int(refused.headers.get("X-Token-Budget-Remaining", "0") or 0)
+        spent = (
+            f"has {left:,} tokens left, fewer than this request needs (about {refused.tokens:,}: "
+            "its estimated input plus max_tokens)"
+            if left > 0
+            else "is spent"
+        )
         return errors.TokenBudgetExceeded(
-            f"Your {caller.plan_name} token window is spent and your balance is empty. It resets "
+            f"Your {caller.plan_name} token window {spent}, and your balance is empty. It resets "
             f"in {refused.retry_after}s; add a pay-as-you-go top-up in the dashboard to go on now.",
             retry_after=refused.retry_after,
         )
@@ -621,8 +700,8 @@ def refusal_error(
         )
     return errors.InsufficientBalance(
         "Your token window cannot cover this request and your prepaid balance is below its "
-        "reservation (input plus max_tokens at the model's prices). Top up your balance, or "
-        "lower max_tokens."
+        "estimated cost (its input plus max_tokens at the model's prices). Top up your "
+        "balance, or lower max_tokens."
     )
 
 
@@ -631,7 +710,31 @@ def refusal_error(
 
 def upstream_body(ex: Exchange, route: RouteInfo) -> dict[str, Any]:
     """The body for ``route``'s protocol: passed through when it matches the surface (unknown
-    fields kept), translated when it does not."""
+    fields kept), translated when it does not. Served through an alias, its output cap is the
+    served model's at most (Claude Code asks 64,000 of any model it takes for Opus)."""
+    assert ex.model is not None
+    out = _upstream_body(ex, route)
+    if ex.requested_model and ex.model.max_output_tokens:
+        _fit_output(out, ex.model.max_output_tokens)
+    return out
+
+
+def _fit_output(body: dict[str, Any], limit: int) -> None:
+    """Lower an output cap meant for the model a client asked for (an alias's, which may allow
+    more) to the served model's limit, with an Anthropic thinking budget below it."""
+    for name in ("max_tokens", "max_completion_tokens"):
+        value = body.get(name)
+        if isinstance(value, int) and value > limit:
+            body[name] = limit
+    thinking = body.get("thinking")
+    max_tokens = body.get("max_tokens")
+    if isinstance(thinking, dict) and isinstance(max_tokens, int):
+        budget = thinking.get("budget_tokens")
+        if isinstance(budget, int) and budget >= max_tokens:
+            body["thinking"] = {**thinking, "budget_tokens": max(1024, max_tokens // 2)}
+
+
+def _upstream_body(ex: Exchange, route: RouteInfo) -> dict[str, Any]:
     assert ex.model is not None
     body = ex.body
     try:
@@ -652,9 +755,10 @@ def upstream_body(ex: Exchange, route: RouteInfo) -> dict[str, Any]:
                 else:
                     out.pop("stream_options", None)
             elif route.protocol == ANTHROPIC:
+                # System messages inside ``messages`` are folded where an upstream takes them.
                 # Thinking blocks we made from OpenAI reasoning carry no signature; clients send
                 # them back and a real Anthropic upstream would refuse them.
-                out = treq.strip_unsigned_thinking(out)
+                out = treq.strip_unsigned_thinking(treq.fold_system_messages(out))
             return out
         if ex.surface == OPENAI:
             return treq.openai_to_anthropic(
@@ -782,7 +886,7 @@ def answer(ex: Exchange, data: dict[str, Any], protocol: str) -> dict[str, Any]:
     """The upstream's answer in the caller's surface shape, with its usage (counted by our
     tokenizer and marked an estimate when the upstream gave none); sets ``ex.usage``."""
     assert ex.model is not None
-    client_model = ex.model.model_id
+    client_model = ex.client_model
     try:
         if protocol == ex.surface:
             data["model"] = client_model
@@ -815,7 +919,7 @@ async def embed(ex: Exchange, *, counted_tokens: int) -> dict[str, Any]:
         ex.usage = Usage(input_tokens=reported.input_tokens)
     else:
         ex.usage = Usage(input_tokens=counted_tokens, is_estimate=True)
-    data["model"] = ex.model.model_id
+    data["model"] = ex.client_model
     data["usage"] = {"prompt_tokens": ex.usage.input_tokens, "total_tokens": ex.usage.input_tokens}
     ex.ttft_ms = ex.elapsed_ms()
     return data

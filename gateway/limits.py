@@ -58,11 +58,19 @@ class Unavailable(Exception):
 
 
 class Refused(Exception):
-    def __init__(self, reason: str, *, retry_after: int = 0, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        reason: str,
+        *,
+        retry_after: int = 0,
+        headers: dict[str, str] | None = None,
+        tokens: int = 0,
+    ):
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
         self.headers = headers or {}
+        self.tokens = tokens  # what the refused request counted (window and TPM refusals)
 
 
 @dataclass(slots=True)
@@ -96,13 +104,20 @@ class AdmitRequest:
     tpm_limit: int
     account_rpm_limit: int  # all the account's keys together
     account_tpm_limit: int
-    reserve_tokens: int  # input estimate plus the output ceiling
+    # Tokens, three ways (see ``admit``): what the minute's TPM counts, what the window must have
+    # left to serve the request, and what the window holds while it runs (capped at what is left).
+    tpm_tokens: int
+    need_tokens: int
+    reserve_tokens: int
     window_kind: str  # "none" (no window limit), "rolling" or "calendar_month"
     window_hours: int
     window_limit: int
     month_start_ms: int  # billing.windows.month_bounds_ms(now_ms), for calendar-month windows
     month_end_ms: int
-    cost_micros: int  # the balance reservation, when the window cannot cover the request
+    # Micro-dollars, when the balance pays: what it must cover (at the estimate) and what it holds
+    # while the request runs (at the bound, capped at the balance).
+    need_cost_micros: int
+    cost_micros: int
     paid_only: bool  # a unit-priced request: the balance pays, never the token window
     inflight: dict[str, Any]  # what the reaper needs if this process dies before settling
     # The account's persisted window and balance, loaded from the database only after a limiter
@@ -200,18 +215,46 @@ async def admit(
     input_tokens: int,
     max_output_tokens: int,
     request_id: str,
+    input_bound: int | None = None,
+    requested_output_tokens: int = 0,
     counts_rpm: bool = True,
     price_factor_percent: int = 100,
     surface: str = "",
     unit_cost_micros: int | None = None,
 ) -> Admission:
-    """Admit and reserve, or raise Refused (or Stale). ``price_factor_percent`` scales the balance
-    reservation (batch lines cost half). ``unit_cost_micros`` is set for a unit-priced request
-    (audio seconds, characters, images): a plan's window counts tokens, so such a request is
-    always paid from the prepaid balance, which must cover that cost."""
+    """Admit and reserve, or raise Refused (or Stale).
+
+    ``input_tokens`` is the input's estimate and ``input_bound`` the most any upstream can count
+    for it (``tokens.measure_input``); ``max_output_tokens`` the output ceiling (max_tokens, else
+    the model's limit, times ``n``) and ``requested_output_tokens`` the max_tokens the client
+    asked for (0: none). From them:
+
+    - TPM (the key's and the account's) counts the larger of the requested output and the input
+      estimate, as OpenAI's limiter does; settling corrects it to the real count. A request that
+      counts more than the limit itself is refused outright ("tpm_too_large"), never admitted.
+    - The window serves the request when what is left covers the input estimate plus the
+      requested output, and holds the bound plus the ceiling, capped at what is left. The
+      balance, when it pays, must cover the estimate's cost and holds the bound's, capped at the
+      balance. So however densely a prompt tokenizes, the bound is held while it runs, and only
+      a request that took all that was left can overrun it: a balance never ends below zero (a
+      window never past its limit) by more than one request's underestimate.
+
+    ``price_factor_percent`` scales the balance reservation (batch lines cost half).
+    ``unit_cost_micros`` is set for a unit-priced request (audio seconds, characters, images): a
+    plan's window counts tokens, so such a request is always paid from the prepaid balance,
+    which must cover that cost."""
     now_ms = int(time.time() * 1000)
     month_start_ms, month_end_ms = windows.month_bounds_ms(now_ms)
     window_limit = _limit(caller.window_tokens)
+    bound = max(input_tokens, input_bound if input_bound is not None else input_tokens)
+    requested = min(max(0, requested_output_tokens), max_output_tokens)
+    tpm_tokens = max(1, requested, input_tokens)
+    for reason, limit in (
+        ("tpm_too_large", caller.tpm_limit),
+        ("account_tpm_too_large", caller.account_tpm_limit),
+    ):
+        if limit is not None and tpm_tokens > limit:
+            raise Refused(reason, tokens=tpm_tokens)
     req = AdmitRequest(
         now_ms=now_ms,
         request_id=request_id,
@@ -221,15 +264,24 @@ async def admit(
         tpm_limit=_limit(caller.tpm_limit),
         account_rpm_limit=_limit(caller.account_rpm_limit),
         account_tpm_limit=_limit(caller.account_tpm_limit),
-        reserve_tokens=max(1, input_tokens + max_output_tokens),
+        tpm_tokens=tpm_tokens,
+        need_tokens=max(1, input_tokens + requested),
+        reserve_tokens=max(1, bound + max_output_tokens),
         window_kind=caller.window_kind if window_limit != _UNLIMITED else "none",
         window_hours=caller.window_hours,
         window_limit=window_limit,
         month_start_ms=month_start_ms,
         month_end_ms=month_end_ms,
-        cost_micros=reservation_micros(
+        need_cost_micros=reservation_micros(
             model,
             input_tokens,
+            requested,
+            unit_cost_micros=unit_cost_micros,
+            price_factor_percent=price_factor_percent,
+        ),
+        cost_micros=reservation_micros(
+            model,
+            bound,
             max_output_tokens,
             unit_cost_micros=unit_cost_micros,
             price_factor_percent=price_factor_percent,
@@ -322,9 +374,11 @@ def _admission(d: Decision, caller: Caller, model: ModelInfo, req: AdmitRequest)
         retry = max(1, math.ceil(d.reset_s - now_s))
         raise Refused(d.outcome, retry_after=retry, headers=headers)
     if d.outcome == "budget":
-        headers = _headers(caller, d.rpm_used, d.reset_s, 0)
+        # What is left of the window is shown as it is: not enough for this request's estimate,
+        # but a smaller request may still fit.
+        headers = _headers(caller, d.rpm_used, d.reset_s, window_remaining)
         retry = max(1, math.ceil(d.window_end_ms / 1000 - now_s))
-        raise Refused("budget", retry_after=retry, headers=headers)
+        raise Refused("budget", retry_after=retry, headers=headers, tokens=req.need_tokens)
     if d.outcome == "balance":
         headers = _headers(caller, d.rpm_used, d.reset_s, d.window_remaining)
         headers["X-Balance-Micros"] = str(d.balance_micros)
@@ -499,10 +553,9 @@ if counts_arpm and tonumber(redis.call('GET', KEYS[7]) or '0') >= a.account_rpm_
   return {'outcome', 'account_rpm', 'rpm_used', rpm_used, 'reset_s', reset_s,
     'window_remaining', remaining}
 end
-local reserve = a.reserve_tokens
+local reserve = a.tpm_tokens
 local tpm_limit = a.tpm_limit
 if tpm_limit >= 0 then
-  if reserve > tpm_limit then reserve = tpm_limit end
   if tonumber(redis.call('GET', KEYS[2]) or '0') + reserve > tpm_limit then
     return {'outcome', 'tpm', 'rpm_used', rpm_used, 'reset_s', reset_s,
       'window_remaining', remaining}
@@ -511,7 +564,7 @@ end
 local areserve = 0
 local atpm_limit = a.account_tpm_limit
 if atpm_limit >= 0 then
-  areserve = math.min(a.reserve_tokens, atpm_limit)
+  areserve = a.tpm_tokens
   if tonumber(redis.call('GET', KEYS[8]) or '0') + areserve > atpm_limit then
     return {'outcome', 'account_tpm', 'rpm_used', rpm_used, 'reset_s', reset_s,
       'window_remaining', remaining}
@@ -519,9 +572,10 @@ if atpm_limit >= 0 then
 end
 local paid, cost, wreserve = 0, 0, 0
 if kind ~= 'none' then
-  wreserve = math.min(a.reserve_tokens, a.window_limit)
-  if a.paid_only or wused + wres + wreserve > a.window_limit then
-    paid, wreserve = 1, 0
+  if not a.paid_only and remaining > 0 and remaining >= a.need_tokens then
+    wreserve = math.min(a.reserve_tokens, remaining)
+  else
+    paid = 1
     local bal = redis.call('GET', KEYS[4])
     if bal then
       bal = tonumber(bal)
@@ -531,16 +585,16 @@ if kind ~= 'none' then
     else
       return {'outcome', 'need_balance'}
     end
-    cost = a.cost_micros
     if bal <= 0 and not a.paid_only then
       return {'outcome', 'budget', 'window_end_ms', wend, 'rpm_used', rpm_used,
-        'reset_s', reset_s}
+        'reset_s', reset_s, 'window_remaining', remaining}
     end
-    if bal < cost then
+    if bal < a.need_cost_micros then
       return {'outcome', 'balance', 'balance_micros', bal, 'rpm_used', rpm_used,
         'reset_s', reset_s, 'window_remaining', remaining}
     end
-    redis.call('DECRBY', KEYS[4], cost)
+    cost = math.min(bal, a.cost_micros)
+    if cost > 0 then redis.call('DECRBY', KEYS[4], cost) end
   end
   redis.call('HSET', KEYS[3], 'start', wstart, 'end', wend, 'used', wused,
     'reserved', wres + wreserve)
@@ -736,16 +790,14 @@ class MemoryLimiter:
                 reset_s=reset_s,
                 window_remaining=remaining,
             )
-        reserve = req.reserve_tokens
-        if req.tpm_limit >= 0:
-            reserve = min(reserve, req.tpm_limit)
-            if self.counters.get(tpm_key, 0) + reserve > req.tpm_limit:
-                return Decision(
-                    outcome="tpm", rpm_used=rpm_used, reset_s=reset_s, window_remaining=remaining
-                )
+        reserve = req.tpm_tokens
+        if req.tpm_limit >= 0 and self.counters.get(tpm_key, 0) + reserve > req.tpm_limit:
+            return Decision(
+                outcome="tpm", rpm_used=rpm_used, reset_s=reset_s, window_remaining=remaining
+            )
         areserve = 0
         if req.account_tpm_limit >= 0:
-            areserve = min(req.reserve_tokens, req.account_tpm_limit)
+            areserve = req.tpm_tokens
             if self.counters.get(atpm_key, 0) + areserve > req.account_tpm_limit:
                 return Decision(
                     outcome="account_tpm",
@@ -756,21 +808,25 @@ class MemoryLimiter:
         paid = False
         cost = wreserve = 0
         if kind != "none":
-            wreserve = min(req.reserve_tokens, req.window_limit)
-            if req.paid_only or wused + wres + wreserve > req.window_limit:
-                paid, wreserve = True, 0
+            if not req.paid_only and remaining > 0 and remaining >= req.need_tokens:
+                wreserve = min(req.reserve_tokens, remaining)
+            else:
+                paid = True
                 balance = self.balances.get(caller.account_id)
                 if balance is None or self._balance_stale(caller.account_id, now):
                     if req.balance_micros is None:
                         return Decision(outcome="need_balance")
                     balance = self.balances[caller.account_id] = req.balance_micros
                     self.balances_loaded_ms[caller.account_id] = now
-                cost = req.cost_micros
                 if balance <= 0 and not req.paid_only:
                     return Decision(
-                        outcome="budget", window_end_ms=wend, rpm_used=rpm_used, reset_s=reset_s
+                        outcome="budget",
+                        window_end_ms=wend,
+                        rpm_used=rpm_used,
+                        reset_s=reset_s,
+                        window_remaining=remaining,
                     )
-                if balance < cost:
+                if balance < req.need_cost_micros:
                     return Decision(
                         outcome="balance",
                         balance_micros=balance,
@@ -778,6 +834,7 @@ class MemoryLimiter:
                         reset_s=reset_s,
                         window_remaining=remaining,
                     )
+                cost = min(balance, req.cost_micros)
                 self.balances[caller.account_id] = balance - cost
             self.windows[caller.account_id] = {
                 "start": wstart,

@@ -87,6 +87,7 @@ class UsageRecord:
     ttft_ms: int | None = None
     stream: bool = False
     batch_id: str = ""
+    requested_model: str = ""  # the name the client sent, when not the served model's id
 
     def to_json(self) -> bytes:
         # orjson writes dataclasses natively (its fastest path).
@@ -351,6 +352,7 @@ def _text(value: Any, limit: int) -> str:
 def _cleaned(r: UsageRecord) -> UsageRecord:
     """The record as its row will hold it (text cut to the columns' lengths, no key id 0)."""
     r.model = _text(r.model, 200)
+    r.requested_model = _text(r.requested_model, 200)
     r.route = _text(r.route, 300)
     r.error_code = _text(r.error_code, 60)
     r.key_id = r.key_id or None
@@ -382,6 +384,7 @@ _COLUMNS = {
     "ttft_ms": "ttft_ms",
     "stream": "stream",
     "batch_id": "batch_id",
+    "requested_model": "requested_model",
     "created_at_ms": "created_at",
 }
 _values = operator.attrgetter(*_COLUMNS)  # every field by name, in one call per record

@@ -204,6 +204,41 @@ class Route(models.Model):
         return f"{self.model} → {self.provider.slug}:{self.upstream_model}"
 
 
+class ModelAlias(models.Model):
+    """Another name for a catalog model: an exact name (``claude-sonnet-5``) or a glob pattern
+    (``claude-opus-*``; ``*`` is any run of characters, ``?`` one) that clients may send.
+
+    Resolution (``gateway.catalog.resolve``): a catalog model's own id always wins; then exact
+    aliases, then patterns, the longer literal part first, then ``priority`` (lower first). The
+    first matching alias whose model the key and plan may use serves the request, so a pattern
+    can fall through to a cheaper tier's model; an alias never widens access."""
+
+    name = models.CharField(
+        max_length=200, help_text="an exact model name, or a pattern with * (any text) and ? (one)"
+    )
+    model = models.ForeignKey(CatalogModel, on_delete=models.CASCADE, related_name="aliases")
+    priority = models.IntegerField(
+        default=0, help_text="among equally specific matches, lower numbers are tried first"
+    )
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name", "priority", "id"]
+        verbose_name = "model alias"
+        verbose_name_plural = "model aliases"
+        constraints = [
+            models.UniqueConstraint(fields=["name", "model"], name="one_alias_per_name_and_model")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} → {self.model}"
+
+    @property
+    def is_pattern(self) -> bool:
+        return "*" in self.name or "?" in self.name
+
+
 class UsageRecord(models.Model):
     """One request, as metered: exactly one row per request id, whatever its outcome."""
 
@@ -214,7 +249,10 @@ class UsageRecord(models.Model):
     )
     surface = models.CharField(max_length=20)
     endpoint = models.CharField(max_length=40, default="chat")
-    model = models.CharField(max_length=200)
+    model = models.CharField(max_length=200, help_text="the catalog model that served it")
+    # The name the client sent when it was not the served model's id: an alias, or an id with a
+    # client's suffix such as "[1m]". Empty otherwise.
+    requested_model = models.CharField(max_length=200, blank=True)
     route = models.CharField(max_length=300, blank=True)
     status = models.PositiveSmallIntegerField()
     error_code = models.CharField(max_length=60, blank=True)

@@ -24,7 +24,7 @@ class StreamRelay:
 
     def __init__(self, ex: Exchange) -> None:
         self.ex = ex
-        self.client_model = ex.model.model_id if ex.model else ""
+        self.client_model = ex.client_model
         self.usage: Usage | None = None
         self.finished = False
         self.failed = False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from dataclasses import dataclass
 from typing import Any
@@ -118,10 +119,183 @@ def count_text(text: str) -> int:
     return len(_encoding().encode(text, disallowed_special=()))
 
 
-def estimate_request_tokens(body_bytes: int) -> int:
-    """A cheap upper estimate of a request's input tokens, for reservations made before the
-    upstream reports the real count: about four bytes of JSON per token."""
-    return max(1, body_bytes // 4)
+# --- the input of a request, before the upstream has counted it ---------------------------------
+#
+# Admission needs two numbers for a request's input: an estimate (what the request will most likely
+# use: cl100k's count of its text) and a bound (what it cannot exceed on any upstream). Every
+# tokenizer a gateway meets (byte-level BPE: cl100k, o200k, Llama 3, Qwen, Claude's; SentencePiece
+# with byte fallback: Gemma, Mistral) spends at least one byte of text per token, so the UTF-8
+# length of the prompt's text is a bound, plus what a chat template or a provider adds around it.
+# Dense text (digits, CJK, random characters) comes close to it; English is about four bytes a
+# token. Limits admit on the estimate and hold the bound (see gateway.limits).
+#
+# The estimate is cl100k's count, except for dense text: where cl100k spends more than one token
+# per ~3 bytes, another tokenizer may well spend one per byte (Gemma splits every digit; random
+# text is near a token a byte everywhere), so such a text is estimated at its bound. English and
+# code stay at cl100k's count (other vocabularies land within about a third of it).
+
+IMAGE_TOKENS = 85  # our estimate of an image (OpenAI's low-detail price)
+MESSAGE_OVERHEAD_TOKENS = 3
+BOUND_MESSAGE_TOKENS = 16  # a chat template's role markers and separators, per message
+BOUND_REQUEST_TOKENS = 64  # the template's start and the generation prompt
+BOUND_TOOLS_TOKENS = 1024  # a provider's tool-use system prompt (Anthropic: ~530) and wrapping
+BOUND_IMAGE_TOKENS = 2_600  # the most one image costs (patch-based OpenAI models: 1,536 x 1.62)
+SYNC_COUNT_BYTES = 8_192  # longer uncached strings are counted on a thread, off the event loop
+_CACHED_MIN_CHARS = 512  # strings this long are remembered (an agent resends the same prompt)
+DENSE_TOKENS_PER_100_BYTES = 32  # above this, a text is estimated at its bound
+_DENSE_MIN_BYTES = 64
+_CACHE_MAX = 32_768
+_counted: dict[tuple[int, int], int] = {}
+
+# Keys whose string values are not prompt text: ids, markers, and binary payloads.
+_NOT_TEXT = frozenset(
+    {
+        "type", "role", "id", "tool_call_id", "tool_use_id", "signature", "model", "media_type",
+        "cache_control", "detail", "format", "encoding_format", "service_tier", "stop_reason",
+        "file_id", "call_id", "status",
+    }
+)  # fmt: skip
+_BINARY = frozenset({"data", "file_data", "image_url", "url", "audio", "input_audio"})
+_IMAGE_TYPES = frozenset({"image", "image_url", "input_image"})
+_SCHEMAS = frozenset({"tools", "functions", "response_format", "text", "output_config"})
+
+
+@dataclass(frozen=True, slots=True)
+class InputSize:
+    """A request's input before it runs: ``estimate`` (our tokenizer's count) and ``bound`` (the
+    most any upstream can count for it)."""
+
+    estimate: int
+    bound: int
+
+
+@dataclass(slots=True)
+class _Walk:
+    texts: list[str]
+    text_bytes: int = 0
+    images: int = 0
+    messages: int = 0
+    schema_bytes: int = 0
+    binary_bytes: int = 0  # documents and audio sent inline (a PDF's pages, an audio clip)
+    has_tools: bool = False
+
+
+def _walk(value: Any, out: _Walk, key: str = "") -> None:
+    if isinstance(value, str):
+        if key in _BINARY:
+            out.binary_bytes += len(value)
+            return
+        if key in _NOT_TEXT:
+            return
+        out.texts.append(value)
+        out.text_bytes += len(value) if value.isascii() else len(value.encode())
+    elif isinstance(value, list):
+        for item in value:
+            _walk(item, out, key)
+    elif isinstance(value, dict):
+        if value.get("type") in _IMAGE_TYPES or key in ("image_url", "input_image"):
+            out.images += 1
+            return
+        for name, item in value.items():
+            _walk(item, out, name)
+
+
+def _cached_count(text: str) -> int | None:
+    if len(text) < _CACHED_MIN_CHARS:
+        return None
+    return _counted.get((hash(text), len(text)))
+
+
+def _remember(text: str, count: int) -> None:
+    if len(text) >= _CACHED_MIN_CHARS:
+        if len(_counted) >= _CACHE_MAX:
+            _counted.clear()
+        _counted[(hash(text), len(text))] = count
+
+
+def estimate_text(text: str) -> int:
+    """Our estimate of ``text``'s tokens on any upstream: cl100k's count, or its UTF-8 length
+    when it is dense (see above)."""
+    count = count_text(text)
+    size = len(text) if text.isascii() else len(text.encode())
+    if size >= _DENSE_MIN_BYTES and count * 100 > DENSE_TOKENS_PER_100_BYTES * size:
+        return size
+    return count
+
+
+def _count_all(texts: list[str]) -> int:
+    total = 0
+    for text in texts:
+        found = _cached_count(text)
+        if found is None:
+            found = estimate_text(text)
+            _remember(text, found)
+        total += found
+    return total
+
+
+def _parts(body: dict[str, Any]) -> tuple[_Walk, list[str], list[str]]:
+    """The body's prompt text, split into what is counted at once and what on a thread."""
+    walk = _Walk(texts=[])
+    for name, value in body.items():
+        if name in _SCHEMAS:
+            if value:
+                walk.has_tools = walk.has_tools or name in ("tools", "functions")
+                try:
+                    walk.schema_bytes += len(orjson.dumps(value))
+                except TypeError:
+                    walk.schema_bytes += len(str(value).encode())
+            continue
+        if name in ("messages", "input") and isinstance(value, list):
+            walk.messages += len(value)
+        if name in ("system", "instructions", "messages", "input", "prompt", "tool_results"):
+            _walk(value, walk, name)
+    now: list[str] = []
+    later: list[str] = []
+    for text in walk.texts:
+        if len(text) > SYNC_COUNT_BYTES and _cached_count(text) is None:
+            later.append(text)
+        else:
+            now.append(text)
+    return walk, now, later
+
+
+def _size(walk: _Walk, counted: int) -> InputSize:
+    messages = max(1, walk.messages)
+    estimate = (
+        counted
+        + (walk.schema_bytes + walk.binary_bytes) // 4
+        + walk.images * IMAGE_TOKENS
+        + MESSAGE_OVERHEAD_TOKENS * messages
+    )
+    bound = (
+        walk.text_bytes
+        + walk.schema_bytes
+        + walk.binary_bytes
+        + walk.images * BOUND_IMAGE_TOKENS
+        + BOUND_MESSAGE_TOKENS * messages
+        + BOUND_REQUEST_TOKENS
+        + (BOUND_TOOLS_TOKENS if walk.has_tools else 0)
+    )
+    return InputSize(estimate=max(1, min(estimate, bound)), bound=bound)
+
+
+def measure_input_now(body: dict[str, Any]) -> InputSize:
+    """``measure_input`` on this thread (batch lines, which run off the serving loop)."""
+    walk, now, later = _parts(body)
+    return _size(walk, _count_all(now) + _count_all(later))
+
+
+async def measure_input(body: dict[str, Any]) -> InputSize:
+    """A chat request's input size (either surface's shape). Short texts are counted at once
+    (~0.1 ms per KB of English, up to ~1.5 ms per KB of random characters); long ones on a
+    thread (tiktoken lets go of the GIL), and every long text is remembered, so an agent that
+    sends the same growing conversation again counts only what is new."""
+    walk, now, later = _parts(body)
+    counted = _count_all(now)
+    if later:
+        counted += await asyncio.to_thread(_count_all, later)
+    return _size(walk, counted)
 
 
 def _content_text(content: Any, out: list[str]) -> int:
@@ -153,10 +327,6 @@ def _json(value: Any) -> str:
         return orjson.dumps(value).decode()
     except TypeError:
         return str(value)
-
-
-IMAGE_TOKENS = 85
-MESSAGE_OVERHEAD_TOKENS = 3
 
 
 def count_request(body: dict[str, Any]) -> int:

@@ -14,11 +14,11 @@ from django.test import Client
 from django.urls import reverse
 from django.utils.timezone import now
 
-from accounts.models import Account, ApiKey, User
+from accounts.models import Account, ApiKey, ManagementKey, User
 from billing import ledger
 from billing.models import LedgerEntry, Plan
 from gateway import catalog
-from gateway.models import CatalogModel, Provider, Route, UsageRecord
+from gateway.models import CatalogModel, ModelAlias, Provider, Route, UsageRecord
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -48,6 +48,8 @@ def world() -> World:
     charlie_account.name = "Charlie Corp"
     charlie_account.save(update_fields=["name"])
     key, _ = factories.api_key(alice_account, name="alice backend")
+    factories.management_key(alice_account, name="alice deploy script")
+    factories.management_key(charlie_account, name="charlie ci", scopes=("keys:read",))
     factories.api_key(charlie_account, name="charlie script", environment="dev")
     provider = factories.provider(base_url="https://upstream.example/v1", slug="upstream-one")
     other = factories.provider(
@@ -60,6 +62,8 @@ def world() -> World:
         kind=CatalogModel.Kind.EMBEDDING,
         output_price_micros=None,
     )
+    ModelAlias.objects.create(name="zebra-chat-*", model=model)
+    ModelAlias.objects.create(name="yak-embed-latest", model=model, priority=3)
     entry = ledger.credit(
         account=alice_account,
         amount_micros=12_500_000,
@@ -114,15 +118,17 @@ CHANGELIST_ROWS: dict[type[Any], tuple[str, ...]] = {
     User: ("alice@example.com", "charlie@example.com"),
     Account: ("Alice Labs", "Charlie Corp", "$12.50"),
     ApiKey: ("alice backend", "charlie script", "tf-prod-"),
+    ManagementKey: ("alice deploy script", "charlie ci", "tf-mgmt-"),
     Plan: ("Token Pro", "Enterprise", "$20.00"),
     LedgerEntry: ("stripe:evt_topup_1", "stripe:evt_topup_2", "$12.50"),
     Provider: ("upstream-one", "upstream-two"),
     CatalogModel: ("zebra-chat-1", "yak-embed-2", "$1.00"),
     Route: ("zebra-chat-1-0312", "yak-embed"),
+    ModelAlias: ("zebra-chat-*", "yak-embed-latest", "pattern"),
     UsageRecord: ("req_alice_0001", "req_charlie_0001", "$0.00018"),
 }
 READ_ONLY = {LedgerEntry, UsageRecord}
-ISSUED_ELSEWHERE = {ApiKey}  # keys are issued by owners, who see the secret once
+ISSUED_ELSEWHERE = {ApiKey, ManagementKey}  # issued by owners, who see the secret once
 
 
 def test_it_registers_every_model_an_operator_needs() -> None:
@@ -322,6 +328,31 @@ def test_it_revokes_selected_keys(admin_client: Client, world: World) -> None:
     world.key.refresh_from_db()
     assert world.key.revoked_at is not None
     assert ApiKey.objects.filter(revoked_at__isnull=True).count() == 1
+
+
+def test_it_lists_and_revokes_management_keys_without_their_hashes(
+    admin_client: Client, world: World
+) -> None:
+    script = ManagementKey.objects.get(name="alice deploy script")
+    pages = [
+        admin_client.get(_url(ManagementKey, "changelist")),
+        admin_client.get(_url(ManagementKey, "change", script.pk)),
+    ]
+    for response in pages:
+        assert response.status_code == 200
+        assert script.key_hash not in response.content.decode()
+        assert "key_hash" not in response.content.decode()
+
+    response = admin_client.post(
+        _url(ManagementKey, "changelist"),
+        {"action": "revoke_keys", "_selected_action": [script.pk]},
+    )
+
+    assert response.status_code == 302
+    script.refresh_from_db()
+    assert script.revoked_at is not None
+    assert ManagementKey.objects.filter(revoked_at__isnull=True).count() == 1
+    assert admin_client.get(_url(ManagementKey, "delete", script.pk)).status_code == 403
 
 
 def test_it_does_not_let_ledger_entries_be_added_changed_or_deleted(

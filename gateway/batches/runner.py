@@ -197,8 +197,9 @@ class _Runner:
         shape = exchange.check_chat(body, self.surface)
         await exchange.admit(
             ex,
-            input_tokens=tokens.count_request(body),
+            input_tokens=tokens.measure_input_now(body),
             ceiling=exchange.output_ceiling(model, shape),
+            requested=exchange.requested_output(model, shape),
             on_full=self._wait,
         )
         return _Outcome(BatchLine.Status.SUCCEEDED, 200, await exchange.complete_chat(ex))

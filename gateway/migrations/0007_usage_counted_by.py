@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("gateway", "0005_provider_presets"),
+        ("gateway", "0006_model_aliases"),
     ]
 
     operations = [

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+from django.db.models import Prefetch
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import render
 
@@ -14,7 +15,7 @@ from accounts.models import User
 from accounts.services import account_for
 from billing import money
 from billing.models import Plan
-from gateway.models import CatalogModel
+from gateway.models import CatalogModel, ModelAlias
 
 CAPABILITIES = {
     "tools": ("supports_tools", "Tools"),
@@ -65,6 +66,8 @@ class Row:
     shown: bool
     # On the signed-in person's plan; None for a visitor.
     available: bool | None = None
+    # The model aliases (names and patterns) that may also serve it.
+    aliases: tuple[str, ...] = ()
 
 
 def parse_filters(params: QueryDict, *, providers: list[str]) -> tuple[Filters, str]:
@@ -160,13 +163,16 @@ def _row(model: CatalogModel, *, plans: list[str], shown: bool) -> Row:
         plans=plans,
         search=search_text(model),
         shown=shown,
+        aliases=tuple(a.name for a in model.aliases.all()),
     )
 
 
 def catalog_page(request: HttpRequest) -> HttpResponse:
-    # Two queries in all: the active models and the public plans. Every model is rendered, the
-    # ones filtered out hidden, so the browser can widen the filters again without a request.
-    models = list(CatalogModel.objects.filter(is_active=True))
+    # Three queries in all: the active models, their aliases and the public plans. Every model
+    # is rendered, the ones filtered out hidden, so the browser can widen the filters again
+    # without a request.
+    aliases = Prefetch("aliases", queryset=ModelAlias.objects.filter(is_active=True))
+    models = list(CatalogModel.objects.filter(is_active=True).prefetch_related(aliases))
     public_plans = list(Plan.objects.filter(is_public=True))
     providers = sorted({m.owned_by for m in models}, key=str.casefold)
     filters, price_error = parse_filters(request.GET, providers=providers)

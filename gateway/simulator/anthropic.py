@@ -32,10 +32,18 @@ def error_body(status: int, message: str, *, request_id: str) -> dict[str, Any]:
     return {"type": "error", "error": {"type": kind, "message": message}, "request_id": request_id}
 
 
-def prompt(body: dict[str, Any], model: str, *, needs_max_tokens: bool = True) -> Prompt:
+def prompt(
+    body: dict[str, Any], model: str, *, needs_max_tokens: bool = True, per_byte: bool = False
+) -> Prompt:
     messages = body.get("messages")
     if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
         raise Invalid("messages: must be an array of message objects", "messages")
+    for i, message in enumerate(messages):
+        if message.get("role") not in ("user", "assistant"):
+            # The API's long-standing rule, kept strict here so a gateway's folding is tested.
+            raise Invalid(
+                f"messages.{i}.role: Input should be 'user' or 'assistant'", f"messages.{i}.role"
+            )
     max_tokens = int_field(body, "max_tokens")
     if needs_max_tokens and max_tokens is None:
         raise Invalid("max_tokens: Field required", "max_tokens")
@@ -60,7 +68,9 @@ def prompt(body: dict[str, Any], model: str, *, needs_max_tokens: bool = True) -
         wants_reasoning=thinks or engine.wants_reasoning_by_name(model),
         max_tokens=max_tokens,
         seed=engine.digest(body.get("system"), messages),
-        input_tokens=engine.count_input(messages=messages, system=body.get("system"), tools=tools),
+        input_tokens=engine.count_input(
+            messages=messages, system=body.get("system"), tools=tools, per_byte=per_byte
+        ),
     )
 
 
@@ -121,7 +131,7 @@ def _tool_use(reply: Reply, *, with_input: bool) -> dict[str, Any]:
 
 
 async def messages(call: Call) -> None:
-    parsed = prompt(call.body, call.model)
+    parsed = prompt(call.body, call.model, per_byte=call.knobs.tokenizer == "bytes")
     reply = engine.plan(parsed, exact_tokens=call.knobs.tokens)
     if call.is_stream:
         await call.play(_events(call, parsed, reply))
@@ -205,7 +215,9 @@ def _signature_delta(reply: Reply) -> dict[str, Any]:
 
 
 async def count_tokens(call: Call) -> None:
-    parsed = prompt(call.body, call.model, needs_max_tokens=False)
+    parsed = prompt(
+        call.body, call.model, needs_max_tokens=False, per_byte=call.knobs.tokenizer == "bytes"
+    )
     await call.reply({"input_tokens": parsed.input_tokens})
 
 

@@ -290,16 +290,23 @@ def _example_value(kind: Any, places: Iterable[str]) -> Any:
     return next(iter(places), "example")
 
 
-def count_input(*, messages: list[Any], system: Any = None, tools: Any = None) -> int:
+def count_input(
+    *, messages: list[Any], system: Any = None, tools: Any = None, per_byte: bool = False
+) -> int:
     """Input tokens of a chat request: every prompt text, each tool definition as JSON, a fixed
-    overhead per message and per image."""
+    overhead per message and per image. ``per_byte`` counts a token per UTF-8 byte of text."""
+    count = _bytes_of if per_byte else count_tokens
     total = MESSAGE_OVERHEAD_TOKENS * len(messages)
-    total += sum(count_tokens(text) for text in texts(system))
-    total += sum(count_tokens(text) for text in texts(messages))
+    total += sum(count(text) for text in texts(system))
+    total += sum(count(text) for text in texts(messages))
     total += IMAGE_TOKENS * count_images(messages)
     if isinstance(tools, list):
-        total += sum(count_tokens(orjson.dumps(tool).decode()) for tool in tools)
+        total += sum(count(orjson.dumps(tool).decode()) for tool in tools)
     return total
+
+
+def _bytes_of(text: str) -> int:
+    return len(text.encode())
 
 
 def texts(value: Any) -> Iterable[str]:

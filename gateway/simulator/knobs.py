@@ -27,11 +27,16 @@ class Knobs:
     usage: bool = True  # usage=none leaves usage out of replies
     echo_headers: bool = False  # x-sim-received-headers on the reply
     error_page: bool = False  # failures answer an HTML page (a proxy's), not a JSON error
-    # Real servers' quirks (see docs/compat.md):
+    # How input is counted: "words" (default: a word or a punctuation mark is a token), "bytes"
+    # (one token per UTF-8 byte of prompt text: the densest any real tokenizer counts, as random
+    # text, digits and CJK come close to on real BPE vocabularies), or "alt" (another real
+    # server's tokenizer: pieces of up to three characters over a ChatML rendering, its
+    # tokenizer endpoints agreeing).
+    tokenizer: str = "words"
+    # Real servers' quirks (see docs/operating.md):
     uuid_ids: bool = False  # 400 (plain text) unless x-request-id is a UUID, as llama-cpp-python
     stream_usage: bool = True  # stream_usage=0 ignores stream_options.include_usage
     ignore_mct: bool = False  # reads only max_tokens, ignoring max_completion_tokens
-    tokenizer: str = "default"  # "alt": counts with another tokenizer (and its endpoints agree)
     gen_tps: float = 0.0  # slow generation: tokens per second, non-stream answers included
 
     def first_byte_delay_ms(self, *, stream: bool) -> int:
@@ -63,9 +68,9 @@ def _flag(value: str) -> bool:
 
 
 def _tokenizer(value: str) -> str:
-    if value not in ("default", "alt"):
-        raise ValueError(value)
-    return value
+    if value in ("words", "bytes", "alt"):
+        return value
+    raise ValueError(value)
 
 
 # knob name -> (field, parser)

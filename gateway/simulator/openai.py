@@ -51,11 +51,16 @@ def error_body(status: int, message: str, *, param: str | None = None) -> dict[s
 # --- chat completions ---------------------------------------------------------------------------
 
 
-def prompt(body: dict[str, Any], model: str, *, ignore_mct: bool = False) -> Prompt:
+def prompt(
+    body: dict[str, Any], model: str, *, per_byte: bool = False, ignore_mct: bool = False
+) -> Prompt:
     messages = body.get("messages")
     if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
         raise Invalid("messages must be an array of message objects", "messages")
-    last = messages[-1] if messages else {}
+    # The turn being answered: the last message that is not a system or developer note (agents
+    # put reminders after the user's message).
+    turns = [m for m in messages if m.get("role") not in ("system", "developer")]
+    last = turns[-1] if turns else {}
     raw_tools = body.get("tools")
     tools: list[Any] = raw_tools if isinstance(raw_tools, list) else []
     mode, forced = _tool_choice(body.get("tool_choice"))
@@ -74,7 +79,7 @@ def prompt(body: dict[str, Any], model: str, *, ignore_mct: bool = False) -> Pro
             else int_field(body, "max_completion_tokens", "max_tokens")
         ),
         seed=engine.digest(messages),
-        input_tokens=engine.count_input(messages=messages, tools=tools),
+        input_tokens=engine.count_input(messages=messages, tools=tools, per_byte=per_byte),
     )
 
 
@@ -134,7 +139,12 @@ def _call_id(reply: Reply) -> str:
 
 
 async def chat(call: Call) -> None:
-    parsed = prompt(call.body, call.model, ignore_mct=call.knobs.ignore_mct)
+    parsed = prompt(
+        call.body,
+        call.model,
+        per_byte=call.knobs.tokenizer == "bytes",
+        ignore_mct=call.knobs.ignore_mct,
+    )
     if call.knobs.tokenizer == "alt":
         messages = call.body.get("messages")
         alt = engine.count_input_alt(messages if isinstance(messages, list) else [])

@@ -613,19 +613,39 @@ def anthropic_to_openai(body: dict[str, Any], *, model: str) -> dict[str, Any]:
     raw = body.get("messages")
     if not isinstance(raw, list) or not raw:
         raise TranslationError("'messages' must be a non-empty array.", "messages")
+    # System messages stay where they stand, except that tool results must directly follow the
+    # assistant message that called the tools: one just before a turn of tool results waits
+    # until after them.
+    waiting: list[dict[str, Any]] = []
     for i, message in enumerate(raw):
         where = f"messages[{i}]"
         if not isinstance(message, dict):
             raise TranslationError(f"{where} must be an object.", where)
         role = message.get("role")
-        if role == "user":
-            messages.extend(_anthropic_user(message.get("content"), where))
+        if role == "system":
+            if not system_cleared(raw, i):
+                waiting.append(_system_message(message.get("content"), f"{where}.content"))
+        elif role == "user":
+            turn = _anthropic_user(message.get("content"), where)
+            results = 0
+            while results < len(turn) and turn[results]["role"] == "tool":
+                results += 1
+            messages.extend([*turn[:results], *waiting, *turn[results:]])
+            waiting = []
         elif role == "assistant":
+            messages.extend(waiting)
+            waiting = []
             messages.append(_anthropic_assistant(message.get("content"), where))
         else:
             raise TranslationError(
-                f"{where}.role must be 'user' or 'assistant', not '{role}'.", f"{where}.role"
+                f"{where}.role must be 'user', 'assistant' or 'system', not '{role}'.",
+                f"{where}.role",
             )
+    messages.extend(waiting)
+    if not any(m["role"] != "system" for m in messages):
+        raise TranslationError(
+            "'messages' needs at least one user message besides the system messages.", "messages"
+        )
     out["messages"] = messages
 
     effort = _reasoning_effort(body.get("thinking"), body.get("output_config"))
@@ -681,16 +701,10 @@ def anthropic_to_openai(body: dict[str, Any], *, model: str) -> dict[str, Any]:
     return out
 
 
-def _system_message(system: Any) -> dict[str, Any]:
+def _system_message(system: Any, where: str = "system") -> dict[str, Any]:
     if isinstance(system, str):
         return {"role": "system", "content": system}
-    if not isinstance(system, list):
-        raise TranslationError("'system' must be a string or an array of text blocks.", "system")
-    parts = []
-    for i, block in enumerate(system):
-        if not isinstance(block, dict) or block.get("type") != "text":
-            raise TranslationError(f"system[{i}] must be a text block.", f"system[{i}]")
-        parts.append(block)
+    parts = _system_blocks(system, where)
     if any("cache_control" in block for block in parts):
         # Kept as parts so Claude behind an OpenAI-compatible upstream still sees the breakpoints.
         return {
@@ -702,6 +716,132 @@ def _system_message(system: Any) -> dict[str, Any]:
             ],
         }
     return {"role": "system", "content": "\n".join(str(b.get("text", "")) for b in parts)}
+
+
+def _system_blocks(system: Any, where: str) -> list[dict[str, Any]]:
+    """An Anthropic system prompt (top-level ``system`` or a system message's content) as its
+    text blocks; a string is one block."""
+    if isinstance(system, str):
+        return [{"type": "text", "text": system}]
+    if not isinstance(system, list):
+        raise TranslationError(f"'{where}' must be a string or an array of text blocks.", where)
+    parts = []
+    for i, block in enumerate(system):
+        if not isinstance(block, dict) or block.get("type") != "text":
+            raise TranslationError(f"{where}[{i}] must be a text block.", f"{where}[{i}]")
+        if not isinstance(block.get("text"), str):
+            raise TranslationError(f"{where}[{i}].text must be a string.", f"{where}[{i}].text")
+        parts.append(block)
+    return parts
+
+
+def system_cleared(messages: list[Any], index: int) -> bool:
+    """Whether the system message at ``index`` no longer applies: its ``clear_at`` is
+    ``next_user_message`` and the user has written since (a user message holding more than tool
+    results). The default (``never``) applies on every request."""
+    if messages[index].get("clear_at") != "next_user_message":
+        return False
+    for later in messages[index + 1 :]:
+        if isinstance(later, dict) and later.get("role") == "user":
+            content = later.get("content")
+            if isinstance(content, str) or (
+                isinstance(content, list)
+                and any(
+                    not (isinstance(block, dict) and block.get("type") == "tool_result")
+                    for block in content
+                )
+            ):
+                return True
+    return False
+
+
+def fold_system_messages(body: dict[str, Any]) -> dict[str, Any]:
+    """An Anthropic body whose ``messages`` hold system messages (the 2026 SDK's
+    ``{"role": "system"}``), for an Anthropic upstream that takes only user and assistant turns.
+
+    Leading system messages join the top-level ``system`` after what it holds. A later one keeps
+    its place as text in the conversation, marked as the system's: appended to the user turn
+    it follows, or, after an assistant turn, put in the next user turn after its tool results
+    (which must come first), or in a user turn of its own at the end. Cleared ones (``clear_at``)
+    are dropped. The other keys of a system message (``clear_at``, ``output_config``) are ours."""
+    raw = body.get("messages")
+    if not isinstance(raw, list) or not any(
+        isinstance(m, dict) and m.get("role") == "system" for m in raw
+    ):
+        return body
+    leading: list[dict[str, Any]] = []
+    turns: list[dict[str, Any]] = []
+    waiting: list[dict[str, Any]] = []
+    for i, message in enumerate(raw):
+        if not isinstance(message, dict) or message.get("role") != "system":
+            if waiting and isinstance(message, dict) and message.get("role") == "user":
+                message = _with_system_text(message, waiting, at_end=False)
+                waiting = []
+            elif waiting and isinstance(message, dict) and message.get("role") == "assistant":
+                turns.append({"role": "user", "content": waiting})
+                waiting = []
+            turns.append(message)
+            continue
+        blocks = _system_blocks(message.get("content"), f"messages[{i}].content")
+        if system_cleared(raw, i):
+            continue
+        if not turns:
+            leading.extend(blocks)
+        elif turns[-1].get("role") == "user" and not waiting:
+            turns[-1] = _with_system_text(turns[-1], [_marked(b) for b in blocks], at_end=True)
+        else:
+            waiting.extend(_marked(b) for b in blocks)
+    if waiting:
+        turns.append({"role": "user", "content": waiting})
+    if not turns:
+        raise TranslationError(
+            "'messages' needs at least one user message besides the system messages.", "messages"
+        )
+    out = {**body, "messages": turns}
+    if leading:
+        out["system"] = _joined_system(body.get("system"), leading)
+    return out
+
+
+def _marked(block: dict[str, Any]) -> dict[str, Any]:
+    marked = {"type": "text", "text": f"<system>\n{block['text']}\n</system>"}
+    if "cache_control" in block:
+        marked["cache_control"] = block["cache_control"]
+    return marked
+
+
+def _with_system_text(
+    message: dict[str, Any], blocks: list[dict[str, Any]], *, at_end: bool
+) -> dict[str, Any]:
+    content = message.get("content")
+    if isinstance(content, str):
+        content = [{"type": "text", "text": content}] if content else []
+    if not isinstance(content, list):
+        return message  # malformed: the upstream says so
+    if at_end:
+        return {**message, "content": [*content, *blocks]}
+    results = 0
+    while (
+        results < len(content)
+        and isinstance(content[results], dict)
+        and content[results].get("type") == "tool_result"
+    ):
+        results += 1
+    return {**message, "content": [*content[:results], *blocks, *content[results:]]}
+
+
+def _joined_system(system: Any, blocks: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+    """The top-level ``system`` followed by ``blocks``: a string while no block carries a
+    ``cache_control`` breakpoint, text blocks otherwise."""
+    current = _system_blocks(system, "system") if system else []
+    merged = [*current, *(dict(b) for b in blocks)]
+    if any("cache_control" in b for b in merged):
+        return [
+            {"type": "text", "text": b["text"]}
+            | ({"cache_control": b["cache_control"]} if "cache_control" in b else {})
+            for b in merged
+        ]
+    return "\n\n".join(b["text"] for b in merged)
 
 
 def _anthropic_user(content: Any, where: str) -> list[dict[str, Any]]:

@@ -3,6 +3,7 @@ steps both surfaces run, and the model lists."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
@@ -61,8 +62,9 @@ async def chat(ex: Exchange, request: HttpRequest) -> HttpResponseBase:
     ex.stream = shape.stream
     await exchange.admit(
         ex,
-        input_tokens=tokens.estimate_request_tokens(len(request.body)),
+        input_tokens=await tokens.measure_input(ex.body),
         ceiling=exchange.output_ceiling(model, shape),
+        requested=exchange.requested_output(model, shape),
     )
     if ex.stream:
         return exchange.reply_stream(ex, await exchange.open_chat_stream(ex))
@@ -81,10 +83,22 @@ async def fresh_caller(request: HttpRequest) -> Caller:
 
 
 async def visible_models(caller: Caller) -> list[ModelInfo]:
+    """The models the caller may use, with the exact-name aliases among them (under the alias's
+    name, described by the model that serves the caller); patterns cannot be listed."""
     snap = await catalog.snapshot()
-    return [
-        m for m in snap.ordered if m.routes and m.is_priced and caller.may_use(m.model_id, m.tier)
-    ]
+    listed = [m for m in snap.ordered if exchange.usable(m, caller, kind=m.kind)]
+    models = len(listed)
+    for name in snap.exact_aliases:
+        if name in snap.models:
+            continue  # a catalog id always means that model
+        for model in catalog.candidates(snap, name):
+            if exchange.usable(model, caller, kind=model.kind):
+                display = f"{name} (served by {model.display_name})"
+                listed.append(dataclasses.replace(model, model_id=name, display_name=display))
+                break
+    if len(listed) > models:
+        listed.sort(key=lambda m: m.model_id)
+    return listed
 
 
 def openai_model(model: ModelInfo) -> dict[str, Any]:
@@ -107,7 +121,12 @@ def anthropic_model(model: ModelInfo) -> dict[str, Any]:
 
 
 async def find_model(caller: Caller, model_id: str) -> ModelInfo:
+    """One model the caller may use, by id or by any name an alias (also a pattern) gives it."""
     for model in await visible_models(caller):
         if model.model_id == model_id:
             return model
+    for model in catalog.candidates(await catalog.snapshot(), model_id):
+        if exchange.usable(model, caller, kind=model.kind):
+            display = f"{model_id} (served by {model.display_name})"
+            return dataclasses.replace(model, model_id=model_id, display_name=display)
     raise errors.UnknownModel(f"The model '{model_id}' does not exist or your key cannot use it.")

@@ -35,16 +35,17 @@ async def _create(ex: Exchange, request: HttpRequest) -> HttpResponseBase:
     ex.stream = shape.stream
     await exchange.admit(
         ex,
-        input_tokens=tokens.estimate_request_tokens(len(request.body)),
+        input_tokens=await tokens.measure_input(ex.body),
         ceiling=exchange.output_ceiling(model, shape),
+        requested=exchange.requested_output(model, shape),
     )
     if ex.stream:
         chunks = await exchange.open_chat_stream(ex)
-        translator = responses_api.ChatToResponses(original, model=model.model_id)
+        translator = responses_api.ChatToResponses(original, model=ex.client_model)
         return exchange.reply_stream(ex, _events(translator, chunks))
     completion = await exchange.complete_chat(ex)
     return exchange.reply_json(
-        ex, responses_api.to_response(completion, original, model=model.model_id)
+        ex, responses_api.to_response(completion, original, model=ex.client_model)
     )
 
 

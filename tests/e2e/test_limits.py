@@ -475,7 +475,7 @@ def test_a_credit_from_manage_py_reaches_the_running_gateways_live_balance(
     elif not settings.REDIS_URL:
         pytest.skip("needs REDIS_URL")
     limits.reset_memory()
-    Plan.objects.filter(slug="test").update(window_tokens=10, tpm_limit=None, rpm_limit=None)
+    Plan.objects.filter(slug="test").update(window_tokens=30, tpm_limit=None, rpm_limit=None)
     owner = factories.UserFactory.create()
     acct = factories.account(owner=owner, plan_slug="test")
     _, secret = factories.api_key(acct)
@@ -530,6 +530,31 @@ def test_it_reserves_the_output_ceiling_once_per_choice_of_n(live):
     )
     # n=5 may bill five answers of up to 2,000 tokens each: all five are held.
     assert int(five.headers["X-Token-Budget-Remaining"]) <= 100_000 - 5 * 2_000
+
+
+def test_calls_without_max_tokens_do_not_wait_on_the_test_plans_tpm(live):
+    """Issue #17 item 8: a call without max_tokens used to count the model's whole output limit
+    (32,768, capped to the Test plan's 10,000 TPM), so the README's first snippet worked once a
+    minute and the SDK retried for 40-60 s after. Now it counts its input (no max_tokens) or the
+    larger of max_tokens and its input, and is corrected to what it used when it ends."""
+    factories.model("big-out", routes=[(live["openai"], "sim-gpt")], max_output_tokens=32_768)
+    _, secret = keyed(live)  # the Test plan as seeded: 30 RPM, 10,000 TPM a key
+    client = openai.OpenAI(base_url=f"{live['url']}/openai/v1/", api_key=secret, max_retries=0)
+    msg = [{"role": "user", "content": "Hello!"}]
+    started = time.monotonic()
+    for _ in range(6):
+        client.chat.completions.create(model="big-out", messages=msg)
+    client.chat.completions.create(model="big-out", messages=msg, max_tokens=4_000)
+    client.chat.completions.create(model="big-out", messages=msg, max_tokens=4_000)
+    assert time.monotonic() - started < 20  # no 429, no silent retries
+    # One request that counts more than the limit on its own can never run: a 400, not a 429
+    # the SDK would retry, and nothing is charged or held.
+    with pytest.raises(openai.BadRequestError) as too_large:
+        client.chat.completions.create(model="big-out", messages=msg, max_tokens=10_001)
+    assert "counts 10,001 tokens against the limit of 10,000 tokens per minute" in str(
+        too_large.value
+    )
+    assert too_large.value.response.headers.get("retry-after") is None
 
 
 def test_more_keys_do_not_multiply_the_plans_rpm(live):

@@ -162,3 +162,150 @@ def test_usage_refuses_a_key_revoked_on_another_process_at_once(live, second_gat
     keys.revoke(key=key)
     refused = httpx.get(f"{second_gateway}/v1/usage", headers=headers, timeout=10)
     assert refused.status_code == 401
+
+
+# --- issue #16 item 4: prompts that tokenize densely cannot overdraw anything ------------------
+#
+# The simulator counts one token per UTF-8 byte here (knob tokenizer=bytes, set on the route): the
+# densest any real tokenizer counts. Reserving input as body bytes / 4 let 60 such requests drive
+# a $0.30 balance to -$0.125; the window and the TPM minute overran the same way.
+
+DENSE_KINDS = ("digits", "cjk", "random")
+
+
+def _dense_prompt(kind: str, seed: int, size: int = 1500) -> str:
+    import random
+    import string
+
+    rng = random.Random(seed)
+    if kind == "digits":
+        return "".join(rng.choice(string.digits) for _ in range(size))
+    if kind == "cjk":
+        return "".join(chr(rng.randint(0x4E00, 0x9FFF)) for _ in range(size // 3))
+    return "".join(rng.choice(string.ascii_letters + string.digits + string.punctuation + " ")
+                   for _ in range(size))  # fmt: skip
+
+
+def _dense_model(live: dict[str, Any]) -> str:
+    factories.model(
+        "dense-gpt",
+        routes=[(live["openai"], "sim-gpt+tokenizer=bytes")],
+        input_price_micros=10_000_000,  # 10 micro-dollars a token
+        output_price_micros=10_000_000,
+    )
+    return "dense-gpt"
+
+
+def _dense_burst(urls: tuple[str, ...], secret: str, model: str, count: int = 72) -> list[int]:
+    async def burst() -> list[int]:
+        async with httpx.AsyncClient(limits=httpx.Limits(max_connections=count), timeout=60) as c:
+
+            async def one(i: int) -> int:
+                prompt = _dense_prompt(DENSE_KINDS[i % 3], seed=i)
+                response = await c.post(
+                    f"{urls[i % 2]}/openai/v1/chat/completions",
+                    json={
+                        "model": model,
+                        "messages": [{"role": "user", "content": prompt}],
+                        "max_tokens": 20,
+                    },
+                    headers={"authorization": f"Bearer {secret}"},
+                )
+                return response.status_code
+
+            return await asyncio.gather(*[one(i) for i in range(count)])
+
+    return asyncio.run(burst())
+
+
+def _served(acct_id: int, model: str, expected_records: int) -> list[Any]:
+    from gateway.models import UsageRecord
+
+    deadline = time.monotonic() + 30
+    while True:
+        metering.drain()
+        rows = list(UsageRecord.objects.filter(account_id=acct_id, model=model))
+        if len(rows) >= expected_records or time.monotonic() > deadline:
+            return [row for row in rows if row.status == 200]
+        time.sleep(0.2)
+
+
+def _test_plan(**fields: Any) -> None:
+    from billing.models import Plan
+
+    values: dict[str, Any] = {
+        "rpm_limit": None,
+        "tpm_limit": None,
+        "account_rpm_limit": None,
+        "account_tpm_limit": None,
+        "max_keys": None,
+        "window_tokens": None,
+    }
+    values.update(fields)
+    Plan.objects.filter(slug="test").update(**values)
+
+
+def test_dense_prompts_on_two_processes_never_overdraw_the_balance_by_more_than_one_request(
+    live, second_gateway
+):
+    from accounts.models import Account
+
+    _test_plan(window_tokens=1)  # the window holds nothing: the balance pays for every request
+    model = _dense_model(live)
+    start = 300_000  # $0.30; one request costs about $0.015
+    acct = factories.account(plan_slug="test", balance_micros=start)
+    _, secret = factories.api_key(acct)
+
+    statuses = _dense_burst((live["url"], second_gateway), secret, model)
+
+    assert set(statuses) <= {200, 402}, {s: statuses.count(s) for s in set(statuses)}
+    assert 0 < statuses.count(200) < len(statuses)  # the balance ran out part way
+    served = _served(acct.pk, model, expected_records=len(statuses))
+    assert len(served) == statuses.count(200)
+    assert all(row.input_tokens >= 1500 and not row.is_estimate for row in served)
+    billed = [row.billed_micros for row in served]
+    end = Account.objects.get(pk=acct.pk).balance_micros
+    assert start - end == sum(billed)  # exact: every request billed once, nothing else
+    # The invariant: never below zero by more than one request's cost (only the request that
+    # took all that was left can overrun it).
+    assert end >= -max(billed), (end, sorted(billed))
+
+
+def test_dense_prompts_on_two_processes_never_overrun_the_window_by_more_than_one_request(
+    live, second_gateway
+):
+    import redis
+
+    _test_plan(window_tokens=20_000)
+    model = _dense_model(live)
+    acct = factories.account(plan_slug="test", balance_micros=0)
+    _, secret = factories.api_key(acct)
+
+    statuses = _dense_burst((live["url"], second_gateway), secret, model)
+
+    assert set(statuses) <= {200, 429}, {s: statuses.count(s) for s in set(statuses)}
+    assert 0 < statuses.count(200) < len(statuses)
+    served = _served(acct.pk, model, expected_records=len(statuses))
+    used = [row.input_tokens + row.output_tokens for row in served]
+    window = redis.Redis.from_url(settings.REDIS_URL).hgetall(f"tf:win:{acct.pk}")
+    assert int(window[b"used"]) == sum(used) and int(window[b"reserved"]) == 0
+    assert sum(used) <= 20_000 + max(used), (sum(used), sorted(used))
+
+
+def test_dense_prompts_on_two_processes_never_overrun_tpm_by_more_than_one_request(
+    live, second_gateway
+):
+    _test_plan(tpm_limit=20_000)
+    model = _dense_model(live)
+    acct = factories.account(plan_slug="test", balance_micros=10**9)
+    _, secret = factories.api_key(acct)
+    if time.time() % 60 > 35:  # one burst, one minute
+        time.sleep(61 - time.time() % 60)
+
+    statuses = _dense_burst((live["url"], second_gateway), secret, model)
+
+    assert set(statuses) <= {200, 429}, {s: statuses.count(s) for s in set(statuses)}
+    assert 0 < statuses.count(200) < len(statuses)
+    served = _served(acct.pk, model, expected_records=len(statuses))
+    used = [row.input_tokens + row.output_tokens for row in served]
+    assert sum(used) <= 20_000 + max(used), (sum(used), sorted(used))

@@ -1,5 +1,5 @@
 """The public catalog page at /models/ without JavaScript: the GET parameters filter and sort, every
-row shows its prices, plans and snippets, and the page costs two queries."""
+row shows its prices, plans, aliases and snippets, and the page costs three queries."""
 
 from __future__ import annotations
 
@@ -168,10 +168,16 @@ def test_each_row_has_snippets_for_both_sdks_with_the_site_base_urls(
     assert "The Anthropic SDK has no embedding call" in page
 
 
-def test_the_page_costs_two_queries_however_many_models(
+def test_the_page_costs_three_queries_however_many_models(
     client: Client, models: None, django_assert_num_queries: Any
 ) -> None:
     catalog.seed(simulator_url="http://127.0.0.1:9")
-    with django_assert_num_queries(2):
+    with django_assert_num_queries(3):
         response = client.get("/models/?q=a&cap=tools&sort=price&max_price=5")
     assert response.context["total"] >= 60
+    # The seeded aliases are shown with the models they serve.
+    (opus,) = [e for e in response.context["entries"] if e.model.model_id == "claude-opus-4-1"]
+    assert opus.aliases == ("claude-opus-*", "claude-opus-4-8")
+    assert "Also answers to <code>claude-opus-*</code>, <code>claude-opus-4-8</code>" in (
+        response.content.decode()
+    )

@@ -251,3 +251,20 @@ def test_the_usage_csv_neutralises_cells_a_spreadsheet_would_run_as_formulas(
     # Nothing else changes: plain names, numbers and dates are written as they are.
     assert "sim-gpt-4.1" in models
     assert all(int(r["requests"]) >= 1 for r in rows)
+
+
+def test_activity_shows_the_served_model_and_the_name_asked_for(
+    signed_in: Client, alice: User
+) -> None:
+    aliased = _record(
+        account_for(alice), model="claude-haiku-4-5", requested_model="claude-opus-4-8[1m]"
+    )
+    plain = _record(account_for(alice), model="sim-gpt")
+    html = signed_in.get("/activity/").content.decode()
+    assert html.count('data-testid="requested-model"') == 1
+    assert "as claude-opus-4-8[1m]" in html
+    detail = signed_in.get(f"/activity/{aliased.request_id}/").content.decode()
+    assert "claude-haiku-4-5" in detail
+    assert "<dt>Asked for</dt>" in detail and "claude-opus-4-8[1m]" in detail
+    other = signed_in.get(f"/activity/{plain.request_id}/").content.decode()
+    assert "Asked for" not in other

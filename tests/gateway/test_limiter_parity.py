@@ -65,8 +65,11 @@ class Harness:
     async def admit(
         self, name: str, input_tokens: int, output_tokens: int, *, key: int = 0, **kw: Any
     ) -> None:
-        """Admit on the account's first key, or (``key=1``...) on another of its keys."""
+        """Admit on the account's first key, or (``key=1``...) on another of its keys. The request
+        asks for ``output_tokens`` (its max_tokens) unless ``requested_output_tokens`` says
+        otherwise; ``input_bound`` defaults to the input (a prompt measured exactly)."""
         self.counter += 1
+        kw.setdefault("requested_output_tokens", output_tokens)
         try:
             adm = await limits.admit(
                 self.caller if key == 0 else self.others[key - 1],
@@ -152,11 +155,21 @@ async def rpm(h: Harness) -> None:
 
 
 async def tpm(h: Harness) -> None:
-    await h.admit("a 500", 400, 100)
-    await h.admit("b 500", 400, 100)
+    # A request counts the larger of its max_tokens and its input estimate (as OpenAI's does).
+    await h.admit("a 600", 100, 600)  # counts its max_tokens
+    await h.admit("b 400", 400, 100)  # counts its input: 1,000, the minute is full
     await h.admit("c full", 1, 0)
-    await h.settle("a 500", 100)  # 400 of the minute's tokens come back
-    await h.admit("d 300", 200, 100)
+    await h.settle("a 600", 100)  # it used 100: 500 of the minute's tokens come back
+    await h.admit("d 500", 500, 50)  # exactly fills the minute again
+    await h.admit("no max_tokens", 1, 4096, requested_output_tokens=0)  # counts its input: 1
+    await h.admit("too large", 1001, 0)  # more than the limit on its own: refused outright
+
+
+async def tpm_a_new_minute(h: Harness) -> None:
+    # Without max_tokens a request counts only its input, so the first call of a small plan does
+    # not take a whole minute's TPM (a model's 32k output limit used to).
+    await h.admit("no max_tokens", 20, 32_768, requested_output_tokens=0)
+    await h.admit("another", 20, 32_768, requested_output_tokens=0)
 
 
 async def account_rpm(h: Harness) -> None:
@@ -168,11 +181,46 @@ async def account_rpm(h: Harness) -> None:
 
 
 async def account_tpm(h: Harness) -> None:
-    await h.admit("a 600", 500, 100)
-    await h.admit("b 500", 400, 100, key=1)  # the key has no TPM limit; the account is full
+    await h.admit("a 600", 600, 100)
+    await h.admit("b 500", 500, 100, key=1)  # the key has no TPM limit; the account is full
     await h.settle("a 600", 100)  # 500 of the account's minute come back
-    await h.admit("c 500", 400, 100, key=1)
-    await h.admit("d 500", 400, 100)
+    await h.admit("c 500", 500, 100, key=1)
+    await h.admit("d 500", 500, 100)
+    await h.admit("too large", 10, 1001, key=1)  # more than the account's limit on its own
+
+
+async def dense_prompt_holds_its_bound(h: Harness) -> None:
+    # Estimated 100 (cl100k), but it could be 900 (its UTF-8 bytes): the window serves it on the
+    # estimate and holds the bound; a second such request finds the rest held.
+    await h.admit("dense", 100, 50, input_bound=900)
+    h.state("holds 950")
+    await h.admit("dense again", 100, 50, input_bound=900)  # 50 left < 150: the balance pays
+    h.state("paid")
+    await h.settle("dense", 700)  # the upstream counted 700 in all
+    h.state("settled")
+
+
+async def last_tokens_of_a_window(h: Harness) -> None:
+    # What is left covers the estimate but not the bound: served, holding all that is left, so
+    # only this one request can overrun the window; the next one finds nothing left.
+    await h.admit("most", 890, 0, input_bound=890)
+    await h.admit("the rest", 50, 10, input_bound=400)
+    h.state("all held")
+    await h.admit("nothing left", 1, 1)
+    await h.settle("the rest", 300)
+    await h.settle("most", 890)
+    h.state("overrun by one")
+
+
+async def balance_holds_at_most_itself(h: Harness) -> None:
+    # The window is spent; the balance (1,000 micros) covers the estimate's cost (100 + 2*100 =
+    # 300) but not the bound's (900 + 200 = 1,100): it is served, holding the whole balance.
+    await h.admit("fills the window", 1, 0, requested_output_tokens=0)
+    await h.admit("dense, paid", 100, 100, input_bound=900)
+    h.state("held")
+    await h.admit("next", 1, 1)
+    await h.settle("dense, paid", 1000, billed_micros=1100)
+    h.state("one request under")
 
 
 async def window_open_and_reset(h: Harness) -> None:
@@ -293,14 +341,29 @@ case(
     {"tpm_limit": 1000},
     tpm,
     [
-        ("ok", "a 500", False, 0),
-        ("headers", "a 500", hdr()),
-        ("ok", "b 500", False, 0),
-        ("headers", "b 500", hdr()),
+        ("ok", "a 600", False, 0),
+        ("headers", "a 600", hdr()),
+        ("ok", "b 400", False, 0),
+        ("headers", "b 400", hdr()),
         ("refused", "c full", "tpm", 55),
         ("headers", "c full", hdr()),
-        ("ok", "d 300", False, 0),
-        ("headers", "d 300", hdr()),
+        ("ok", "d 500", False, 0),
+        ("headers", "d 500", hdr()),
+        ("refused", "no max_tokens", "tpm", 55),
+        ("headers", "no max_tokens", hdr()),
+        ("refused", "too large", "tpm_too_large", 0),
+        ("headers", "too large", {}),
+    ],
+)
+case(
+    "tpm, a new minute",
+    {"tpm_limit": 100},
+    tpm_a_new_minute,
+    [
+        ("ok", "no max_tokens", False, 0),
+        ("headers", "no max_tokens", hdr()),
+        ("ok", "another", False, 0),
+        ("headers", "another", hdr()),
     ],
 )
 case(
@@ -335,6 +398,8 @@ case(
         ("headers", "c 500", hdr()),
         ("refused", "d 500", "account_tpm", 55),
         ("headers", "d 500", hdr()),
+        ("refused", "too large", "account_tpm_too_large", 0),
+        ("headers", "too large", {}),
     ],
 )
 case(
@@ -414,7 +479,54 @@ case(
         ("ok", "small", False, 0),
         ("headers", "small", hdr(80)),
         ("refused", "no balance", "budget", 5 * 3600),
-        ("headers", "no balance", hdr(0)),
+        # 80 are left, fewer than the 200 it needs: shown as they are, not as 0.
+        ("headers", "no balance", hdr(80)),
+    ],
+)
+case(
+    "a dense prompt holds its bound",
+    {"window_tokens": 1000, "balance": 10_000},
+    dense_prompt_holds_its_bound,
+    [
+        ("ok", "dense", False, 0),
+        ("headers", "dense", hdr(50)),
+        ("state", "holds 950", (0, 5 * HOUR_MS, 0, 950), 10_000),
+        # need 100 + 2*50 = 200 micros, holds 900 + 2*50 = 1,000
+        ("ok", "dense again", True, 1000),
+        ("headers", "dense again", hdr(50)),
+        ("state", "paid", (0, 5 * HOUR_MS, 0, 950), 9_000),
+        ("state", "settled", (0, 5 * HOUR_MS, 700, 0), 9_000),
+    ],
+)
+case(
+    "the last tokens of a window",
+    {"window_tokens": 1000},
+    last_tokens_of_a_window,
+    [
+        ("ok", "most", False, 0),
+        ("headers", "most", hdr(110)),
+        ("ok", "the rest", False, 0),
+        ("headers", "the rest", hdr(0)),
+        ("state", "all held", (0, 5 * HOUR_MS, 0, 1000), 0),
+        ("refused", "nothing left", "budget", 5 * 3600),
+        ("headers", "nothing left", hdr(0)),
+        ("state", "overrun by one", (0, 5 * HOUR_MS, 1190, 0), 0),
+    ],
+)
+case(
+    "the balance holds at most itself",
+    {"window_tokens": 1, "balance": 1000},
+    balance_holds_at_most_itself,
+    [
+        ("ok", "fills the window", False, 0),
+        ("headers", "fills the window", hdr(0)),
+        ("ok", "dense, paid", True, 1000),
+        ("headers", "dense, paid", hdr(0)),
+        ("state", "held", (0, 5 * HOUR_MS, 0, 1), 0),
+        ("refused", "next", "budget", 5 * 3600),
+        ("headers", "next", hdr(0)),
+        # 100 micro-dollars under: what this one request used beyond all there was.
+        ("state", "one request under", (0, 5 * HOUR_MS, 1000, 1), -100),
     ],
 )
 case(

@@ -661,8 +661,8 @@ def test_it_rejects_server_tools_and_too_many_stop_sequences():
         )
     with raises("stop_sequences", "at most 4"):
         to_openai({"max_tokens": 1, "messages": [user()], "stop_sequences": list("abcde")})
-    with raises("messages[0].role", "'user' or 'assistant'"):
-        to_openai({"max_tokens": 1, "messages": [{"role": "system", "content": "x"}]})
+    with raises("messages[0].role", "'user', 'assistant' or 'system'"):
+        to_openai({"max_tokens": 1, "messages": [{"role": "tool", "content": "x"}]})
 
 
 @pytest.mark.parametrize(
@@ -1512,6 +1512,119 @@ def test_it_strips_only_unsigned_thinking_before_an_anthropic_upstream():
     assert out["messages"][1]["content"] == [signed, text]
     assert out["messages"][3]["content"] == [text]
     assert body["messages"][3]["content"] == [unsigned, text]
+
+
+# --- system messages inside an Anthropic body's messages (SDK 2.17, Claude Code) -------------
+
+TOOL_TURNS: list[dict[str, Any]] = [
+    {"role": "user", "content": "Write the file."},
+    {"role": "system", "content": "Use absolute paths."},
+    {
+        "role": "assistant",
+        "content": [{"type": "tool_use", "id": "toolu_1", "name": "Write", "input": {"a": 1}}],
+    },
+    {"role": "system", "content": [{"type": "text", "text": "Be brief."}]},
+    {
+        "role": "user",
+        "content": [
+            {"type": "tool_result", "tool_use_id": "toolu_1", "content": "done"},
+            {"type": "text", "text": "Thanks."},
+        ],
+    },
+]
+
+
+def test_system_messages_stay_in_place_for_an_openai_upstream():
+    body = {
+        "system": "You are terse.",
+        "max_tokens": 10,
+        "messages": [{"role": "system", "content": "Project rules."}, *TOOL_TURNS],
+    }
+    out = treq.anthropic_to_openai(body, model="gpt")
+    assert [(m["role"], m.get("content")) for m in out["messages"]] == [
+        ("system", "You are terse."),
+        ("system", "Project rules."),
+        ("user", "Write the file."),
+        ("system", "Use absolute paths."),
+        ("assistant", None),
+        # Tool results must follow the assistant's calls: the note waits until after them.
+        ("tool", "done"),
+        ("system", "Be brief."),
+        ("user", "Thanks."),
+    ]
+
+
+def test_system_messages_fold_for_an_anthropic_upstream():
+    body: dict[str, Any] = {
+        "system": "You are terse.",
+        "max_tokens": 10,
+        "messages": [{"role": "system", "content": "Project rules."}, *TOOL_TURNS],
+    }
+    out = treq.fold_system_messages(body)
+    assert out["system"] == "You are terse.\n\nProject rules."
+    assert [m["role"] for m in out["messages"]] == ["user", "assistant", "user"]
+    first, _, last = out["messages"]
+    assert first["content"] == [
+        {"type": "text", "text": "Write the file."},
+        {"type": "text", "text": "<system>\nUse absolute paths.\n</system>"},
+    ]
+    assert [b["type"] for b in last["content"]] == ["tool_result", "text", "text"]
+    assert last["content"][1]["text"] == "<system>\nBe brief.\n</system>"
+    assert body["messages"][2] == TOOL_TURNS[1]  # the caller's body is left alone
+    assert TOOL_TURNS[0] == {"role": "user", "content": "Write the file."}
+
+
+def test_a_trailing_system_message_and_cache_breakpoints_survive_folding():
+    cached = {"type": "text", "text": "Big rules.", "cache_control": {"type": "ephemeral"}}
+    body = {
+        "system": [{"type": "text", "text": "Top."}],
+        "messages": [
+            {"role": "system", "content": [cached]},
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello"},
+            {"role": "system", "content": "Now answer in French."},
+        ],
+    }
+    out = treq.fold_system_messages(body)
+    assert out["system"] == [{"type": "text", "text": "Top."}, cached]
+    assert out["messages"][-1] == {
+        "role": "user",
+        "content": [{"type": "text", "text": "<system>\nNow answer in French.\n</system>"}],
+    }
+    oa = treq.anthropic_to_openai(body, model="gpt")
+    assert oa["messages"][-1] == {"role": "system", "content": "Now answer in French."}
+    assert oa["messages"][1]["content"] == [cached]
+
+
+def test_a_system_message_cleared_at_the_next_user_message_is_dropped_once_they_wrote():
+    note = {"role": "system", "content": "Once.", "clear_at": "next_user_message"}
+    pending = {"messages": [{"role": "user", "content": "a"}, note]}
+    assert "Once." in str(treq.fold_system_messages(pending)["messages"])
+    assert "Once." in str(treq.anthropic_to_openai(pending, model="m")["messages"])
+    later = {"messages": [{"role": "user", "content": "a"}, note, {"role": "user", "content": "b"}]}
+    assert "Once." not in str(treq.fold_system_messages(later)["messages"])
+    assert "Once." not in str(treq.anthropic_to_openai(later, model="m")["messages"])
+
+
+@pytest.mark.parametrize(
+    ("messages", "param"),
+    [
+        ([{"role": "system", "content": "only rules"}], "messages"),
+        (
+            [{"role": "user", "content": "hi"}, {"role": "system", "content": 5}],
+            "messages[1].content",
+        ),
+        (
+            [{"role": "user", "content": "hi"}, {"role": "system", "content": [{"type": "image"}]}],
+            "messages[1].content[0]",
+        ),
+    ],
+)
+def test_malformed_system_messages_are_refused_with_their_place(messages, param):
+    for translate in (treq.fold_system_messages, lambda b: treq.anthropic_to_openai(b, model="m")):
+        with pytest.raises(TranslationError) as refused:
+            translate({"messages": messages})
+        assert refused.value.param == param
 
 
 @pytest.mark.parametrize(

@@ -27,11 +27,12 @@ class Command(BaseCommand):
         if not options["no_migrate"]:
             call_command("migrate", interactive=False, verbosity=0)
         created_plans = plans.seed()
-        counts = {"providers": 0, "models": 0, "routes": 0}
+        counts = {"providers": 0, "models": 0, "routes": 0, "aliases": 0}
         if not options["no_catalog"]:
             counts = catalog.seed(simulator_url=options["simulator_url"])
         self.stderr.write(
             f"bootstrap: {created_plans} plans, {counts['models']} models, {counts['providers']} "
-            f"providers and {counts['routes']} routes created (existing rows left as they were)"
+            f"providers, {counts['routes']} routes and {counts['aliases']} model aliases created "
+            "(existing rows left as they were)"
         )
         self.stdout.write("ok")
