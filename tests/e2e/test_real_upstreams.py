@@ -408,3 +408,22 @@ def test_usage_reports_say_how_many_requests_the_gateway_counted(live: dict[str,
     by_model = {row["model"]: row for row in lines}
     assert by_model["q-count"]["tokenizer_counted_requests"] == "1"
     assert by_model["q-guess"]["estimated_requests"] == "1"
+
+
+def test_a_non_streamed_answer_without_usage_is_counted_by_the_tokenizer(
+    live: dict[str, Any],
+) -> None:
+    honest = quirky(live, "q-honest", "tokenizer=alt")
+    silent = quirky(live, "q-silent", "usage=none,tokenizer=alt", tokenizer="llama-cpp-python")
+    factories.model("q-honest", routes=[(honest, "sim-gpt")])
+    factories.model("q-silent", routes=[(silent, "sim-gpt")])
+    truth = oai(live).chat.completions.create(model="q-honest", messages=MESSAGES).usage
+    got = oai(live).chat.completions.create(model="q-silent", messages=MESSAGES).usage
+    assert truth is not None and got is not None
+    assert (got.prompt_tokens, got.completion_tokens) == (
+        truth.prompt_tokens,
+        truth.completion_tokens,
+    )
+    message = ant(live).messages.create(model="q-silent", max_tokens=100, messages=MESSAGES)
+    assert message.usage.output_tokens == truth.completion_tokens
+    assert last_record(live, "q-silent").counted_by == "tokenizer:llama-cpp-python"
