@@ -52,6 +52,9 @@ _ROLES = {
 # The caller's headers a protocol itself needs upstream; any other header goes only to a provider
 # that names it in ``forward_headers``.
 _PROTOCOL_HEADERS = ("anthropic-version",)
+# Headers commonly forwarded, checked before the request is admitted (one a provider names
+# beyond these is checked when it is forwarded).
+_CHECKED_FIRST = ("anthropic-beta", "x-sim-options")
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _UNIT_NAMES = {"seconds": "second of audio", "characters": "million characters", "images": "image"}
 
@@ -329,6 +332,10 @@ async def start(ex: Exchange, request: HttpRequest) -> None:
     ex.caller = await authenticate(request)
     ex.secret = auth.bearer_from(request)
     ex.client_headers = request.headers
+    for name in _CHECKED_FIRST:
+        value = request.headers.get(name)
+        if value:
+            _forwardable(name, value)
     ex.forwarded = {
         name: _forwardable(name, value)
         for name in _PROTOCOL_HEADERS
