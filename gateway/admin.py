@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from typing import Any, TypeVar
 
+import orjson
 from django import forms
 from django.contrib import admin, messages
 from django.db import models, transaction
@@ -16,7 +17,7 @@ from django.http import HttpRequest
 
 from billing import money
 from billing.admin import dollars_formfield
-from gateway import catalog
+from gateway import catalog, presets
 from gateway.models import CatalogModel, ModelAlias, Provider, Route, UsageRecord
 
 _M = TypeVar("_M", bound=models.Model)
@@ -52,15 +53,61 @@ def _https_urls(db_field: models.Field[Any, Any], **kwargs: Any) -> forms.Field 
     return db_field.formfield(**kwargs)
 
 
+# The Provider fields a preset fills: on save, each one the operator left at its default takes
+# the preset's value (the small static/js/provider_preset.js fills them as soon as it is picked).
+PRESET_FIELDS = (
+    "protocol",
+    "auth_style",
+    "url_style",
+    "api_version",
+    "region",
+    "output_limit_field",
+    "reports_stream_usage",
+    "tokenizer",
+    "tokenizer_url",
+    "request_id_header",
+    "forward_headers",
+    "extra_headers",
+)
+
+
+def _preset_data() -> str:
+    """Every preset's field values for the form's script (a data attribute: CSP allows no inline
+    script), with the base URL as its template."""
+    data = {}
+    for key, preset in presets.PRESETS.items():
+        values = preset.fields(base_url=preset.base_url)
+        values["base_url"] = preset.base_url
+        values["api_key_env"] = preset.api_key_env
+        values["needs"] = list(preset.needs)
+        data[key] = values
+    return orjson.dumps(data).decode()
+
+
 class ProviderForm(forms.ModelForm[Provider]):
+    preset = forms.ChoiceField(
+        required=False,
+        choices=[("", "none (fill the fields by hand)"), *presets.choices()],
+        help_text="fills the fields below for a known kind of server; change any of them after",
+    )
+    resource = forms.CharField(
+        required=False,
+        max_length=60,
+        help_text="Azure OpenAI resource name: https://<resource>.openai.azure.com",
+    )
+    base_url = forms.URLField(
+        required=False,
+        assume_scheme="https",
+        help_text="e.g. https://api.openai.com/v1; empty: the preset's",
+    )
     # Write-only: the stored key is never sent back to the browser.
     api_key = forms.CharField(
         required=False,
         max_length=300,
         strip=True,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
-        help_text="Used when no environment variable is named or set. Leave blank to keep the "
-        "stored key.",
+        help_text="Used when no environment variable is named or set; stored encrypted and "
+        "never shown again. Leave blank to keep the stored key.",
     )
     clear_api_key = forms.BooleanField(required=False, label="Remove the stored key")
 
@@ -70,6 +117,7 @@ class ProviderForm(forms.ModelForm[Provider]):
         fields = (
             "slug",
             "name",
+            "preset",
             "protocol",
             "base_url",
             "api_key_env",
@@ -78,7 +126,13 @@ class ProviderForm(forms.ModelForm[Provider]):
             "first_byte_timeout_ms",
             "total_timeout_ms",
             "is_active",
+            *PRESET_FIELDS[1:],
         )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["preset"].widget.attrs["data-presets"] = _preset_data()
+        self.fields["protocol"].required = False  # a preset sets it; checked in clean()
 
     def clean_api_key(self) -> str:
         value = str(self.cleaned_data.get("api_key") or "")
@@ -88,7 +142,46 @@ class ProviderForm(forms.ModelForm[Provider]):
         cleaned = super().clean() or {}
         if cleaned.get("clear_api_key"):
             cleaned["api_key"] = ""
+        key = cleaned.get("preset") or ""
+        if key and "preset" in self.changed_data:
+            self._fill_from_preset(cleaned, presets.PRESETS[key])
+        if not cleaned.get("base_url") and "base_url" not in self.errors:
+            self.add_error("base_url", "Give the upstream's base URL, or pick a preset.")
+        if not cleaned.get("protocol") and "protocol" not in self.errors:
+            self.add_error("protocol", "Pick the upstream's protocol, or a preset.")
         return cleaned
+
+    def _fill_from_preset(self, cleaned: dict[str, Any], preset: presets.Preset) -> None:
+        """A newly picked preset: the fields left at their defaults, or at the values the
+        previous preset gave them, take its values; what the operator set stays."""
+        previous = presets.PRESETS.get(self.instance.preset) if self.instance.pk else None
+        given_url = str(cleaned.get("base_url") or "")
+        if previous is not None and given_url == self.instance.base_url:
+            was = previous.fields(base_url=self.instance.base_url)
+            if given_url == previous.base_url or "{" in previous.base_url:
+                given_url = ""  # the old preset's own URL: the new one's replaces it
+        else:
+            was = {}
+        try:
+            values = preset.fields(
+                base_url=given_url,
+                resource=str(cleaned.get("resource") or ""),
+                region=str(cleaned.get("region") or ""),
+            )
+        except ValueError as exc:
+            self.add_error("resource" if "resource" in preset.needs else "region", str(exc))
+            return
+        cleaned["base_url"] = values["base_url"]
+        for name in PRESET_FIELDS:
+            field = Provider._meta.get_field(name)
+            default = field.get_default() if isinstance(field, models.Field) else None
+            untouched = cleaned.get(name) in (default, "", None) or (
+                name in was and cleaned.get(name) == was[name]
+            )
+            if name == "protocol" or untouched:
+                cleaned[name] = values[name]
+        if preset.api_key_env and not cleaned.get("api_key_env"):
+            cleaned["api_key_env"] = preset.api_key_env
 
     @property
     def changed_data(self) -> list[str]:
@@ -108,14 +201,35 @@ class ProviderAdmin(CatalogAdmin[Provider]):
     search_fields = ("slug", "name", "base_url")
     prepopulated_fields = {"slug": ("name",)}
     fieldsets = (
-        (None, {"fields": ("name", "slug", "protocol", "base_url", "is_active")}),
+        (None, {"fields": ("preset", "name", "slug", "protocol", "resource", "base_url")}),
+        (None, {"fields": ("region", "is_active")}),
         ("Credentials", {"fields": ("key_source", "api_key_env", "api_key", "clear_api_key")}),
         (
             "Timeouts (empty: the gateway's defaults)",
             {"fields": ("connect_timeout_ms", "first_byte_timeout_ms", "total_timeout_ms")},
         ),
+        (
+            "How to talk to it (a preset fills these)",
+            {
+                "fields": (
+                    "auth_style",
+                    "url_style",
+                    "api_version",
+                    "output_limit_field",
+                    "reports_stream_usage",
+                    "tokenizer",
+                    "tokenizer_url",
+                    "request_id_header",
+                    "forward_headers",
+                    "extra_headers",
+                )
+            },
+        ),
     )
     readonly_fields = ("key_source",)
+
+    class Media:
+        js = ("js/provider_preset.js",)
 
     def formfield_for_dbfield(
         self, db_field: models.Field[Any, Any], request: HttpRequest, **kwargs: Any
@@ -130,7 +244,7 @@ class ProviderAdmin(CatalogAdmin[Provider]):
             return "—"
         if obj.api_key_env and os.environ.get(obj.api_key_env):
             return f"${obj.api_key_env} (set)"
-        stored = "stored key" if obj.api_key else "no key"
+        stored = "stored key: set" if obj.api_key else "stored key: not set"
         if obj.api_key_env:
             return f"${obj.api_key_env} not set; {stored}"
         return stored

@@ -15,7 +15,7 @@ from django.conf import settings
 from django.db import transaction
 from redis.exceptions import RedisError
 
-from gateway import store
+from gateway import crypto, store
 from gateway.catalog_seed import ALIASES, MODELS
 from gateway.models import CatalogModel, ModelAlias, Provider, Route
 from tokenfactory.db import reconnecting
@@ -166,11 +166,11 @@ def _seconds(ms: int | None, default_ms: int) -> float:
 @reconnecting
 def load() -> Snapshot:
     routes_by_model: dict[int, list[RouteInfo]] = {}
-    queryset = Route.objects.filter(is_active=True, provider__is_active=True).select_related(
-        "provider"
-    )
+    # Each provider read once: its stored API key is decrypted once per load, not per route.
+    providers = {p.pk: p for p in Provider.objects.filter(is_active=True)}
+    queryset = Route.objects.filter(is_active=True, provider_id__in=list(providers))
     for route in queryset.order_by("priority", "-weight", "id"):
-        prov = route.provider
+        prov = providers[route.provider_id]
         routes_by_model.setdefault(route.model_id, []).append(
             RouteInfo(
                 route_id=route.pk,
@@ -374,3 +374,26 @@ def seed(*, simulator_url: str | None = None) -> dict[str, int]:
                 counts["aliases"] += created
     invalidate()
     return counts
+
+
+def rotate_api_keys() -> int:
+    """Re-encrypt every stored upstream API key with the first configured key (``rotatekeys``);
+    all or none: UndecryptableKey when one cannot be read. Returns how many were re-encrypted."""
+    count = 0
+    with transaction.atomic():
+        for provider in Provider.objects.select_for_update().exclude(api_key="").order_by("pk"):
+            # Read: decrypted with whichever key opens it; written: encrypted with the first.
+            Provider.objects.filter(pk=provider.pk).update(api_key=provider.api_key)
+            count += 1
+    return count
+
+
+def undecryptable_providers() -> list[str]:
+    """The slugs of providers whose stored API key no configured key decrypts."""
+    failing = []
+    for pk, slug in Provider.objects.exclude(api_key="").order_by("slug").values_list("pk", "slug"):
+        try:
+            Provider.objects.filter(pk=pk).values_list("api_key", flat=True).get()
+        except crypto.UndecryptableKey:
+            failing.append(slug)
+    return failing

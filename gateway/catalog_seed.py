@@ -926,7 +926,8 @@ MODELS: list[dict[str, object]] = [
 # Model aliases `gateway.catalog.seed()` loads: (name or glob pattern, catalog model, priority).
 # Clients ask for ids that are not in the catalog (Claude Code 2.1 sends `claude-opus-4-8`,
 # `claude-sonnet-5`, `claude-haiku-4-5-20251001`, `claude-fable-5`; Codex sends `gpt-5*` and
-# `*codex*` ids). A name's candidates are tried best first (exact, then the longest pattern, then
+# `*codex*` ids, and codex-cli 0.171 with no model set asks for `gpt-6.2-sol`). A name's
+# candidates are tried best first (exact, then the longest pattern, then
 # priority) and the first the caller's plan and key allow serves, so a Test-plan key (standard
 # tier) asking for Opus or Sonnet is served by the `claude-*` fallback, Claude Haiku 4.5.
 ALIASES: list[tuple[str, str, int]] = [
@@ -944,6 +945,8 @@ ALIASES: list[tuple[str, str, int]] = [
     # OpenAI ids Codex and the OpenAI SDKs send.
     ("gpt-5*", "gpt-4.1", 0),
     ("gpt-5*", "gpt-4.1-mini", 10),
+    ("gpt-6*", "gpt-4.1", 0),
+    ("gpt-6*", "gpt-4.1-mini", 10),
     ("*codex*", "gpt-4.1", 0),
     ("*codex*", "gpt-4.1-mini", 10),
 ]

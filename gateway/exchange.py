@@ -29,7 +29,19 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 
 from billing import money
-from gateway import auth, auto, catalog, errors, limits, metering, relay, routing, tokens
+from gateway import (
+    auth,
+    auto,
+    catalog,
+    errors,
+    limits,
+    metering,
+    metrics,
+    providers,
+    relay,
+    routing,
+    tokens,
+)
 from gateway.auth import Caller
 from gateway.catalog import ModelInfo, RouteInfo
 from gateway.errors import ANTHROPIC, OPENAI, GatewayError
@@ -110,6 +122,8 @@ class Exchange:
     # A streamed answer's body settles the request itself, when the stream ends.
     handed_off: bool = False
     recorded: bool = False
+    # Why admission refused it ("rpm", "balance", ..., "unavailable"): for gateway.metrics.
+    refused: str = ""
 
     def headers(self) -> dict[str, str]:
         out = errors.request_id_headers(self.surface, self.request_id)
@@ -271,6 +285,7 @@ async def settle(
     if ex.recorded:
         return
     ex.recorded = True
+    metrics.observe(ex)
     if not ex.metered or (ex.caller is None and commit is None):
         return
     cost = cost_micros(
@@ -623,8 +638,10 @@ async def admit(
                 await on_full(refused)
                 continue
             ex.refusal_headers = refused.headers
+            ex.refused = refused.reason
             raise refusal_error(refused, ex, unit_cost_micros=unit_cost) from None
         except limits.Unavailable:
+            ex.refused = "unavailable"
             raise errors.LimitsUnavailable(
                 "Rate limits are unavailable right now (the limits store cannot be reached), so "
                 "the request was not run. Retry in a few seconds.",
@@ -744,13 +761,14 @@ def _fit_output(body: dict[str, Any], limit: int) -> None:
 def _upstream_body(ex: Exchange, route: RouteInfo) -> dict[str, Any]:
     assert ex.model is not None
     body = ex.body
+    protocol = providers.wire_protocol(route.protocol)
     try:
-        if route.protocol == ex.surface:
+        if protocol == ex.surface:
             out = dict(body)
             out["model"] = route.upstream_model
-            if route.protocol == OPENAI:
+            if protocol == OPENAI:
                 with_output_limit(out, route.output_limit_field)
-            if ex.stream and route.protocol == OPENAI:
+            if ex.stream and protocol == OPENAI:
                 options = dict(out.get("stream_options") or {})
                 if route.reports_stream_usage:
                     options["include_usage"] = True
@@ -761,7 +779,10 @@ def _upstream_body(ex: Exchange, route: RouteInfo) -> dict[str, Any]:
                     out["stream_options"] = options
                 else:
                     out.pop("stream_options", None)
-            elif route.protocol == ANTHROPIC:
+            if ex.endpoint == "responses" and protocol == OPENAI:
+                # Anthropic's signed thinking, from a sealed reasoning item: not OpenAI's to read.
+                out = treq.without_thinking_blocks(out)
+            elif protocol == ANTHROPIC:
                 # System messages inside ``messages`` are folded where an upstream takes them.
                 # Thinking blocks we made from OpenAI reasoning carry no signature; clients send
                 # them back and a real Anthropic upstream would refuse them.
@@ -881,7 +902,7 @@ def upstream_json(opened: routing.Opened) -> dict[str, Any]:
 async def complete_chat(ex: Exchange) -> dict[str, Any]:
     """A non-stream chat answer in the caller's surface shape; sets the usage."""
     opened = await open_upstream(ex, "chat")
-    out = answer(ex, upstream_json(opened), opened.route.protocol)
+    out = answer(ex, upstream_json(opened), providers.wire_protocol(opened.route.protocol))
     ex.ttft_ms = ex.elapsed_ms()
     if ex.usage is not None and ex.usage.counted_by == "estimate" and opened.route.tokenizer:
         ex.usage = await count_missing_usage(ex, opened.route, _response_text(out, ex.surface))
@@ -1017,7 +1038,7 @@ async def open_chat_stream(ex: Exchange) -> AsyncIterator[bytes]:
     as a proper status; after that the stream settles the request when it ends (also when the
     client hangs up: what was delivered is billed)."""
     opened = await open_upstream(ex, "chat", stream=True)
-    stream_relay = relay.for_protocol(ex, opened.route.protocol)
+    stream_relay = relay.for_protocol(ex, providers.wire_protocol(opened.route.protocol))
     # Decoded bytes: an upstream may gzip its stream even when asked not to.
     chunks = transport.body_chunks(opened.response)
     try:

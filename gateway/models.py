@@ -4,8 +4,33 @@ between the two."""
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from django.db import models
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models.expressions import Expression
+
+from gateway import crypto
+
+
+class EncryptedCharField(models.CharField):  # type: ignore[type-arg]
+    """Text stored as a Fernet token (``gateway.crypto``) and read back as the plain text: the
+    column never holds the plain value. Tokens differ on every save, so only "" (empty) can be
+    looked up. ``max_length`` sizes the column for the token; the plain text may hold up to
+    ``crypto.MAX_KEY_CHARS`` characters (a longer one is refused with ValueError)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("max_length", 1000)
+        super().__init__(*args, **kwargs)
+
+    def from_db_value(
+        self, value: str | None, expression: Expression, connection: BaseDatabaseWrapper
+    ) -> str | None:
+        return None if value is None else crypto.decrypt(value)
+
+    def get_prep_value(self, value: Any) -> Any:
+        value = super().get_prep_value(value)
+        return None if value is None else crypto.encrypt(str(value))
 
 
 class Provider(models.Model):
@@ -50,8 +75,9 @@ class Provider(models.Model):
     api_key_env = models.CharField(
         max_length=100, blank=True, help_text="environment variable holding the upstream API key"
     )
-    api_key = models.CharField(
-        max_length=300, blank=True, help_text="used when no environment variable is named or set"
+    # Encrypted at rest (gateway/crypto.py); shown nowhere once saved.
+    api_key = EncryptedCharField(
+        blank=True, help_text="used when no environment variable is named or set"
     )
     connect_timeout_ms = models.PositiveIntegerField(null=True, blank=True)
     first_byte_timeout_ms = models.PositiveIntegerField(

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import httpx
 from django.conf import settings
 
-from gateway import errors
+from gateway import errors, metrics
 from gateway.catalog import ModelInfo, RouteInfo
 from gateway.providers import Provider, UpstreamError, get
 
@@ -87,11 +87,13 @@ async def open_upstream(model: ModelInfo, build: BuildFn, *, stream: bool) -> Op
             continue
         provider = get(route.protocol)
         if attempt and last is not None:
+            metrics.retried(route)
             await asyncio.sleep(_backoff(attempt, last, same_route=route is plan[attempt - 1]))
         try:
             response = await provider.send(build(route, provider), stream=stream)
         except UpstreamError as exc:
             last = exc
+            metrics.upstream_failed(route, exc.status)
             if exc.retryable:
                 continue
             if exc.status is not None and 400 <= exc.status < 500 and not caller_caused(exc):

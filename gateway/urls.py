@@ -36,6 +36,7 @@ for prefix in ("openai/v1/", "v1/"):
         path(f"{prefix}audio/speech", media.speech),
         path(f"{prefix}images/generations", media.images),
         path(f"{prefix}responses", responses.create),
+        path(f"{prefix}responses/input_tokens", responses.input_tokens),
     ]
 
 # OpenAI Files and Batches; Anthropic Message Batches.

@@ -8,6 +8,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import pytest
 from django.contrib import admin
 from django.test import Client
@@ -17,7 +18,7 @@ from django.utils.timezone import now
 from accounts.models import Account, ApiKey, ManagementKey, User
 from billing import ledger
 from billing.models import LedgerEntry, Plan
-from gateway import catalog
+from gateway import catalog, presets
 from gateway.models import CatalogModel, ModelAlias, Provider, Route, UsageRecord
 from tests import factories
 
@@ -390,6 +391,13 @@ def _provider_data(provider: Provider, **overrides: str) -> dict[str, str]:
         "connect_timeout_ms": "",
         "first_byte_timeout_ms": "",
         "total_timeout_ms": "",
+        # The fields a preset fills, as the form renders them for this provider.
+        "url_style": provider.url_style,
+        "output_limit_field": provider.output_limit_field,
+        "reports_stream_usage": "on" if provider.reports_stream_usage else "",
+        "forward_headers": orjson.dumps(provider.forward_headers).decode(),
+        "extra_headers": orjson.dumps(provider.extra_headers).decode(),
+        "request_id_header": provider.request_id_header,
     }
     data.update(overrides)
     return data
@@ -679,3 +687,95 @@ def test_it_moves_an_account_to_another_plan_through_assign_plan(
     # One announcement with the account's live keys: what billing.plans.assign_plan sends.
     assert key_announcements == [[world.key.key_hash]]
     assert not _is_cached(world.key)
+
+
+def test_it_fills_a_new_provider_from_a_preset_on_save(admin_client: Client, db: None) -> None:
+    data = {
+        "preset": "azure",
+        "resource": "contoso-eu",
+        "name": "Contoso Azure",
+        "slug": "contoso",
+        "protocol": "",
+        "base_url": "",
+        "region": "",
+        "is_active": "on",
+        "api_key_env": "",
+        "api_key": "azure-secret",
+        "url_style": "standard",
+        "output_limit_field": "max_tokens",
+        "reports_stream_usage": "on",
+        "forward_headers": "[]",
+        "extra_headers": "{}",
+    }
+    response = admin_client.post(_url(Provider, "add"), data)
+
+    assert response.status_code == 302
+    made = Provider.objects.get(slug="contoso")
+    assert (made.protocol, made.base_url, made.preset) == (
+        "openai",
+        "https://contoso-eu.openai.azure.com",
+        "azure",
+    )
+    assert (made.auth_style, made.url_style, made.api_version) == ("api-key", "azure", "2024-10-21")
+    assert made.output_limit_field == "max_completion_tokens"
+    assert made.api_key_env == "AZURE_OPENAI_API_KEY"
+
+
+def test_it_asks_for_what_a_preset_url_needs(admin_client: Client, db: None) -> None:
+    data = {"preset": "bedrock", "name": "Bedrock", "slug": "bedrock", "is_active": "on"}
+    data |= {"url_style": "standard", "output_limit_field": "max_tokens"}
+    data |= {"forward_headers": "[]", "extra_headers": "{}"}
+
+    page = admin_client.post(_url(Provider, "add"), data).content.decode()
+
+    assert "the bedrock preset needs: region" in page
+    assert not Provider.objects.filter(slug="bedrock").exists()
+
+
+def test_the_provider_form_loads_its_preset_script_as_a_static_file(
+    admin_client: Client, db: None
+) -> None:
+    page = admin_client.get(_url(Provider, "add")).content.decode()
+
+    assert "js/provider_preset.js" in page
+    assert "data-presets=" in page
+
+
+def test_switching_preset_replaces_what_the_old_preset_set_and_keeps_the_operators_edits(
+    admin_client: Client, db: None
+) -> None:
+    made = Provider(name="Upstream", slug="upstream", api_key="k")
+    presets.apply(made, presets.get("azure"), resource="contoso")
+    made.request_id_header = "x-ms-client-request-id"  # an operator's own edit
+    made.save()
+    data = {
+        "preset": "openai",
+        "name": made.name,
+        "slug": made.slug,
+        "protocol": made.protocol,
+        "base_url": made.base_url,
+        "region": "",
+        "is_active": "on",
+        "api_key_env": made.api_key_env,
+        "api_key": "",
+        "auth_style": made.auth_style,
+        "url_style": made.url_style,
+        "api_version": made.api_version,
+        "output_limit_field": made.output_limit_field,
+        "reports_stream_usage": "on",
+        "request_id_header": made.request_id_header,
+        "forward_headers": "[]",
+        "extra_headers": "{}",
+    }
+
+    response = admin_client.post(_url(Provider, "change", made.pk), data)
+
+    assert response.status_code == 302
+    made.refresh_from_db()
+    assert (made.preset, made.base_url, made.auth_style) == (
+        "openai",
+        "https://api.openai.com/v1",
+        "bearer",
+    )
+    assert (made.url_style, made.api_version) == ("standard", "")
+    assert made.request_id_header == "x-ms-client-request-id"

@@ -16,7 +16,7 @@ from websockets.typing import Origin
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.mark.parametrize("path", ["/v1/responses", "/openai/v1/chat/completions", "/nope", "/"])
+@pytest.mark.parametrize("path", ["/openai/v1/chat/completions", "/v1/responses/x", "/nope", "/"])
 def test_a_websocket_upgrade_to_a_path_without_a_socket_is_refused_with_403(
     gateway_server: Any, path: str
 ) -> None:
@@ -28,6 +28,19 @@ def test_a_websocket_upgrade_to_a_path_without_a_socket_is_refused_with_403(
     with pytest.raises(InvalidStatus) as again:
         connect(url, origin=Origin("http://127.0.0.1"), open_timeout=5).close()
     assert again.value.response.status_code == 403
+
+
+@pytest.mark.parametrize("path", ["/v1/responses", "/openai/v1/responses"])
+def test_the_responses_websocket_is_refused_with_426_so_clients_use_http(
+    gateway_server: Any, path: str
+) -> None:
+    url: str = gateway_server.url.replace("http://", "ws://") + path
+    with pytest.raises(InvalidStatus) as refused:
+        connect(url, additional_headers={"Authorization": "Bearer tf-x"}, open_timeout=5).close()
+    response = refused.value.response
+    assert response.status_code == 426
+    error = orjson.loads(response.body or b"{}")["error"]
+    assert error["code"] == "websocket_not_supported" and "HTTP" in error["message"]
 
 
 # --- the request edge: bodies too large or too slow, headers too slow ----------------------------

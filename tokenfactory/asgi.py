@@ -18,14 +18,14 @@ from django.urls import get_resolver  # noqa: E402
 
 from gateway.providers.transport import ssl_context  # noqa: E402
 from tokenfactory.handlers import MiddlewareFreeASGIHandler, Router, static_app  # noqa: E402
-from tokenfactory.routing import websocket_urlpatterns  # noqa: E402
+from tokenfactory.routing import responses_first, websocket_urlpatterns  # noqa: E402
 from tokenfactory.runtime import settle_collector  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": Router(ASGIHandler(), MiddlewareFreeASGIHandler(), static_app()),
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+        "websocket": responses_first(
+            AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
         ),
     }
 )

@@ -31,7 +31,7 @@ from django.urls import ResolverMatch, set_script_prefix
 from django.utils.log import log_response
 from whitenoise import WhiteNoise
 
-from gateway import errors
+from gateway import errors, metrics
 from gateway.exchange import new_request_id
 
 GATEWAY_PREFIXES = errors.API_PREFIXES
@@ -238,6 +238,8 @@ class Router:
         path = scope.get("path", "")
         if path.startswith(GATEWAY_PREFIXES):
             app = self.bare
+        elif path == metrics.PATH:
+            app = metrics.endpoint
         elif path.startswith(settings.STATIC_URL):
             app = self.static
         else:

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import os
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -96,6 +98,22 @@ OPTIONS: dict[str, Any] = {
 }
 
 
+def prepare_metrics_dir(workers: int) -> Path | None:
+    """Prometheus' multiprocess mode for several workers (``gateway.metrics``): the directory in
+    ``PROMETHEUS_MULTIPROC_DIR`` (default ``var/prometheus``) emptied of a previous run's files,
+    and named in the environment the workers inherit. One worker, with the variable unset, keeps
+    its values in memory."""
+    named = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not named and workers <= 1:
+        return None
+    directory = Path(named or settings.VAR_DIR / "prometheus")
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    return directory
+
+
 def run(
     host: str = "127.0.0.1",
     port: int = 8000,
@@ -110,6 +128,7 @@ def run(
     timeout_keep_alive: int = 5,
 ) -> None:
     """Serve ``tokenfactory.asgi`` until interrupted, ``workers`` processes sharing the socket."""
+    prepare_metrics_dir(workers)
     uvicorn.run(
         "tokenfactory.asgi:application",
         host=host,

@@ -71,6 +71,9 @@ def _secret_key() -> str:
 
 
 SECRET_KEY = _secret_key()
+# Fernet keys (comma-separated) that encrypt upstream API keys at rest (gateway/crypto.py): the
+# first encrypts, all decrypt. Empty: one derived from SECRET_KEY (the embedded mode's default).
+TOKENFACTORY_SECRET_KEYS = envlist("TOKENFACTORY_SECRET_KEYS")
 ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver" if DEBUG else "")
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS")
 SITE_URL = envstr("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
@@ -344,6 +347,10 @@ METERING_FLUSH_INTERVAL_MS = envint("METERING_FLUSH_INTERVAL_MS", 500)
 # admission reloads it from the database, so a credit made by another process (a shell, a
 # management command) is seen within this bound.
 GATEWAY_BALANCE_RELOAD_MS = envint("GATEWAY_BALANCE_RELOAD_MS", 10_000)
+
+# GET /metrics (Prometheus) demands "Authorization: Bearer <this>" when set; unset, it is served
+# only to loopback and private-network addresses.
+METRICS_TOKEN = envstr("METRICS_TOKEN")
 
 STRIPE_SECRET_KEY = envstr("STRIPE_SECRET_KEY")
 STRIPE_PUBLISHABLE_KEY = envstr("STRIPE_PUBLISHABLE_KEY")

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from gateway import errors
+from gateway import errors, exchange
 from gateway.models import BatchLine
 
 CHAT_ENDPOINT = "/v1/chat/completions"
@@ -55,7 +55,21 @@ def _parse_openai_line(
     if not isinstance(body, dict):
         message = f"Line {number} ('{custom_id}') has no 'body' object."
         return custom_id, None, errors.invalid_line("invalid_body", message, param="body")
+    depth_error = _too_deep(body, raw.encode())
+    if depth_error:
+        message = f"Line {number} ('{custom_id}'): {depth_error}"
+        return custom_id, None, errors.invalid_line("invalid_body", message, param="body")
     return custom_id, body, None
+
+
+def _too_deep(body: dict[str, Any], raw: bytes = b"") -> str:
+    """The pipeline's nesting check, at creation: a line too deep to send upstream fails there,
+    costing nothing, instead of when the batch reaches it."""
+    try:
+        exchange.check_depth(body, raw)
+    except errors.GatewayError as exc:
+        return exc.message
+    return ""
 
 
 def openai_lines(text: str, *, batch_id: str, endpoint: str) -> list[BatchLine]:
@@ -113,6 +127,9 @@ def anthropic_lines(requests: Any, *, batch_id: str) -> list[BatchLine]:
         if not isinstance(params, dict):
             message = f"'{custom_id}': 'params' must be an object."
             error = errors.invalid_line("invalid_body", message)
+            params = None
+        elif depth_error := _too_deep(params):
+            error = errors.invalid_line("invalid_body", f"'{custom_id}': {depth_error}")
             params = None
         lines.append(
             BatchLine(

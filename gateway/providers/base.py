@@ -80,6 +80,12 @@ def _target(route: RouteInfo, url: str) -> tuple[httpx.URL, dict[str, float | No
     return found
 
 
+def request_timeouts(route: RouteInfo, url: str) -> tuple[httpx.URL, dict[str, float | None]]:
+    """The parsed URL and the timeouts extension for a request to ``url`` on ``route`` (for a
+    provider that builds its own requests)."""
+    return _target(route, url)
+
+
 class UpstreamError(Exception):
     """An upstream attempt failed. ``retryable`` failures may be tried again (the same route or
     the next): only those where the upstream did no work, or ended what it did by answering
@@ -108,6 +114,9 @@ class UpstreamError(Exception):
 
 class Provider:
     protocol: ClassVar[str]
+    # The protocol the pipeline speaks with this provider, when not its own: AWS Bedrock takes
+    # and gives Anthropic Messages and does the Converse translation itself.
+    speaks: ClassVar[str] = ""
     # Paths of the operations, relative to the provider's base URL.
     paths: ClassVar[dict[str, str]]
 
@@ -146,12 +155,15 @@ class Provider:
     def error_message(self, body: Any) -> str:
         raise NotImplementedError
 
+    def url(self, route: RouteInfo, operation: str) -> str:
+        return route.base_url + self.paths[operation]
+
     def build(
         self, route: RouteInfo, operation: str, body: bytes, forwarded: Mapping[str, str]
     ) -> httpx.Request:
         headers = self.headers(route, forwarded)
         headers["content-type"] = "application/json"
-        url, timeouts = _target(route, route.base_url + self.paths[operation])
+        url, timeouts = _target(route, self.url(route, operation))
         # A bare httpx.Request: the client's defaults (base URL, cookies, auth, headers) are
         # not used, and merging them cost more CPU than the rest of the request building.
         return httpx.Request(

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
+from gateway.catalog import RouteInfo
 from gateway.providers.base import Provider
 
 
@@ -24,6 +26,11 @@ class OpenAIProvider(Provider):
     def protocol_headers(self, forwarded: Mapping[str, str]) -> dict[str, str]:
         return {"accept": "application/json, text/event-stream"}
 
+    def url(self, route: RouteInfo, operation: str) -> str:
+        if route.url_style == "azure":
+            return azure_url(route, self.paths[operation])
+        return route.base_url + self.paths[operation]
+
     def error_message(self, body: Any) -> str:
         if isinstance(body, dict):
             error = body.get("error")
@@ -34,3 +41,14 @@ class OpenAIProvider(Provider):
             if isinstance(body.get("message"), str):
                 return str(body["message"])
         return ""
+
+
+# --- Azure OpenAI ------------------------------------------------------------------------------
+
+
+def azure_url(route: RouteInfo, path: str) -> str:
+    """Azure OpenAI's deployment URL: the route's upstream model is the deployment name,
+    ``{base}/openai/deployments/{deployment}{path}?api-version={version}``."""
+    deployment = quote(route.upstream_model, safe="")
+    url = f"{route.base_url}/openai/deployments/{deployment}{path}"
+    return f"{url}?api-version={quote(route.api_version, safe='')}" if route.api_version else url

@@ -106,7 +106,29 @@ def _tool_choice(choice: Any) -> tuple[Any, str | None]:
 
 
 def _signature(reply: Reply) -> str:
-    return base64.b64encode(engine.digest("signature", reply.reasoning_text)).decode()
+    return signature_of(reply.reasoning_text)
+
+
+def signature_of(thinking: str) -> str:
+    return base64.b64encode(engine.digest("signature", thinking)).decode()
+
+
+def signed_thinking(body: dict[str, Any]) -> int:
+    """Thinking blocks sent back in assistant messages, checked as Anthropic checks them: a
+    signature that is not ours for that text is a 400. Returns how many were signed."""
+    signed = 0
+    for i, message in enumerate(body.get("messages") or ()):
+        if not isinstance(message, dict) or message.get("role") != "assistant":
+            continue
+        content = message.get("content")
+        for j, block in enumerate(content if isinstance(content, list) else ()):
+            if not isinstance(block, dict) or block.get("type") != "thinking":
+                continue
+            if block.get("signature") != signature_of(str(block.get("thinking") or "")):
+                where = f"messages.{i}.content.{j}"
+                raise Invalid(f"{where}: Invalid `signature` in `thinking` block", where)
+            signed += 1
+    return signed
 
 
 def _usage(prompt: Prompt, output_tokens: int) -> dict[str, Any]:
@@ -132,6 +154,7 @@ def _tool_use(reply: Reply, *, with_input: bool) -> dict[str, Any]:
 
 async def messages(call: Call) -> None:
     parsed = prompt(call.body, call.model, per_byte=call.knobs.tokenizer == "bytes")
+    call.stats.signed_thinking += signed_thinking(call.body)
     reply = engine.plan(parsed, exact_tokens=call.knobs.tokens)
     if call.is_stream:
         await call.play(_events(call, parsed, reply))

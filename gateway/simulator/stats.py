@@ -34,6 +34,8 @@ class Stats:
         self.last_headers: dict[str, str] = {}
         # The connections model requests came on (peer addresses), so tests can see pooling.
         self.connections: set[str] = set()
+        # Signed thinking blocks clients sent back (Anthropic messages), each one verified.
+        self.signed_thinking = 0
 
     def begin(self, *, model: str, fault_key: str, client: str = "") -> int:
         """Count a request; returns its 1-based ordinal among requests with the same fault key."""
@@ -66,6 +68,7 @@ class Stats:
             **asdict(self.total),
             "last_headers": self.last_headers,
             "connections": len(self.connections),
+            "signed_thinking": self.signed_thinking,
             "by_model": {name: asdict(tally) for name, tally in self.by_model.items()},
             "by_request": {
                 rid: {"input_tokens": i, "output_tokens": o}

@@ -1090,3 +1090,18 @@ def strip_unsigned_thinking(body: dict[str, Any]) -> dict[str, Any]:
                 message = {**message, "content": kept or [{"type": "text", "text": "(thinking)"}]}
         cleaned.append(message)
     return {**body, "messages": cleaned}
+
+
+def without_thinking_blocks(body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` without the (LiteLLM-style) ``thinking_blocks`` of its assistant messages, which
+    only an Anthropic upstream takes; copied only when there are some."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not any(
+        isinstance(m, dict) and "thinking_blocks" in m for m in messages
+    ):
+        return body
+    kept = [
+        {k: v for k, v in m.items() if k != "thinking_blocks"} if isinstance(m, dict) else m
+        for m in messages
+    ]
+    return {**body, "messages": kept}

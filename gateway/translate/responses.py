@@ -99,6 +99,14 @@ def tool_input(arguments: Any) -> dict[str, Any]:
     return parsed if isinstance(parsed, dict) else {"value": parsed}
 
 
+def _thinking_block(block: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "thinking",
+        "thinking": str(block.get("thinking") or ""),
+        "signature": str(block["signature"]),
+    }
+
+
 def anthropic_to_openai(resp: dict[str, Any], *, model: str) -> dict[str, Any]:
     """An Anthropic ``message`` as an OpenAI ``chat.completion``."""
     blocks = resp.get("content")
@@ -106,6 +114,7 @@ def anthropic_to_openai(resp: dict[str, Any], *, model: str) -> dict[str, Any]:
         raise TranslationError("The upstream message has no 'content' array.")
     texts: list[str] = []
     thinking: list[str] = []
+    signed: list[dict[str, Any]] = []  # what a client must send back for thinking continuity
     calls: list[dict[str, Any]] = []
     answered_as_json = False
     for block in blocks:
@@ -116,6 +125,10 @@ def anthropic_to_openai(resp: dict[str, Any], *, model: str) -> dict[str, Any]:
             texts.append(str(block.get("text") or ""))
         elif kind == "thinking":
             thinking.append(str(block.get("thinking") or ""))
+            if block.get("signature"):
+                signed.append(_thinking_block(block))
+        elif kind == "redacted_thinking" and block.get("data"):
+            signed.append({"type": "redacted_thinking", "data": block["data"]})
         elif kind == "tool_use" and block.get("name") == JSON_TOOL_NAME:
             # The forced tool that carries a response_format answer: it is the reply's content.
             texts.append(orjson.dumps(block.get("input") or {}).decode())
@@ -140,6 +153,9 @@ def anthropic_to_openai(resp: dict[str, Any], *, model: str) -> dict[str, Any]:
         message["tool_calls"] = calls
     if thinking:
         message["reasoning_content"] = "".join(thinking)
+    if signed:
+        # LiteLLM's field: sent back on an assistant message, it reaches Anthropic as is.
+        message["thinking_blocks"] = signed
     finish = finish_reason(resp.get("stop_reason"))
     if finish == "tool_calls" and not calls:
         finish = "stop" if answered_as_json else finish

@@ -8,9 +8,12 @@ Responses streaming events, in the order the SDK's stream helper insists on.
 Choices made:
 - stateless only: ``previous_response_id``, ``conversation`` and ``background`` are a 400 (send
   the whole conversation in ``input``); ``store`` is accepted and ignored.
-- function tools only; other tool types (web search, file search, computer use, ...) are a 400.
-- reasoning items in ``input`` are dropped (their encrypted content is meaningless to another
-  model); reasoning the upstream returns becomes a ``reasoning`` item with a summary.
+- tools: function, namespace, custom and local_shell tools become upstream functions and their
+  calls come back as the items the client offered (``responses_tools``); hosted tools are dropped.
+- reasoning the upstream returns becomes a ``reasoning`` item with a summary; asked for with
+  ``include: ["reasoning.encrypted_content"]``, it also carries the upstream's signed thinking,
+  sealed (``sealed.py``), which sent back in ``input`` goes to the upstream again (thinking
+  continuity on Anthropic). Reasoning items without a blob we sealed are dropped.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from typing import Any
 
 import orjson
 
+from gateway.translate import responses_tools
 from gateway.translate.errors import TranslationError
+from gateway.translate.sealed import Sealer
 
 _STATELESS = {
     "previous_response_id": "this gateway's Responses API is stateless: send the whole "
@@ -29,7 +34,25 @@ _STATELESS = {
     "conversation": "this gateway's Responses API is stateless: send the whole conversation "
     "in 'input' instead of 'conversation'.",
 }
-_IGNORED_ITEMS = ("reasoning",)
+# Items from earlier turns that carry nothing an upstream here can use: hosted tools' calls (never
+# offered upstream, so never made by it) and reasoning without our encrypted content.
+_IGNORED_ITEMS = (
+    "reasoning",
+    "additional_tools",  # its tools join the request's (``_offered_tools``)
+    "web_search_call",
+    "file_search_call",
+    "code_interpreter_call",
+    "image_generation_call",
+    "computer_call",
+    "computer_call_output",
+    "tool_search_call",
+    "tool_search_output",
+    "mcp_list_tools",
+    "mcp_call",
+    "mcp_approval_request",
+    "mcp_approval_response",
+    "compaction",
+)
 _ERROR_CODES = ("server_error", "rate_limit_exceeded", "invalid_prompt")
 
 
@@ -40,9 +63,13 @@ def new_id(prefix: str) -> str:
 # --- request: Responses -> chat completions -----------------------------------------------------
 
 
-def to_chat(body: dict[str, Any]) -> dict[str, Any]:
-    """A Responses request as a chat completions request. Raises TranslationError on what chat
-    completions cannot express."""
+def to_chat(
+    body: dict[str, Any], *, sealer: Sealer | None = None
+) -> tuple[dict[str, Any], responses_tools.ToolMap]:
+    """A Responses request as a chat completions request, and how its tools map to upstream
+    functions and back. Reasoning items whose ``encrypted_content`` ``sealer`` opens put their
+    signed thinking back on the assistant turn they belong to. Raises TranslationError on what
+    chat completions cannot express."""
     for name, message in _STATELESS.items():
         if body.get(name):
             raise TranslationError(message[0].upper() + message[1:], name)
@@ -58,21 +85,26 @@ def to_chat(body: dict[str, Any]) -> dict[str, Any]:
             raise TranslationError("'instructions' must be a string.", "instructions")
         if instructions:
             messages.append({"role": "system", "content": instructions})
-    messages.extend(_input_messages(body.get("input")))
+    messages.extend(_input_messages(body.get("input"), sealer))
     out["messages"] = messages
-    tools = _tools(body.get("tools"))
-    if tools:
-        out["tools"] = tools
-    choice = _tool_choice(body.get("tool_choice"))
-    if choice is not None and tools:
+    tools = responses_tools.tool_map(_offered_tools(body))
+    if tools.functions:
+        out["tools"] = tools.functions
+    choice = responses_tools.tool_choice(body.get("tool_choice"), tools)
+    if choice is not None and tools.functions:
         out["tool_choice"] = choice
-    if isinstance(body.get("parallel_tool_calls"), bool) and tools:
+    if isinstance(body.get("parallel_tool_calls"), bool) and tools.functions:
         out["parallel_tool_calls"] = body["parallel_tool_calls"]
     if body.get("max_output_tokens") is not None:
         out["max_completion_tokens"] = body["max_output_tokens"]
-    for name in ("temperature", "top_p", "stream", "user"):
+    for name in ("temperature", "top_p", "stream", "user", "safety_identifier"):
         if body.get(name) is not None:
             out[name] = body[name]
+    cache_key = body.get("prompt_cache_key")
+    if cache_key is not None:
+        if not isinstance(cache_key, str):
+            raise TranslationError("'prompt_cache_key' must be a string.", "prompt_cache_key")
+        out["prompt_cache_key"] = cache_key
     reasoning = body.get("reasoning")
     if isinstance(reasoning, dict) and reasoning.get("effort") not in (None, "none"):
         out["reasoning_effort"] = reasoning["effort"]
@@ -81,10 +113,27 @@ def to_chat(body: dict[str, Any]) -> dict[str, Any]:
         out["response_format"] = fmt
     if out.get("stream"):
         out["stream_options"] = {"include_usage": True}
-    return out
+    return out, tools
 
 
-def _input_messages(value: Any) -> list[dict[str, Any]]:
+def _offered_tools(body: dict[str, Any]) -> Any:
+    """``tools``, and the tools of ``additional_tools`` input items (Codex's code mode offers its
+    tools that way): a chat upstream takes them all with the request."""
+    tools = body.get("tools")
+    items = body.get("input")
+    if not isinstance(items, list):
+        return tools
+    extra: list[Any] = []
+    for item in items:
+        if isinstance(item, dict) and item.get("type") == "additional_tools":
+            offered = item.get("tools")
+            extra += offered if isinstance(offered, list) else []
+    if not extra:
+        return tools
+    return [*tools, *extra] if isinstance(tools, list) else extra if tools is None else tools
+
+
+def _input_messages(value: Any, sealer: Sealer | None) -> list[dict[str, Any]]:
     if isinstance(value, str):
         if not value:
             raise TranslationError("'input' must not be empty.", "input")
@@ -92,34 +141,24 @@ def _input_messages(value: Any) -> list[dict[str, Any]]:
     if not isinstance(value, list) or not value:
         raise TranslationError("'input' must be a string or a non-empty array of items.", "input")
     messages: list[dict[str, Any]] = []
+    thinking: list[dict[str, Any]] = []  # opened from reasoning items, for the next assistant turn
     for i, item in enumerate(value):
         where = f"input[{i}]"
         if not isinstance(item, dict):
             raise TranslationError(f"{where} must be an object.", where)
         kind = item.get("type") or "message"
-        if kind == "message":
+        if kind == "reasoning" and sealer is not None:
+            thinking += sealer.open(item.get("encrypted_content")) or []
+        elif kind == "message":
             messages.append(_message(item, where))
-        elif kind == "function_call":
-            call = {
-                "id": _string(item.get("call_id"), f"{where}.call_id"),
-                "type": "function",
-                "function": {
-                    "name": _string(item.get("name"), f"{where}.name"),
-                    "arguments": item.get("arguments") or "{}",
-                },
-            }
-            last = messages[-1] if messages else None
-            if last is not None and last["role"] == "assistant" and "tool_calls" not in last:
-                last["tool_calls"] = [call]
-            elif last is not None and last["role"] == "assistant":
-                last["tool_calls"].append(call)
-            else:
-                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
-        elif kind == "function_call_output":
+        elif kind in _CALLS:
+            _append_call(messages, _call(item, kind, where))
+        elif kind in _OUTPUTS:
+            call_id = item.get("call_id") or item.get("id")
             messages.append(
                 {
                     "role": "tool",
-                    "tool_call_id": _string(item.get("call_id"), f"{where}.call_id"),
+                    "tool_call_id": _string(call_id, f"{where}.call_id"),
                     "content": _output_text(item.get("output"), where),
                 }
             )
@@ -128,10 +167,48 @@ def _input_messages(value: Any) -> list[dict[str, Any]]:
         else:
             raise TranslationError(
                 f"{where}: items of type '{kind}' are not supported here; send messages, "
-                "function_call and function_call_output items.",
+                "reasoning, function, custom tool and local shell calls and their outputs.",
                 where,
             )
+        if thinking and messages and messages[-1]["role"] == "assistant":
+            messages[-1]["thinking_blocks"] = [*messages[-1].get("thinking_blocks", ()), *thinking]
+            thinking = []
     return messages
+
+
+_CALLS = ("function_call", "custom_tool_call", "local_shell_call")
+_OUTPUTS = ("function_call_output", "custom_tool_call_output", "local_shell_call_output")
+
+
+def _call(item: dict[str, Any], kind: str, where: str) -> dict[str, Any]:
+    """A call item from an earlier turn as a chat tool call, named as the upstream saw it."""
+    call_id = _string(item.get("call_id"), f"{where}.call_id")
+    namespace = item.get("namespace") if isinstance(item.get("namespace"), str) else None
+    if kind == "local_shell_call":
+        name = responses_tools.LOCAL_SHELL
+        arguments = responses_tools.shell_arguments(item.get("action"))
+    elif kind == "custom_tool_call":
+        name = responses_tools.upstream_name(_string(item.get("name"), f"{where}.name"), namespace)
+        text = item.get("input")
+        arguments = orjson.dumps({"input": text if isinstance(text, str) else ""}).decode()
+    else:
+        name = responses_tools.upstream_name(_string(item.get("name"), f"{where}.name"), namespace)
+        arguments = item.get("arguments") or "{}"
+    return {
+        "id": call_id,
+        "type": "function",
+        "function": {"name": name, "arguments": arguments},
+    }
+
+
+def _append_call(messages: list[dict[str, Any]], call: dict[str, Any]) -> None:
+    last = messages[-1] if messages else None
+    if last is not None and last["role"] == "assistant" and "tool_calls" not in last:
+        last["tool_calls"] = [call]
+    elif last is not None and last["role"] == "assistant":
+        last["tool_calls"].append(call)
+    else:
+        messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
 
 
 def _string(value: Any, where: str) -> str:
@@ -204,39 +281,6 @@ def _output_text(output: Any, where: str) -> str:
     if isinstance(output, list):
         return "".join(str(p.get("text") or "") for p in output if isinstance(p, dict))
     raise TranslationError(f"{where}.output must be a string or an array.", f"{where}.output")
-
-
-def _tools(value: Any) -> list[dict[str, Any]]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise TranslationError("'tools' must be an array.", "tools")
-    out = []
-    for i, tool in enumerate(value):
-        if not isinstance(tool, dict) or tool.get("type") != "function":
-            kind = tool.get("type") if isinstance(tool, dict) else type(tool).__name__
-            raise TranslationError(
-                f"tools[{i}]: only function tools are supported here, not '{kind}'.", f"tools[{i}]"
-            )
-        function: dict[str, Any] = {"name": _string(tool.get("name"), f"tools[{i}].name")}
-        if tool.get("description"):
-            function["description"] = tool["description"]
-        function["parameters"] = tool.get("parameters") or {"type": "object", "properties": {}}
-        if isinstance(tool.get("strict"), bool):
-            function["strict"] = tool["strict"]
-        out.append({"type": "function", "function": function})
-    return out
-
-
-def _tool_choice(value: Any) -> Any:
-    if value is None or value in ("auto", "none", "required"):
-        return value
-    if isinstance(value, dict) and value.get("type") == "function" and value.get("name"):
-        return {"type": "function", "function": {"name": value["name"]}}
-    raise TranslationError(
-        '\'tool_choice\' must be auto, none, required or {"type": "function", "name": ...}.',
-        "tool_choice",
-    )
 
 
 def _response_format(text: Any) -> dict[str, Any] | None:
@@ -324,17 +368,31 @@ def _finish_status(finish_reason: Any) -> tuple[str, dict[str, Any] | None]:
 
 
 def to_response(
-    completion: dict[str, Any], request: dict[str, Any], *, model: str, response_id: str = ""
+    completion: dict[str, Any],
+    request: dict[str, Any],
+    *,
+    model: str,
+    tools: responses_tools.ToolMap,
+    sealer: Sealer | None = None,
+    response_id: str = "",
 ) -> dict[str, Any]:
-    """A (non-streamed) chat completion as a Response object."""
+    """A (non-streamed) chat completion as a Response object. With ``sealer``, and when the
+    request asks for ``reasoning.encrypted_content``, the reasoning item carries the upstream's
+    signed thinking, sealed."""
     out = skeleton(request, response_id=response_id or new_id("resp"), model=model)
     choices = completion.get("choices") or [{}]
     choice = choices[0] if isinstance(choices[0], dict) else {}
     message = choice.get("message") or {}
     items: list[dict[str, Any]] = []
     reasoning = message.get("reasoning_content")
-    if isinstance(reasoning, str) and reasoning:
-        items.append(_reasoning_item(new_id("rs"), reasoning))
+    reasoning = reasoning if isinstance(reasoning, str) else ""
+    signed = message.get("thinking_blocks")
+    sealing = _sealing(request, sealer)
+    if reasoning or (sealing is not None and signed):
+        item = _reasoning_item(new_id("rs"), reasoning)
+        if sealing is not None and isinstance(signed, list) and signed:
+            item["encrypted_content"] = sealing.seal(signed)
+        items.append(item)
     content = message.get("content")
     if isinstance(content, str) and content:
         items.append(_message_item(new_id("msg"), content, "completed"))
@@ -352,7 +410,7 @@ def to_response(
     for call in message.get("tool_calls") or []:
         function = call.get("function") or {}
         items.append(
-            _call_item(
+            tools.output_item(
                 new_id("fc"),
                 str(call.get("id") or new_id("call")),
                 str(function.get("name") or ""),
@@ -373,6 +431,14 @@ def to_response(
     return out
 
 
+def _sealing(request: dict[str, Any], sealer: Sealer | None) -> Sealer | None:
+    """``sealer`` when the request asks for encrypted reasoning, else None."""
+    include = request.get("include")
+    if isinstance(include, list) and "reasoning.encrypted_content" in include:
+        return sealer
+    return None
+
+
 def _message_item(item_id: str, text: str, status: str) -> dict[str, Any]:
     return {
         "id": item_id,
@@ -385,19 +451,6 @@ def _message_item(item_id: str, text: str, status: str) -> dict[str, Any]:
 
 def _text_part(text: str) -> dict[str, Any]:
     return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
-
-
-def _call_item(
-    item_id: str, call_id: str, name: str, arguments: str, status: str
-) -> dict[str, Any]:
-    return {
-        "id": item_id,
-        "type": "function_call",
-        "call_id": call_id,
-        "name": name,
-        "arguments": arguments,
-        "status": status,
-    }
 
 
 def _reasoning_item(item_id: str, text: str) -> dict[str, Any]:
@@ -420,14 +473,26 @@ class _Open:
         self.text: list[str] = []
         self.call_id = ""
         self.name = ""
+        self.sent = ""  # a custom tool's input sent in deltas so far
 
 
 class ChatToResponses:
     """Feed chat completion chunks (dicts), get Responses events. ``start()`` first; ``done()``
     after the last chunk; ``fail()`` for an error, at any point."""
 
-    def __init__(self, request: dict[str, Any], *, model: str) -> None:
+    def __init__(
+        self,
+        request: dict[str, Any],
+        *,
+        model: str,
+        tools: responses_tools.ToolMap,
+        sealer: Sealer | None = None,
+    ) -> None:
         self.response = skeleton(request, response_id=new_id("resp"), model=model)
+        self.tools = tools
+        self.sealing = _sealing(request, sealer)
+        self.thought: list[str] = []  # reasoning text since the last signed thinking block
+        self.signed: list[dict[str, Any]] = []  # signed blocks for the open reasoning item
         self.sequence = 0
         self.items: list[dict[str, Any]] = []
         self.current: _Open | None = None  # the open reasoning or message item
@@ -463,7 +528,12 @@ class ChatToResponses:
             delta = choice.get("delta") or {}
             reasoning = delta.get("reasoning_content")
             if isinstance(reasoning, str) and reasoning:
+                if self.sealing is not None:
+                    self.thought.append(reasoning)
                 events += self._text("reasoning", reasoning)
+            for block in delta.get("thinking_blocks") or ():
+                if isinstance(block, dict):
+                    events += self._signed(block)
             content = delta.get("content")
             if isinstance(content, str) and content:
                 events += self._text("message", content)
@@ -474,7 +544,52 @@ class ChatToResponses:
                 self.finish_reason = choice["finish_reason"]
         return events
 
+    def _signed(self, block: dict[str, Any]) -> list[Event]:
+        """A signed thinking block's end (its signature) or a redacted block: kept for the open
+        reasoning item's encrypted_content."""
+        if self.sealing is None:
+            return []
+        if block.get("type") == "thinking" and block.get("signature"):
+            text, self.thought = "".join(self.thought), []
+            signed = {"type": "thinking", "thinking": text, "signature": block["signature"]}
+        elif block.get("type") == "redacted_thinking" and block.get("data"):
+            signed = {"type": "redacted_thinking", "data": block["data"]}
+        else:
+            return []
+        events = self._open("reasoning")
+        self.signed.append(signed)
+        return events
+
     def _text(self, kind: str, piece: str) -> list[Event]:
+        events = self._open(kind)
+        assert self.current is not None
+        item = self.current
+        item.text.append(piece)
+        if kind == "reasoning":
+            events.append(
+                self._event(
+                    "response.reasoning_summary_text.delta",
+                    item_id=item.item_id,
+                    output_index=item.index,
+                    summary_index=0,
+                    delta=piece,
+                )
+            )
+        else:
+            events.append(
+                self._event(
+                    "response.output_text.delta",
+                    item_id=item.item_id,
+                    output_index=item.index,
+                    content_index=0,
+                    delta=piece,
+                    logprobs=[],
+                )
+            )
+        return events
+
+    def _open(self, kind: str) -> list[Event]:
+        """Make the open reasoning or message item one of ``kind``."""
         events: list[Event] = []
         if self.current is not None and self.current.kind != kind:
             events += self._close(self.current)
@@ -513,29 +628,6 @@ class ChatToResponses:
                         part=_text_part(""),
                     )
                 )
-        item = self.current
-        item.text.append(piece)
-        if kind == "reasoning":
-            events.append(
-                self._event(
-                    "response.reasoning_summary_text.delta",
-                    item_id=item.item_id,
-                    output_index=item.index,
-                    summary_index=0,
-                    delta=piece,
-                )
-            )
-        else:
-            events.append(
-                self._event(
-                    "response.output_text.delta",
-                    item_id=item.item_id,
-                    output_index=item.index,
-                    content_index=0,
-                    delta=piece,
-                    logprobs=[],
-                )
-            )
         return events
 
     def _call(self, call: dict[str, Any]) -> list[Event]:
@@ -552,13 +644,20 @@ class ChatToResponses:
             item.call_id = str(call.get("id") or new_id("call"))
             item.name = str(function.get("name") or "")
             self.calls[index] = item
-            self.items.append(_call_item(item.item_id, item.call_id, item.name, "", "in_progress"))
+            self.items.append(
+                self.tools.output_item(item.item_id, item.call_id, item.name, "", "in_progress")
+            )
             events.append(self._added(item))
         elif function.get("name") and not item.name:
             item.name = str(function["name"])
         arguments = function.get("arguments")
         if isinstance(arguments, str) and arguments:
             item.text.append(arguments)
+            kind = self.tools.target(item.name).kind
+            if kind == "custom":
+                return events + self._custom_delta(item)
+            if kind != "function":
+                return events  # a shell call's action is sent whole, with output_item.done
             events.append(
                 self._event(
                     "response.function_call_arguments.delta",
@@ -569,10 +668,23 @@ class ChatToResponses:
             )
         return events
 
+    def _custom_delta(self, item: _Open) -> list[Event]:
+        """The custom tool's text decoded so far, past what was sent: as input deltas."""
+        readable = responses_tools.partial_input("".join(item.text))
+        if len(readable) <= len(item.sent) or not readable.startswith(item.sent):
+            return []
+        piece, item.sent = readable[len(item.sent) :], readable
+        return [
+            self._event(
+                "response.custom_tool_call_input.delta",
+                item_id=item.item_id,
+                output_index=item.index,
+                delta=piece,
+            )
+        ]
+
     def _added(self, item: _Open) -> Event:
         snapshot = dict(self.items[item.index])
-        if item.kind == "function_call":
-            snapshot["name"] = item.name
         return self._event("response.output_item.added", output_index=item.index, item=snapshot)
 
     def _close(self, item: _Open) -> list[Event]:
@@ -580,6 +692,9 @@ class ChatToResponses:
         events: list[Event] = []
         if item.kind == "reasoning":
             final = _reasoning_item(item.item_id, text)
+            if self.sealing is not None and self.signed:
+                final["encrypted_content"] = self.sealing.seal(self.signed)
+                self.signed = []
             events.append(
                 self._event(
                     "response.reasoning_summary_text.done",
@@ -620,21 +735,37 @@ class ChatToResponses:
                 )
             )
         else:
-            final = _call_item(item.item_id, item.call_id, item.name, text, "completed")
-            events.append(
-                self._event(
-                    "response.function_call_arguments.done",
-                    item_id=item.item_id,
-                    output_index=item.index,
-                    name=item.name,
-                    arguments=text,
-                )
-            )
+            final = self.tools.output_item(item.item_id, item.call_id, item.name, text, "completed")
+            events += self._call_done(item, final, text)
         self.items[item.index] = final
         events.append(self._event("response.output_item.done", output_index=item.index, item=final))
         if self.current is item:
             self.current = None
         return events
+
+    def _call_done(self, item: _Open, final: dict[str, Any], text: str) -> list[Event]:
+        if final["type"] == "function_call":
+            return [
+                self._event(
+                    "response.function_call_arguments.done",
+                    item_id=item.item_id,
+                    output_index=item.index,
+                    name=final["name"],
+                    arguments=text,
+                )
+            ]
+        if final["type"] == "custom_tool_call":
+            where = {"item_id": item.item_id, "output_index": item.index}
+            text = str(final["input"])
+            events = []
+            rest = text[len(item.sent) :] if text.startswith(item.sent) else ""
+            if rest:
+                events.append(
+                    self._event("response.custom_tool_call_input.delta", **where, delta=rest)
+                )
+            events.append(self._event("response.custom_tool_call_input.done", **where, input=text))
+            return events
+        return []  # local_shell_call: its action arrives with output_item.done
 
     def _close_all(self) -> list[Event]:
         events: list[Event] = []

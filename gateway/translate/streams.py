@@ -40,6 +40,7 @@ _DELTA_FIELDS = {
     "text_delta": "text",
     "thinking_delta": "thinking",
     "input_json_delta": "partial_json",
+    "signature_delta": "signature",
 }
 
 
@@ -148,6 +149,9 @@ class AnthropicToOpenAI:
             return [self._chunk({"content": block["text"]})]
         if kind == "thinking" and block.get("thinking"):
             return [self._chunk({"reasoning_content": block["thinking"]})]
+        if kind == "redacted_thinking" and block.get("data"):
+            redacted = {"type": "redacted_thinking", "data": block["data"]}
+            return [self._chunk({"thinking_blocks": [redacted]})]
         return []
 
     def _block_delta(self, obj: dict[str, Any]) -> list[dict[str, Any]]:
@@ -161,6 +165,10 @@ class AnthropicToOpenAI:
             return [self._chunk({"content": piece})]
         if kind == "thinking_delta":
             return [self._chunk({"reasoning_content": piece})]
+        if kind == "signature_delta":
+            # Ends the thinking block: its signature, for a client to send the thinking back.
+            signed = {"type": "thinking", "thinking": "", "signature": piece}
+            return [self._chunk({"thinking_blocks": [signed]})]
         if kind == "input_json_delta" and isinstance(index, int) and index in self._tools:
             call = {"index": self._tools[index], "function": {"arguments": piece}}
             return [self._chunk({"tool_calls": [call]})]

@@ -7,15 +7,20 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import httpx
 import orjson
+from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase
 
 from gateway import errors, exchange, tokens
-from gateway.errors import OPENAI
+from gateway.catalog import RouteInfo
+from gateway.errors import ANTHROPIC, OPENAI
 from gateway.exchange import Exchange
-from gateway.translate import responses_api, sse
+from gateway.providers import Provider
+from gateway.translate import responses_api, responses_tools, sse
 from gateway.translate.errors import TranslationError
-from gateway.views.common import endpoint
+from gateway.translate.sealed import Sealer
+from gateway.views.common import endpoint, fresh_caller
 
 
 @endpoint(OPENAI)
@@ -23,11 +28,60 @@ async def create(request: HttpRequest) -> HttpResponseBase:
     return await exchange.serve(request, surface=OPENAI, endpoint="responses", steps=_create)
 
 
+@endpoint(OPENAI)
+async def input_tokens(request: HttpRequest) -> HttpResponseBase:
+    """POST /responses/input_tokens: what a Responses request's input would cost, counted like
+    Anthropic's count_tokens (not admitted, not billed)."""
+    return await exchange.serve(
+        request, surface=OPENAI, endpoint="count_tokens", steps=_input_tokens, metered=False
+    )
+
+
+# What Anthropic's count_tokens takes of a messages body.
+_COUNTED = ("model", "messages", "system", "tools", "tool_choice", "thinking")
+
+
+async def _input_tokens(ex: Exchange, request: HttpRequest) -> HttpResponseBase:
+    ex.caller = await fresh_caller(request)  # no admission here to notice a changed key
+    original = exchange.read_json(request)
+    ex.body = {"model": original.get("model")}
+    sealer = Sealer(secret=settings.SECRET_KEY, account=str(ex.caller.account_id))
+    try:
+        ex.body, _ = responses_api.to_chat({**original, "stream": False}, sealer=sealer)
+    except TranslationError as exc:
+        raise errors.BadRequest(exc.message, param=exc.param) from exc
+    model = await exchange.resolve(ex, kind="chat")
+    if any(r.protocol == ANTHROPIC for r in model.routes):
+        # An Anthropic upstream counts exactly; when none answers, and for other upstreams, our
+        # tokenizer estimates.
+        def build(route: RouteInfo, provider: Provider) -> httpx.Request:
+            body = exchange.upstream_body(ex, route)
+            counted = orjson.dumps({k: body[k] for k in _COUNTED if k in body})
+            return provider.build(route, "count_tokens", counted, exchange.forwarded_for(ex, route))
+
+        try:
+            opened = await exchange.open_upstream(
+                ex, "count_tokens", build=build, protocol=ANTHROPIC
+            )
+            counted = exchange.upstream_json(opened).get("input_tokens")
+            if isinstance(counted, int):
+                return _counted(ex, counted)
+        except errors.GatewayError:
+            pass
+    return _counted(ex, tokens.count_request(ex.body))
+
+
+def _counted(ex: Exchange, count: int) -> HttpResponseBase:
+    return exchange.reply_json(ex, {"object": "response.input_tokens", "input_tokens": count})
+
+
 async def _create(ex: Exchange, request: HttpRequest) -> HttpResponseBase:
     original = exchange.read_json(request)
     ex.body = {"model": original.get("model")}
+    assert ex.caller is not None
+    sealer = Sealer(secret=settings.SECRET_KEY, account=str(ex.caller.account_id))
     try:
-        ex.body = responses_api.to_chat(original)
+        ex.body, tools = responses_api.to_chat(original, sealer=sealer)
     except TranslationError as exc:
         raise errors.BadRequest(exc.message, param=exc.param) from exc
     model = await exchange.resolve(ex, kind="chat")
@@ -41,12 +95,22 @@ async def _create(ex: Exchange, request: HttpRequest) -> HttpResponseBase:
     )
     if ex.stream:
         chunks = await exchange.open_chat_stream(ex)
-        translator = responses_api.ChatToResponses(original, model=ex.client_model)
-        return exchange.reply_stream(ex, _events(translator, chunks))
+        translator = responses_api.ChatToResponses(
+            original, model=ex.client_model, tools=tools, sealer=sealer
+        )
+        return _dropped(exchange.reply_stream(ex, _events(translator, chunks)), tools)
     completion = await exchange.complete_chat(ex)
-    return exchange.reply_json(
-        ex, responses_api.to_response(completion, original, model=ex.client_model)
+    answer = responses_api.to_response(
+        completion, original, model=ex.client_model, tools=tools, sealer=sealer
     )
+    return _dropped(exchange.reply_json(ex, answer), tools)
+
+
+def _dropped(response: HttpResponseBase, tools: responses_tools.ToolMap) -> HttpResponseBase:
+    """Name the hosted tools no upstream here can run, which the request went without."""
+    if tools.dropped:
+        response[responses_tools.DROPPED_HEADER] = ", ".join(tools.dropped)
+    return response
 
 
 async def _events(

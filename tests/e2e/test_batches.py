@@ -83,6 +83,11 @@ def half_price(record: UsageRecord) -> int:
 
 def test_it_runs_an_openai_batch_across_protocols_and_reports_bad_lines(live):
     client = oai(live)
+    deep = chat_line("deep", "sim-gpt", "eight")
+    nested: dict[str, Any] = {}
+    for _ in range(240):  # past the pipeline's 200 levels, within what orjson writes
+        nested = {"a": nested}
+    deep["body"]["metadata"] = nested
     data = jsonl(
         [
             chat_line("gpt", "sim-gpt", "one two three"),
@@ -90,6 +95,7 @@ def test_it_runs_an_openai_batch_across_protocols_and_reports_bad_lines(live):
             b'{"custom_id": "broken", "method": "POST", ',
             chat_line("nomodel", "no-such-model", "six"),
             chat_line("wrongurl", "sim-gpt", "seven", url="/v1/embeddings"),
+            deep,
         ]
     )
     uploaded = client.files.create(file=("input.jsonl", data), purpose="batch")
@@ -103,10 +109,10 @@ def test_it_runs_an_openai_batch_across_protocols_and_reports_bad_lines(live):
         completion_window="24h",
         metadata={"job": "nightly"},
     )
-    assert created.id.startswith("batch_") and created.request_counts.total == 5
+    assert created.id.startswith("batch_") and created.request_counts.total == 6
     batch = wait_openai(client, created.id)
     assert batch.status == "completed"
-    assert batch.request_counts.completed == 2 and batch.request_counts.failed == 3
+    assert batch.request_counts.completed == 2 and batch.request_counts.failed == 4
     assert batch.metadata == {"job": "nightly"}
 
     out = lines_of(client, batch.output_file_id)
@@ -119,17 +125,20 @@ def test_it_runs_an_openai_batch_across_protocols_and_reports_bad_lines(live):
     assert out["claude"]["response"]["body"]["model"] == "sim-claude"
 
     errs = lines_of(client, batch.error_file_id)
-    assert set(errs) == {"None", "nomodel", "wrongurl"}
+    assert set(errs) == {"None", "nomodel", "wrongurl", "deep"}
     assert "Line 3 is not valid JSON" in errs["None"]["response"]["body"]["error"]["message"]
     missing = errs["nomodel"]["response"]
     assert missing["status_code"] == 404
     assert "'no-such-model' does not exist" in missing["body"]["error"]["message"]
     wrong = errs["wrongurl"]["response"]["body"]["error"]
     assert wrong["code"] == "invalid_url" and "'/v1/chat/completions'" in wrong["message"]
+    too_deep = errs["deep"]["response"]["body"]["error"]
+    assert too_deep["code"] == "invalid_body"
+    assert "nested more than 200 levels" in too_deep["message"]
 
     metering.drain()
     records = {r.request_id: r for r in UsageRecord.objects.filter(batch_id=batch.id)}
-    assert len(records) == 5
+    assert len(records) == 6
     served = [r for r in records.values() if r.status == 200]
     assert len(served) == 2
     for record in served:

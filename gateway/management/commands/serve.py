@@ -7,7 +7,9 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DatabaseError, connections
 
+from gateway import catalog
 from tokenfactory import server
 
 
@@ -41,6 +43,17 @@ class Command(BaseCommand):
             raise CommandError(
                 f"--workers {options['workers']} needs REDIS_URL: without Redis each worker would "
                 "keep its own limits and live balance. Set REDIS_URL, or run one worker."
+            )
+        try:
+            failing = catalog.undecryptable_providers()
+        except DatabaseError:
+            failing = []  # not migrated yet: no stored keys to check
+        connections.close_all()  # the workers open their own
+        if failing:
+            raise CommandError(
+                "The stored API keys of these providers cannot be decrypted with the configured "
+                f"keys: {', '.join(failing)}. Set TOKENFACTORY_SECRET_KEYS to include the key "
+                "they were encrypted with (docs/operating.md, 'Upstream API keys')."
             )
         server.run(
             options["host"],
