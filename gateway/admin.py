@@ -253,7 +253,14 @@ class ProviderAdmin(CatalogAdmin[Provider]):
 class RouteInline(admin.TabularInline[Route, CatalogModel]):
     model = Route
     extra = 0
-    fields = ("provider", "upstream_model", "priority", "weight", "is_active")
+    fields = (
+        "provider",
+        "upstream_model",
+        "priority",
+        "weight",
+        "first_byte_timeout_ms",
+        "is_active",
+    )
     autocomplete_fields = ("provider",)
 
 
@@ -431,7 +438,7 @@ class UsageRecordAdmin(admin.ModelAdmin[UsageRecord]):
         "billed",
         "latency_ms",
     )
-    list_filter = ("surface", "status", "stream", "is_estimate", "in_window")
+    list_filter = ("surface", "status", "stream", "is_estimate", "counted_by", "in_window")
     list_select_related = ("account",)
     date_hierarchy = "created_at"
     search_fields = ("request_id", "model", "requested_model", "account__name")

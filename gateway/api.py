@@ -107,6 +107,8 @@ class UsageTotals(Schema):
     cost_micros: int
     billed_micros: int
     cost: str
+    tokenizer_counted_requests: int
+    estimated_requests: int
 
 
 class UsageBucket(UsageTotals):
@@ -153,6 +155,8 @@ def _totals(t: usage.Totals) -> dict[str, Any]:
         "cost_micros": t.cost_micros,
         "billed_micros": t.billed_micros,
         "cost": t.cost,
+        "tokenizer_counted_requests": t.tokenizer_counted_requests,
+        "estimated_requests": t.estimated_requests,
     }
 
 

@@ -168,6 +168,11 @@ class ModelUnavailable(GatewayError):
     status, type, code = 503, "server_error", "model_unavailable"
 
 
+class UpstreamTimeout(ModelUnavailable):
+    """The upstream took the request and did not answer in time: not retried (it may still be
+    working on it), never blamed on the caller, and answered as the table's 503."""
+
+
 class UpstreamFailed(ModelUnavailable):
     """The upstream could not serve the request (after retries and fallbacks)."""
 

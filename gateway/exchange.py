@@ -19,7 +19,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -46,7 +46,8 @@ from gateway.auth import Caller
 from gateway.catalog import ModelInfo, RouteInfo
 from gateway.errors import ANTHROPIC, OPENAI, GatewayError
 from gateway.limits import Admission
-from gateway.providers import Provider, transport
+from gateway.providers import Provider, tokenizers, transport
+from gateway.providers import get as get_provider
 from gateway.tokens import Usage
 from gateway.translate import requests as treq
 from gateway.translate import responses as tresp
@@ -60,7 +61,12 @@ _ROLES = {
     # The 2026 Anthropic SDK's system messages: folded or translated for the upstream.
     ANTHROPIC: ("user", "assistant", "system"),
 }
-_FORWARDED = ("anthropic-version", "anthropic-beta", "x-sim-options")
+# The caller's headers a protocol itself needs upstream; any other header goes only to a provider
+# that names it in ``forward_headers``.
+_PROTOCOL_HEADERS = ("anthropic-version",)
+# Headers commonly forwarded, checked before the request is admitted (one a provider names
+# beyond these is checked when it is forwarded).
+_CHECKED_FIRST = ("anthropic-beta", "x-sim-options")
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 # What a stream that broke off records: the status and code of errors.UpstreamFailed.
 _UPSTREAM_FAILED = (errors.UpstreamFailed.status, str(errors.UpstreamFailed.code))
@@ -107,6 +113,8 @@ class Exchange:
     status: int = 200
     error_code: str = ""
     forwarded: dict[str, str] = field(default_factory=dict)
+    # The client's request headers (a live request's), read by providers' ``forward_headers``.
+    client_headers: Mapping[str, str] = field(default_factory=dict)
     refusal_headers: dict[str, str] = field(default_factory=dict)
     # Batch lines: their batch, their price (percent of live), no RPM count, and how their key is
     # reloaded when it changed (live requests reload it from ``secret``).
@@ -206,6 +214,19 @@ def _failed[R](
         logger.warning(
             "upstream failure",
             extra={"request_id": ex.request_id, "status": err.status, "error": err.message},
+        )
+    if isinstance(err, errors.UpstreamTimeout) and ex.route is not None:
+        # An abandoned attempt: the upstream took the prompt and may have generated an answer
+        # nobody receives. Its record (this request's, status 503) names the
+        # route; what it is known to have cost the upstream is the prompt, logged here.
+        logger.warning(
+            "abandoned upstream attempt",
+            extra={
+                "request_id": ex.request_id,
+                "route": f"{ex.route.provider_slug}:{ex.route.upstream_model}",
+                "prompt_tokens_estimate": tokens.count_request(ex.body),
+                "waited_ms": ex.elapsed_ms(),
+            },
         )
     return on_error(ex, err)
 
@@ -310,6 +331,7 @@ def usage_record(ex: Exchange, *, cost_micros: int, billed_micros: int) -> meter
         cached_tokens=usage.cached_tokens,
         reasoning_tokens=usage.reasoning_tokens,
         is_estimate=usage.is_estimate,
+        counted_by=(usage.counted_by or "upstream") if ex.usage is not None else "",
         cost_micros=cost_micros,
         billed_micros=billed_micros,
         in_window=not (ex.admission is not None and ex.admission.paid),
@@ -329,14 +351,26 @@ async def start(ex: Exchange, request: HttpRequest) -> None:
     check_size(request)
     ex.caller = await authenticate(request)
     ex.secret = auth.bearer_from(request)
-    ex.forwarded = {name: value for name in _FORWARDED if (value := request.headers.get(name))}
-    for name, value in ex.forwarded.items():
-        if not value.isascii() or not value.isprintable():
-            raise errors.BadRequest(
-                f"The {name} header must be printable ASCII; it is passed on to the upstream.",
-                param=name,
-            )
+    ex.client_headers = request.headers
+    for name in _CHECKED_FIRST:
+        value = request.headers.get(name)
+        if value:
+            _forwardable(name, value)
+    ex.forwarded = {
+        name: _forwardable(name, value)
+        for name in _PROTOCOL_HEADERS
+        if (value := request.headers.get(name))
+    }
     ex.forwarded["x-request-id"] = ex.request_id
+
+
+def _forwardable(name: str, value: str) -> str:
+    if not value.isascii() or not value.isprintable():
+        raise errors.BadRequest(
+            f"The {name} header must be printable ASCII; it is passed on to the upstream.",
+            param=name,
+        )
+    return value
 
 
 def check_size(request: HttpRequest) -> None:
@@ -766,10 +800,19 @@ def _upstream_body(ex: Exchange, route: RouteInfo) -> dict[str, Any]:
         if protocol == ex.surface:
             out = dict(body)
             out["model"] = route.upstream_model
+            if protocol == OPENAI:
+                with_output_limit(out, route.output_limit_field)
             if ex.stream and protocol == OPENAI:
                 options = dict(out.get("stream_options") or {})
-                options["include_usage"] = True
-                out["stream_options"] = options
+                if route.reports_stream_usage:
+                    options["include_usage"] = True
+                else:
+                    # A server known to ignore it (or refuse it): not sent; we count instead.
+                    options.pop("include_usage", None)
+                if options:
+                    out["stream_options"] = options
+                else:
+                    out.pop("stream_options", None)
             if ex.endpoint == "responses" and protocol == OPENAI:
                 # Anthropic's signed thinking, from a sealed reasoning item: not OpenAI's to read.
                 out = treq.without_thinking_blocks(out)
@@ -787,20 +830,47 @@ def _upstream_body(ex: Exchange, route: RouteInfo) -> dict[str, Any]:
                 max_output_tokens=ex.model.max_output_tokens or None,
             )
         out = treq.anthropic_to_openai(body, model=route.upstream_model)
-        if ex.stream:
+        if ex.stream and route.reports_stream_usage:
             out["stream_options"] = {"include_usage": True}
-        return out
+        return with_output_limit(out, route.output_limit_field)
     except TranslationError as exc:
         raise errors.BadRequest(exc.message, param=exc.param) from exc
     except (TypeError, KeyError, AttributeError, ValueError) as exc:
         raise errors.BadRequest(f"The request is malformed: {exc}") from exc
 
 
+_LIMIT_FIELDS = ("max_completion_tokens", "max_tokens")
+
+
+def with_output_limit(out: dict[str, Any], field_name: str) -> dict[str, Any]:
+    """Put an OpenAI-protocol body's output limit in the field(s) its provider reads
+    (``Provider.output_limit_field``: ``max_tokens``, ``max_completion_tokens`` or ``both``):
+    a server that ignores the other would otherwise generate to its own limit."""
+    limit = out.get("max_completion_tokens")
+    if limit is None:
+        limit = out.get("max_tokens")
+    if limit is None:
+        return out
+    for name in _LIMIT_FIELDS:
+        out.pop(name, None)
+    if field_name == "both":
+        out["max_tokens"] = out["max_completion_tokens"] = limit
+    else:
+        out[field_name or "max_tokens"] = limit
+    return out
+
+
 def forwarded_for(ex: Exchange, route: RouteInfo) -> dict[str, str]:
-    """The caller's headers an upstream gets: simulator knobs only reach a simulator."""
-    forwarded = ex.forwarded
-    if "x-sim-options" in forwarded and not route.provider_slug.startswith("sim"):
-        return {k: v for k, v in forwarded.items() if k != "x-sim-options"}
+    """What a provider may take from the caller: the protocol's own headers, our request id, and
+    the client's headers the provider names in ``forward_headers`` (the provider decides which
+    of these it sends: ``Provider.headers``)."""
+    if not route.forward_headers:
+        return ex.forwarded
+    forwarded = dict(ex.forwarded)
+    for name in route.forward_headers:
+        value = ex.client_headers.get(name)
+        if value and name != "x-request-id":  # ours: the caller's never replaces it
+            forwarded[name] = _forwardable(name, value)
     return forwarded
 
 
@@ -868,6 +938,9 @@ async def complete_chat(ex: Exchange) -> dict[str, Any]:
     opened = await open_upstream(ex, "chat")
     out = answer(ex, upstream_json(opened), providers.wire_protocol(opened.route.protocol))
     ex.ttft_ms = ex.elapsed_ms()
+    if ex.usage is not None and ex.usage.counted_by == "estimate" and opened.route.tokenizer:
+        ex.usage = await count_missing_usage(ex, opened.route, _response_text(out, ex.surface))
+        out["usage"] = ex.usage.to_openai() if ex.surface == OPENAI else ex.usage.to_anthropic()
     return out
 
 
@@ -883,7 +956,9 @@ def answer(ex: Exchange, data: dict[str, Any], protocol: str) -> dict[str, Any]:
         elif ex.surface == OPENAI:
             out = tresp.anthropic_to_openai(data, model=client_model)
         else:
-            out = tresp.openai_to_anthropic(data, model=client_model)
+            out = tresp.openai_to_anthropic(
+                data, model=client_model, stop_sequences=ex.body.get("stop_sequences")
+            )
     except (TranslationError, TypeError, KeyError, AttributeError, ValueError) as exc:
         raise errors.UpstreamFailed(
             f"The upstream's answer could not be translated: {exc}"
@@ -925,7 +1000,29 @@ def estimate_usage(ex: Exchange, output_text: str, *, known: Usage | None = None
         output_tokens=output_tokens,
         cached_tokens=known.cached_tokens if known else 0,
         is_estimate=True,
+        counted_by="estimate",
     )
+
+
+async def count_missing_usage(
+    ex: Exchange, route: RouteInfo, output_text: str, *, known: Usage | None = None
+) -> Usage:
+    """The usage of an answer the upstream sent without one: counted by the upstream's own
+    tokenizer where its provider names one (``tokenizers``, bounded in time), else estimated."""
+    if route.protocol == OPENAI and route.tokenizer in tokenizers.KINDS:
+        messages = upstream_body(ex, route).get("messages")
+        headers = get_provider(route.protocol).headers(route, {})
+        headers.pop("accept", None)
+        counted = await tokenizers.count(
+            route, messages if isinstance(messages, list) else [], output_text, headers
+        )
+        if counted is not None:
+            return Usage(
+                input_tokens=counted[0],
+                output_tokens=counted[1],
+                counted_by=f"tokenizer:{route.tokenizer}",
+            )
+    return estimate_usage(ex, output_text, known=known)
 
 
 def _response_text(out: dict[str, Any], surface: str) -> str:
@@ -1022,7 +1119,7 @@ async def _chat_stream(
                 if ex.ttft_ms is None:
                     ex.ttft_ms = ex.elapsed_ms()
                 yield out
-            if stream_relay.finished or stream_relay.failed:
+            if stream_relay.finished or stream_relay.failed or stream_relay.awaiting_usage:
                 # The protocol's end ([DONE], message_stop) or an error event: the caller's
                 # stream ends now, not when the upstream gets round to ending its body.
                 break
@@ -1032,6 +1129,13 @@ async def _chat_stream(
         tail = stream_relay.finish()
         if tail:
             yield tail
+        if stream_relay.awaiting_usage and ex.route is not None:
+            # Ended without the upstream's usage: count it (the upstream's tokenizer, bounded,
+            # else our estimate) and give the client the usage its protocol carries at the end.
+            counted = await count_missing_usage(
+                ex, ex.route, stream_relay.delivered_text(), known=stream_relay.usage
+            )
+            yield stream_relay.complete(counted)
     except httpx.HTTPError as exc:
         stream_relay.failed = True
         yield errors.stream_frame(

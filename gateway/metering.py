@@ -77,6 +77,9 @@ class UsageRecord:
     cached_tokens: int = 0
     reasoning_tokens: int = 0
     is_estimate: bool = False
+    # Who counted the tokens: "upstream" (its usage report), "tokenizer:<kind>" (its tokenizer
+    # endpoint, for an answer sent without usage), "estimate" (ours); "" when nothing was used.
+    counted_by: str = ""
     cost_micros: int = 0  # what the usage costs at the model's prices
     billed_micros: int = 0  # what was taken from the prepaid balance (0 inside the window)
     in_window: bool = True
@@ -373,6 +376,7 @@ _COLUMNS = {
     "cached_tokens": "cached_tokens",
     "reasoning_tokens": "reasoning_tokens",
     "is_estimate": "is_estimate",
+    "counted_by": "counted_by",
     "cost_micros": "cost_micros",
     "billed_micros": "billed_micros",
     "in_window": "in_window",

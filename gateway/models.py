@@ -287,6 +287,13 @@ class UsageRecord(models.Model):
     cached_tokens = models.PositiveIntegerField(default=0)
     reasoning_tokens = models.PositiveIntegerField(default=0)
     is_estimate = models.BooleanField(default=False, help_text="counted by our tokenizer")
+    counted_by = models.CharField(
+        max_length=40,
+        blank=True,
+        default="",
+        help_text="who counted the tokens: upstream (its usage report), tokenizer:<kind> (the "
+        "upstream's tokenizer, for an answer sent without usage) or estimate (ours)",
+    )
     # List-price value of the request and what was taken from the prepaid balance, in micro-dollars
     # (1 USD = 1,000,000); requests inside the plan's token window are not taken from the balance.
     cost_micros = models.BigIntegerField(default=0)
@@ -339,6 +346,12 @@ class UsageRollup(models.Model):
     # Micro-dollars (1 USD = 1,000,000), summed from the records' cost_micros and billed_micros.
     cost_micros = models.BigIntegerField(default=0)
     billed_micros = models.BigIntegerField(default=0)
+    tokenizer_counted_requests = models.BigIntegerField(
+        default=0, help_text="requests counted by the upstream's tokenizer (it reported no usage)"
+    )
+    estimated_requests = models.BigIntegerField(
+        default=0, help_text="requests whose tokens we estimated (the upstream reported none)"
+    )
 
     class Meta:
         constraints = [

@@ -28,6 +28,10 @@ class StreamRelay:
         self.usage: Usage | None = None
         self.finished = False
         self.failed = False
+        # The protocol's end came without usage: the relay holds back the events that carry it
+        # (OpenAI's usage chunk and [DONE], Anthropic's message_delta and message_stop) until the
+        # pipeline has counted it and calls ``complete``.
+        self.awaiting_usage = False
         self._text: list[str] = []
 
     def delivered_text(self) -> str:
@@ -37,6 +41,10 @@ class StreamRelay:
         raise NotImplementedError
 
     def finish(self) -> bytes:
+        raise NotImplementedError
+
+    def complete(self, usage: Usage) -> bytes:
+        """The held-back end of the stream, with ``usage`` counted by the pipeline."""
         raise NotImplementedError
 
     def _error_frame(self, message: str) -> bytes:
@@ -52,17 +60,37 @@ class OpenAIPassthrough(StreamRelay):
         options = ex.body.get("stream_options")
         self.client_wants_usage = isinstance(options, dict) and options.get("include_usage") is True
         self.saw_finish = False
+        self._head: dict[str, Any] = {}
+
+    def _end(self) -> bytes:
+        """A clean end ([DONE], or the body's end after a finish_reason)."""
+        self.finished = True
+        if self.usage is None:
+            self.awaiting_usage = True
+            return b""
+        return sse.DONE
+
+    def complete(self, usage: Usage) -> bytes:
+        self.usage, self.awaiting_usage = usage, False
+        if not self.client_wants_usage:
+            return sse.DONE
+        chunk = {
+            "id": self._head.get("id", ""),
+            "object": "chat.completion.chunk",
+            "created": self._head.get("created", 0),
+            "model": self.client_model,
+            "choices": [],
+            "usage": usage.to_openai(),
+        }
+        return sse.encode_openai(chunk) + sse.DONE
 
     def feed(self, event: str | None, data: str) -> bytes:
         if self.finished or self.failed:
             return b""
         if data == "[DONE]":
-            self.finished = self.saw_finish
-            return (
-                sse.DONE
-                if self.saw_finish
-                else self._error_frame("The upstream stream ended early.")
-            )
+            if self.saw_finish:
+                return self._end()
+            return self._error_frame("The upstream stream ended early.")
         try:
             chunk = orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -72,6 +100,8 @@ class OpenAIPassthrough(StreamRelay):
         if chunk.get("error"):
             self.failed = True
             return sse.encode_openai(chunk)
+        if not self._head:
+            self._head = {"id": chunk.get("id", ""), "created": chunk.get("created", 0)}
         if chunk.get("usage"):
             self.usage = Usage.from_openai(chunk["usage"])
             if not self.client_wants_usage:
@@ -100,8 +130,7 @@ class OpenAIPassthrough(StreamRelay):
             return b""
         if self.saw_finish:
             # Some servers end without [DONE] after a proper finish; finish the stream for them.
-            self.finished = True
-            return sse.DONE
+            return self._end()
         return self._error_frame("The upstream stream ended before it finished.")
 
 
@@ -209,7 +238,10 @@ class OpenAIToAnthropicRelay(StreamRelay):
     def __init__(self, ex: Exchange) -> None:
         super().__init__(ex)
         self.translator = tstream.OpenAIToAnthropic(
-            model=self.client_model, input_tokens_estimate=tokens.count_request(ex.body)
+            model=self.client_model,
+            input_tokens_estimate=tokens.count_request(ex.body),
+            stop_sequences=ex.body.get("stop_sequences"),
+            defer_missing_usage=True,
         )
 
     def feed(self, event: str | None, data: str) -> bytes:
@@ -245,12 +277,16 @@ class OpenAIToAnthropicRelay(StreamRelay):
                 self.failed = True
             out.append(sse.encode_anthropic(name, obj))
         self.usage = self.translator.usage
+        self.awaiting_usage = self.translator.awaiting_usage
         return b"".join(out)
 
     def finish(self) -> bytes:
-        if self.finished or self.failed:
+        if self.finished or self.failed or self.awaiting_usage:
             return b""
         return self._encode(self.translator.finish())
+
+    def complete(self, usage: Usage) -> bytes:
+        return self._encode(self.translator.complete(usage))
 
 
 def for_protocol(ex: Exchange, protocol: str) -> StreamRelay:

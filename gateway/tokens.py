@@ -27,6 +27,9 @@ class Usage:
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
     is_estimate: bool = False
+    # Who counted it, when not the upstream's own usage report: ``tokenizer:<kind>`` (the
+    # upstream's tokenizer endpoint) or ``estimate`` (ours); empty: the upstream reported it.
+    counted_by: str = ""
 
     @property
     def total_tokens(self) -> int:

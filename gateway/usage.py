@@ -168,6 +168,10 @@ class Totals:
     # Micro-dollars (1 USD = 1,000,000): list-price value, and what the balance paid.
     cost_micros: int = 0
     billed_micros: int = 0
+    # Requests whose tokens the upstream did not report (UsageRecord.counted_by): counted by the
+    # upstream's own tokenizer, or estimated by ours.
+    tokenizer_counted_requests: int = 0
+    estimated_requests: int = 0
 
     def __add__(self, other: Totals) -> Totals:
         return Totals(
@@ -178,6 +182,9 @@ class Totals:
             cached_tokens=self.cached_tokens + other.cached_tokens,
             cost_micros=self.cost_micros + other.cost_micros,
             billed_micros=self.billed_micros + other.billed_micros,
+            tokenizer_counted_requests=self.tokenizer_counted_requests
+            + other.tokenizer_counted_requests,
+            estimated_requests=self.estimated_requests + other.estimated_requests,
         )
 
     @property
@@ -212,7 +219,17 @@ class Report:
     buckets: list[Bucket]
 
 
-_SUMS = ("s_requests", "s_errors", "s_input", "s_output", "s_cached", "s_cost", "s_billed")
+_SUMS = (
+    "s_requests",
+    "s_errors",
+    "s_input",
+    "s_output",
+    "s_cached",
+    "s_cost",
+    "s_billed",
+    "s_tokenizer",
+    "s_estimated",
+)
 
 
 def _granularity(start: datetime, end: datetime) -> str:
@@ -280,6 +297,8 @@ def _rollup_rows(
             s_cached=Sum("cached_tokens"),
             s_cost=Sum("cost_micros"),
             s_billed=Sum("billed_micros"),
+            s_tokenizer=Sum("tokenizer_counted_requests"),
+            s_estimated=Sum("estimated_requests"),
         )
         .order_by()
     )
@@ -294,6 +313,10 @@ def _record_sums() -> dict[str, Any]:
         "s_cached": Sum("cached_tokens"),
         "s_cost": Sum("cost_micros"),
         "s_billed": Sum("billed_micros"),
+        "s_tokenizer": Sum(
+            Case(When(counted_by__startswith="tokenizer:", then=Value(1)), default=Value(0))
+        ),
+        "s_estimated": Sum(Case(When(counted_by="estimate", then=Value(1)), default=Value(0))),
     }
 
 
@@ -543,6 +566,8 @@ _COLUMNS = (
     "cached_tokens",
     "cost_micros",
     "billed_micros",
+    "tokenizer_counted_requests",
+    "estimated_requests",
 )
 _CHUNK = 500
 
@@ -580,6 +605,8 @@ def _upsert(granularity: str, sums: dict[_Ident, Totals]) -> None:
                     t.cached_tokens,
                     t.cost_micros,
                     t.billed_micros,
+                    t.tokenizer_counted_requests,
+                    t.estimated_requests,
                 ]
             cursor.execute(
                 f"INSERT INTO {table} ({', '.join(quote(c) for c in _COLUMNS)}) "  # noqa: S608

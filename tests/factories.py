@@ -63,7 +63,16 @@ def provider(*, base_url: str, protocol: str = "openai", slug: str | None = None
     slug = slug or f"sim-{protocol}"
     found, _ = Provider.objects.update_or_create(
         slug=slug,
-        defaults={"name": slug, "protocol": protocol, "base_url": base_url, "api_key": "sim-key"},
+        defaults={
+            "name": slug,
+            "protocol": protocol,
+            "base_url": base_url,
+            "api_key": "sim-key",
+            # The simulator preset: our id in x-request-id, the tests' knobs passed through.
+            "preset": "simulator",
+            "request_id_header": "x-request-id",
+            "forward_headers": ["x-sim-options"],
+        },
     )
     return found
 

@@ -259,6 +259,8 @@ def usage_csv(request: HttpRequest) -> HttpResponse:
             "cost_micros",
             "billed_micros",
             "cost_usd",
+            "tokenizer_counted_requests",
+            "estimated_requests",
         ]
     )
     for b in rep.buckets:
@@ -278,6 +280,8 @@ def usage_csv(request: HttpRequest) -> HttpResponse:
                 t.cost_micros,
                 t.billed_micros,
                 money.format_usd(t.cost_micros).lstrip("$").replace(",", ""),
+                t.tokenizer_counted_requests,
+                t.estimated_requests,
             ]
         )
     return response

@@ -87,7 +87,9 @@ def request_timeouts(route: RouteInfo, url: str) -> tuple[httpx.URL, dict[str, f
 
 
 class UpstreamError(Exception):
-    """An upstream attempt failed. ``retryable`` failures may go to the next route."""
+    """An upstream attempt failed. ``retryable`` failures may be tried again (the same route or
+    the next): only those where the upstream did no work, or ended what it did by answering
+    the failure (connect failures, 408/409/425/429, 5xx other than 504)."""
 
     def __init__(
         self,
@@ -97,6 +99,7 @@ class UpstreamError(Exception):
         retryable: bool,
         retry_after: float | None = None,
         body: Any = None,
+        started: bool = False,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -104,6 +107,9 @@ class UpstreamError(Exception):
         self.retryable = retryable
         self.retry_after = retry_after
         self.body = body
+        # The upstream may have started (or done) the work: the attempt was abandoned, not
+        # refused, and what it cost is unknown.
+        self.started = started
 
 
 class Provider:
@@ -114,8 +120,37 @@ class Provider:
     # Paths of the operations, relative to the provider's base URL.
     paths: ClassVar[dict[str, str]]
 
-    def headers(self, route: RouteInfo, forwarded: Mapping[str, str]) -> dict[str, str]:
+    # The header the protocol carries an API key in, when the provider names no auth style.
+    default_auth: ClassVar[str]
+
+    def protocol_headers(self, forwarded: Mapping[str, str]) -> dict[str, str]:
+        """The headers the protocol itself needs (accept, a version header)."""
         raise NotImplementedError
+
+    def headers(self, route: RouteInfo, forwarded: Mapping[str, str]) -> dict[str, str]:
+        """What goes upstream, per provider: the protocol's headers; credentials in the
+        provider's auth style; our request id only in ``route.request_id_header`` (empty: not
+        sent); of the caller's headers (``forwarded``: the client's request headers by
+        lower-case name, and ``x-request-id`` our id) only those named in
+        ``route.forward_headers``; then the provider's fixed ``extra_headers``."""
+        headers = self.protocol_headers(forwarded)
+        key = route.api_key
+        style = route.auth_style or self.default_auth
+        if key and style == "bearer":
+            headers["authorization"] = f"Bearer {key}"
+        elif key and style in ("x-api-key", "api-key"):
+            headers[style] = key
+        for name in route.forward_headers:
+            value = forwarded.get(name)
+            if value is not None and name != "x-request-id":
+                headers[name] = value
+        if route.request_id_header:
+            request_id = forwarded.get("x-request-id")
+            if request_id:
+                headers[route.request_id_header] = request_id
+        for name, value in route.extra_headers:
+            headers[name] = value
+        return headers
 
     def error_message(self, body: Any) -> str:
         raise NotImplementedError
@@ -143,13 +178,23 @@ class Provider:
             # Straight to the pooled transport: no redirects, auth or cookie handling to run.
             client = http_client()
             response = await _transports[client].handle_async_request(request)
-        except httpx.TimeoutException as exc:
-            raise UpstreamError(
-                f"upstream timed out ({type(exc).__name__})", retryable=True
-            ) from exc
-        except httpx.TransportError as exc:
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            # Nothing reached the upstream: safe to try again or elsewhere.
             raise UpstreamError(
                 f"could not reach the upstream ({type(exc).__name__})", retryable=True
+            ) from exc
+        except httpx.TimeoutException as exc:
+            # The request went out and no answer came in time: the upstream may be generating
+            # right now, so another attempt could run (and cost) the same work twice.
+            raise UpstreamError(
+                f"upstream timed out ({type(exc).__name__})", retryable=False, started=True
+            ) from exc
+        except httpx.TransportError as exc:
+            # The connection broke after the request was sent: it may have been taken.
+            raise UpstreamError(
+                f"the upstream connection broke ({type(exc).__name__})",
+                retryable=False,
+                started=True,
             ) from exc
         if response.status_code < 300:
             return response
@@ -182,7 +227,8 @@ class Provider:
             },
         )
         retry_after = _retry_after(headers)
-        retryable = status in (408, 409, 425, 429) or status >= 500
+        # 504 is a proxy that gave up waiting while the upstream may still be generating.
+        retryable = status in (408, 409, 425, 429) or (status >= 500 and status != 504)
         return UpstreamError(
             message, status=status, retryable=retryable, retry_after=retry_after, body=body
         )

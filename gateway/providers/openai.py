@@ -25,18 +25,10 @@ class OpenAIProvider(Provider):
         "image_variations": "/images/variations",
     }
 
-    def headers(self, route: RouteInfo, forwarded: Mapping[str, str]) -> dict[str, str]:
-        headers = {"accept": "application/json, text/event-stream"}
-        if route.api_key and route.auth_style == "api-key":
-            headers["api-key"] = route.api_key  # Azure OpenAI
-        elif route.api_key and route.auth_style != "none":
-            headers["authorization"] = f"Bearer {route.api_key}"
-        if "x-request-id" in forwarded:
-            # Lets an operator find our request in the upstream's logs (and the simulator's stats).
-            headers["x-request-id"] = forwarded["x-request-id"]
-        if "x-sim-options" in forwarded:
-            headers["x-sim-options"] = forwarded["x-sim-options"]
-        return headers
+    default_auth = "bearer"
+
+    def protocol_headers(self, forwarded: Mapping[str, str]) -> dict[str, str]:
+        return {"accept": "application/json, text/event-stream"}
 
     def url(self, route: RouteInfo, operation: str) -> str:
         if route.url_style == "azure":

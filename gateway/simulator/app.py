@@ -40,6 +40,10 @@ ENDPOINTS: dict[tuple[str, str], Endpoint] = {
     ("POST", "/v1/messages"): Endpoint("anthropic", anthropic.messages),
     ("POST", "/v1/messages/count_tokens"): Endpoint("anthropic", anthropic.count_tokens),
 }
+TOKENIZERS: dict[tuple[str, str], Callable[[dict[str, Any]], dict[str, Any]]] = {
+    ("POST", "/tokenize"): openai.tokenize,
+    ("POST", "/extras/tokenize/count"): openai.tokenize_count,
+}
 _ID_HEADERS: dict[Surface, str] = {"openai": "x-request-id", "anthropic": "request-id"}
 _RETRY_STATUSES = frozenset({429, 503, 529})
 
@@ -65,7 +69,13 @@ class Simulator:
             await exchange.close()
 
     async def _dispatch(self, request: Request, exchange: Exchange) -> None:
-        route = (request.method, request.path.rstrip("/") or "/")
+        path, options = knobs.split_path(request.path)
+        try:
+            defaults = knobs.apply(self.defaults, options)
+        except BadKnob as exc:
+            await _fail(exchange, "openai", 400, str(exc), headers=[])
+            return
+        route = (request.method, path.rstrip("/") or "/")
         if route == ("GET", "/_sim/stats"):
             await exchange.respond_json(200, self.stats.snapshot())
         elif route == ("POST", "/_sim/reset"):
@@ -74,7 +84,9 @@ class Simulator:
         elif route == ("GET", "/v1/models"):
             await self._models(request, exchange)
         elif route in ENDPOINTS:
-            await self._serve(request, exchange, ENDPOINTS[route])
+            await self._serve(request, exchange, ENDPOINTS[route], defaults)
+        elif route in TOKENIZERS and defaults.tokenizer == "alt":
+            await self._tokenize(request, exchange, TOKENIZERS[route])
         else:
             surface: Surface = "anthropic" if request.path.startswith("/v1/messages") else "openai"
             message = f"Invalid URL ({request.method} {request.path})"
@@ -89,7 +101,25 @@ class Simulator:
         else:
             await exchange.respond_json(200, openai.models())
 
-    async def _serve(self, request: Request, exchange: Exchange, endpoint: Endpoint) -> None:
+    async def _tokenize(
+        self,
+        request: Request,
+        exchange: Exchange,
+        handler: Callable[[dict[str, Any]], dict[str, Any]],
+    ) -> None:
+        if not self._is_authorized(request):
+            await _fail(exchange, "openai", 401, "invalid API key", headers=[])
+            return
+        try:
+            answer = handler(_body(request, multipart=False))
+        except Invalid as exc:
+            await _fail(exchange, "openai", 400, str(exc), headers=[], param=exc.param)
+            return
+        await exchange.respond_json(200, answer)
+
+    async def _serve(
+        self, request: Request, exchange: Exchange, endpoint: Endpoint, defaults: Knobs
+    ) -> None:
         response_id = uuid.uuid4().hex[:24]
         headers = [(_ID_HEADERS[endpoint.surface], f"req_sim{response_id}")]
         if not self._is_authorized(request):
@@ -100,10 +130,19 @@ class Simulator:
             raw_model = body.get("model")
             if not isinstance(raw_model, str) or not raw_model:
                 raise Invalid("model must be a non-empty string", "model")
-            model, chosen = knobs.resolve(raw_model, request.header("x-sim-options"), self.defaults)
+            model, chosen = knobs.resolve(raw_model, request.header("x-sim-options"), defaults)
         except (Invalid, BadKnob) as exc:
             param = exc.param if isinstance(exc, Invalid) else "model"
             await _fail(exchange, endpoint.surface, 400, str(exc), headers=headers, param=param)
+            return
+        if chosen.uuid_ids and not _is_uuid(request.header("x-request-id")):
+            # llama-cpp-python's request-id middleware (starlette-context), before anything else.
+            await exchange.respond(
+                400,
+                b"Invalid UUID in request header X-Request-ID",
+                content_type="text/plain; charset=utf-8",
+                headers=[],
+            )
             return
         if chosen.echo_headers:
             headers.append(("x-sim-received-headers", json.dumps(request.headers)))
@@ -140,6 +179,17 @@ class Simulator:
             return True
         bearer = request.header("authorization").removeprefix("Bearer ").strip()
         return self.api_key in (bearer, request.header("x-api-key"))
+
+
+def _is_uuid(value: str) -> bool:
+    """An absent id passes (the server makes its own); a present one must be a UUID."""
+    if not value:
+        return True
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _body(request: Request, *, multipart: bool) -> dict[str, Any]:

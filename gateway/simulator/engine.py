@@ -50,6 +50,33 @@ _EXAMPLES: dict[str, Any] = {"integer": 1, "number": 1, "boolean": True, "array"
 Finish = Literal["stop", "length", "tool"]
 
 
+# The "another tokenizer" quirk (knob tokenizer=alt): pieces of up to three characters, each
+# special token <|...|> one piece, plus a BOS token on a prompt; its chat template is ChatML.
+_ALT_TOKEN = re.compile(r"<\|\w+\|>|\s?[^\s<]{1,3}|\s?<|\s+")
+ALT_BOS_TOKENS = 1
+
+
+def count_alt(text: str) -> int:
+    return len(_ALT_TOKEN.findall(text))
+
+
+def chatml(messages: list[Any]) -> str:
+    """The alt tokenizer's chat template (string contents; others count as empty)."""
+    out = ""
+    for message in messages:
+        if not isinstance(message, dict):
+            continue
+        content = message.get("content")
+        text = content if isinstance(content, str) else ""
+        out += f"<|im_start|>{message.get('role')}\n{text}<|im_end|>\n"
+    return out + "<|im_start|>assistant\n"
+
+
+def count_input_alt(messages: list[Any]) -> int:
+    """A chat prompt's tokens under the alt tokenizer: its ChatML rendering, with BOS."""
+    return ALT_BOS_TOKENS + count_alt(chatml(messages))
+
+
 def tokenize(text: str) -> list[str]:
     return _TOKEN.findall(text)
 
@@ -218,6 +245,21 @@ def plan(prompt: Prompt, *, exact_tokens: int | None) -> Reply:
     if prefix and tokens:
         tokens[0] = f" {tokens[0]}"
     return _capped(prompt, prefix + tokens)
+
+
+def apply_stop(reply: Reply, stops: Any) -> tuple[Reply, str | None]:
+    """Cut the reply's text at the first of the ``stop`` strings in it, leaving the stop string
+    out (as real servers do); the one that matched, or None."""
+    if isinstance(stops, str):
+        stops = [stops]
+    if not isinstance(stops, list) or reply.tool_call is not None:
+        return reply, None
+    content = reply.content
+    found = [(content.find(s), s) for s in stops if isinstance(s, str) and s and s in content]
+    if not found:
+        return reply, None
+    at, matched = min(found)
+    return Reply(reasoning=reply.reasoning, text=tokenize(content[:at]), finish="stop"), matched
 
 
 def _capped(prompt: Prompt, text: list[str]) -> Reply:

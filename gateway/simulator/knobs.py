@@ -27,10 +27,17 @@ class Knobs:
     usage: bool = True  # usage=none leaves usage out of replies
     echo_headers: bool = False  # x-sim-received-headers on the reply
     error_page: bool = False  # failures answer an HTML page (a proxy's), not a JSON error
-    # How input is counted: "words" (default: a word or a punctuation mark is a token) or "bytes"
+    # How input is counted: "words" (default: a word or a punctuation mark is a token), "bytes"
     # (one token per UTF-8 byte of prompt text: the densest any real tokenizer counts, as random
-    # text, digits and CJK come close to on real BPE vocabularies).
+    # text, digits and CJK come close to on real BPE vocabularies), or "alt" (another real
+    # server's tokenizer: pieces of up to three characters over a ChatML rendering, its
+    # tokenizer endpoints agreeing).
     tokenizer: str = "words"
+    # Real servers' quirks (see docs/operating.md):
+    uuid_ids: bool = False  # 400 (plain text) unless x-request-id is a UUID, as llama-cpp-python
+    stream_usage: bool = True  # stream_usage=0 ignores stream_options.include_usage
+    ignore_mct: bool = False  # reads only max_tokens, ignoring max_completion_tokens
+    gen_tps: float = 0.0  # slow generation: tokens per second, non-stream answers included
 
     def first_byte_delay_ms(self, *, stream: bool) -> int:
         return (self.ttft_ms if stream else self.latency_ms) + self.slow_ms
@@ -61,7 +68,7 @@ def _flag(value: str) -> bool:
 
 
 def _tokenizer(value: str) -> str:
-    if value in ("words", "bytes"):
+    if value in ("words", "bytes", "alt"):
         return value
     raise ValueError(value)
 
@@ -81,7 +88,11 @@ _PARSERS: dict[str, tuple[str, Callable[[str], object]]] = {
     "usage": ("usage", _flag),
     "echo_headers": ("echo_headers", _flag),
     "error_page": ("error_page", _flag),
+    "uuid_ids": ("uuid_ids", _flag),
+    "stream_usage": ("stream_usage", _flag),
+    "ignore_mct": ("ignore_mct", _flag),
     "tokenizer": ("tokenizer", _tokenizer),
+    "gen_tps": ("gen_tps", float),
 }
 
 
@@ -119,6 +130,16 @@ def apply(base: Knobs, options: dict[str, str]) -> Knobs:
         except ValueError as exc:
             raise BadKnob(f"simulator option {name}={raw!r} is not valid") from exc
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+def split_path(path: str) -> tuple[str, dict[str, str]]:
+    """`"/knobs/stream_usage=0,tokenizer=alt/v1/chat/completions"` -> the path without the
+    prefix and its knobs: a provider whose base URL carries them gets them on every request
+    (its tokenizer endpoints too), like a real server's fixed quirks."""
+    if not path.startswith("/knobs/"):
+        return path, {}
+    options, _, rest = path.removeprefix("/knobs/").partition("/")
+    return "/" + rest, parse_header(options)
 
 
 def resolve(model: str, header: str, defaults: Knobs) -> tuple[str, Knobs]:

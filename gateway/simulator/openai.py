@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import time
 from collections.abc import Iterator
@@ -51,7 +52,9 @@ def error_body(status: int, message: str, *, param: str | None = None) -> dict[s
 # --- chat completions ---------------------------------------------------------------------------
 
 
-def prompt(body: dict[str, Any], model: str, *, per_byte: bool = False) -> Prompt:
+def prompt(
+    body: dict[str, Any], model: str, *, per_byte: bool = False, ignore_mct: bool = False
+) -> Prompt:
     messages = body.get("messages")
     if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
         raise Invalid("messages must be an array of message objects", "messages")
@@ -71,7 +74,11 @@ def prompt(body: dict[str, Any], model: str, *, per_byte: bool = False) -> Promp
         tool_mode=mode,
         forced_tool=forced,
         wants_reasoning=bool(effort and effort != "none") or engine.wants_reasoning_by_name(model),
-        max_tokens=int_field(body, "max_completion_tokens", "max_tokens"),
+        max_tokens=(
+            int_field(body, "max_tokens")
+            if ignore_mct
+            else int_field(body, "max_completion_tokens", "max_tokens")
+        ),
         seed=engine.conversation_seed(messages=messages),
         input_tokens=engine.count_input(messages=messages, tools=tools, per_byte=per_byte),
     )
@@ -111,6 +118,9 @@ def _tool_choice(choice: Any) -> tuple[Any, str | None]:
 
 def _usage(call: Call, prompt: Prompt, reply: Reply) -> dict[str, Any]:
     output = reply.output_tokens
+    if call.knobs.tokenizer == "alt":
+        arguments = reply.tool_call.arguments if reply.tool_call else ""
+        output = engine.count_alt(reply.reasoning_text + reply.content + arguments)
     return {
         "prompt_tokens": prompt.input_tokens,
         "completion_tokens": output,
@@ -130,14 +140,32 @@ def _call_id(reply: Reply) -> str:
 
 
 async def chat(call: Call) -> None:
-    parsed = prompt(call.body, call.model, per_byte=call.knobs.tokenizer == "bytes")
+    parsed = prompt(
+        call.body,
+        call.model,
+        per_byte=call.knobs.tokenizer == "bytes",
+        ignore_mct=call.knobs.ignore_mct,
+    )
+    if call.knobs.tokenizer == "alt":
+        messages = call.body.get("messages")
+        alt = engine.count_input_alt(messages if isinstance(messages, list) else [])
+        parsed = dataclasses.replace(parsed, input_tokens=alt)
     if call.body.get("stream") not in (None, True, False):
         raise Invalid("stream must be a boolean", "stream")
-    reply = engine.plan(parsed, exact_tokens=call.knobs.tokens)
+    reply, matched = engine.apply_stop(
+        engine.plan(parsed, exact_tokens=call.knobs.tokens), call.body.get("stop")
+    )
     if call.is_stream:
         options = call.body.get("stream_options")
         with_usage = isinstance(options, dict) and options.get("include_usage") is True
-        await call.play(_chunks(call, parsed, reply, with_usage=with_usage and call.knobs.usage))
+        with_usage = with_usage and call.knobs.usage and call.knobs.stream_usage
+        await call.play(_chunks(call, parsed, reply, with_usage=with_usage, matched=matched))
+        return
+    if call.knobs.gen_tps and not await call.exchange.pause(
+        1000 * reply.output_tokens / call.knobs.gen_tps
+    ):
+        # The client left while we were generating: the work was done all the same.
+        call.record(input_tokens=parsed.input_tokens, output_tokens=reply.output_tokens)
         return
     message: dict[str, Any] = {"role": "assistant", "content": None, "refusal": None}
     if reply.text or not reply.tool_call:
@@ -155,7 +183,14 @@ async def chat(call: Call) -> None:
     payload = {
         **_envelope(call, "chat.completion"),
         "choices": [
-            {"index": 0, "message": message, "logprobs": None, "finish_reason": _finish(reply)}
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": _finish(reply),
+                # vLLM's field: the stop string that ended the answer (None: its own end).
+                "stop_reason": matched,
+            }
         ],
     }
     if call.knobs.usage:
@@ -173,11 +208,15 @@ def _envelope(call: Call, kind: str) -> dict[str, Any]:
     }
 
 
-def _chunks(call: Call, prompt: Prompt, reply: Reply, *, with_usage: bool) -> Iterator[Frame]:
+def _chunks(
+    call: Call, prompt: Prompt, reply: Reply, *, with_usage: bool, matched: str | None = None
+) -> Iterator[Frame]:
     head = _envelope(call, "chat.completion.chunk")
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        if finish:
+            choice["stop_reason"] = matched
         return sse({**head, "choices": [choice]})
 
     first = {"role": "assistant", "content": None if reply.tool_call else "", "refusal": None}
@@ -357,6 +396,33 @@ def _completion_frames(
     if usage is not None:
         yield Frame(sse({**envelope, "choices": [], "usage": usage}))
     yield Frame(b"data: [DONE]\n\n")
+
+
+# --- tokenizer endpoints (knob tokenizer=alt) ---------------------------------------------------
+
+
+def tokenize(body: dict[str, Any]) -> dict[str, Any]:
+    """vLLM's ``POST /tokenize`` (``messages``: the chat template applied; or ``prompt``, with
+    ``add_special_tokens``) and llama.cpp's (``content``, ``add_special``), by the alt tokenizer."""
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        count = engine.count_input_alt(messages)
+    else:
+        text = body.get("prompt", body.get("content"))
+        if not isinstance(text, str):
+            raise Invalid("prompt, content or messages is required", "prompt")
+        special = body.get("add_special_tokens", body.get("add_special", True)) is not False
+        count = engine.count_alt(text) + (engine.ALT_BOS_TOKENS if special else 0)
+    return {"count": count, "tokens": list(range(count)), "max_model_len": 32_768}
+
+
+def tokenize_count(body: dict[str, Any]) -> dict[str, Any]:
+    """llama-cpp-python's ``POST /extras/tokenize/count``: ``{"input"}`` -> ``{"count"}``, BOS
+    included."""
+    text = body.get("input")
+    if not isinstance(text, str):
+        raise Invalid("input must be a string", "input")
+    return {"count": engine.ALT_BOS_TOKENS + engine.count_alt(text)}
 
 
 # --- embeddings ---------------------------------------------------------------------------------

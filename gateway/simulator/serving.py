@@ -72,7 +72,7 @@ class Call:
         `drop=N` close the connection abruptly once N tokens are out."""
         await self.exchange.open_stream(headers=self.headers)
         sent = 0
-        drop_after, tps = self.knobs.drop_after, self.knobs.tps
+        drop_after, tps = self.knobs.drop_after, self.knobs.tps or self.knobs.gen_tps
         for frame in frames:
             if drop_after is not None and sent >= drop_after:
                 return

@@ -37,6 +37,28 @@ def finish_reason(stop_reason: Any) -> str:
     return FINISH_REASONS.get(stop_reason, "stop") if isinstance(stop_reason, str) else "stop"
 
 
+# Where OpenAI-compatible servers name the stop string that ended a choice: vLLM's
+# ``stop_reason``, SGLang's ``matched_stop``, llama.cpp's ``stopping_word``.
+_MATCHED_STOP_FIELDS = ("stop_reason", "matched_stop", "stopping_word")
+
+
+def matched_stop_sequence(choice: dict[str, Any], text: str, stop_sequences: Any) -> str | None:
+    """Which of the caller's ``stop_sequences`` ended an OpenAI choice whose finish_reason is
+    ``stop``, or None (a natural end). Real servers leave the stop string out of the text, so:
+    the one the upstream names in the choice (``stop_reason``, ``matched_stop`` or
+    ``stopping_word``), else the one the text ends with (a server that keeps it); without either
+    there is no telling a stop sequence from the model's own end, and it is ``end_turn``."""
+    if not isinstance(stop_sequences, list) or choice.get("finish_reason") != "stop":
+        return None
+    wanted = [seq for seq in stop_sequences if isinstance(seq, str) and seq]
+    for name in _MATCHED_STOP_FIELDS:
+        value = choice.get(name)
+        if isinstance(value, str) and value in wanted:
+            return value
+    ending = [seq for seq in wanted if text.endswith(seq)]
+    return max(ending, key=len) if ending else None
+
+
 def stop_reason(finish: Any) -> str:
     """OpenAI ``finish_reason`` -> Anthropic ``stop_reason`` (unknown or missing: ``end_turn``)."""
     return STOP_REASONS.get(finish, "end_turn") if isinstance(finish, str) else "end_turn"
@@ -162,8 +184,11 @@ def _content_text(content: Any) -> str:
     return ""
 
 
-def openai_to_anthropic(resp: dict[str, Any], *, model: str) -> dict[str, Any]:
-    """An OpenAI ``chat.completion`` as an Anthropic ``message``."""
+def openai_to_anthropic(
+    resp: dict[str, Any], *, model: str, stop_sequences: Any = None
+) -> dict[str, Any]:
+    """An OpenAI ``chat.completion`` as an Anthropic ``message`` (``stop_sequences``: the
+    caller's, to tell which one ended it: ``matched_stop_sequence``)."""
     choices = resp.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise TranslationError("The upstream completion has no choices.")
@@ -198,6 +223,11 @@ def openai_to_anthropic(resp: dict[str, Any], *, model: str) -> dict[str, Any]:
     reason = stop_reason(choice.get("finish_reason"))
     if reason == "end_turn" and any(block["type"] == "tool_use" for block in content):
         reason = "tool_use"
+    matched = None
+    if reason == "end_turn":
+        matched = matched_stop_sequence(choice, text, stop_sequences)
+        if matched is not None:
+            reason = "stop_sequence"
     out: dict[str, Any] = {
         "id": ids.message_id(),
         "type": "message",
@@ -205,7 +235,7 @@ def openai_to_anthropic(resp: dict[str, Any], *, model: str) -> dict[str, Any]:
         "model": model,
         "content": content,
         "stop_reason": reason,
-        "stop_sequence": None,
+        "stop_sequence": matched,
     }
     usage = Usage.from_openai(resp.get("usage"))
     if usage is not None:

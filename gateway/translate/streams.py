@@ -13,7 +13,13 @@ from gateway import tokens
 from gateway.tokens import Usage
 from gateway.translate import ids
 from gateway.translate.requests import JSON_TOOL_NAME
-from gateway.translate.responses import anthropic_usage, finish_reason, openai_usage, stop_reason
+from gateway.translate.responses import (
+    anthropic_usage,
+    finish_reason,
+    matched_stop_sequence,
+    openai_usage,
+    stop_reason,
+)
 
 ANTHROPIC_ERROR_TYPES = frozenset(
     {
@@ -207,11 +213,25 @@ class OpenAIToAnthropic:
     a tool call whose block is already closed are dropped.
     """
 
-    def __init__(self, model: str, input_tokens_estimate: int) -> None:
+    def __init__(
+        self,
+        model: str,
+        input_tokens_estimate: int,
+        *,
+        stop_sequences: Any = None,
+        defer_missing_usage: bool = False,
+    ) -> None:
         self.model = model
         self.input_tokens_estimate = input_tokens_estimate
+        self.stop_sequences = stop_sequences
+        # With ``defer_missing_usage``, an end without the upstream's usage holds back
+        # message_delta and message_stop (``awaiting_usage``) until ``complete`` is given it.
+        self.defer_missing_usage = defer_missing_usage
+        self.awaiting_usage = False
         self.id = ids.message_id()
         self.usage: Usage | None = None
+        self._stop_sequence: str | None = None
+        self._content: list[str] = []  # the answer's text, to see which stop sequence ended it
         self._started = False
         self._ended = False
         self._open: tuple[str, int] | None = None  # (kind, OpenAI tool index or -1)
@@ -306,6 +326,7 @@ class OpenAIToAnthropic:
                     events += self._open_block("text", {"type": "text", "text": ""})
                 events.append(self._delta({"type": "text_delta", "text": text}))
                 self._output.append(text)
+                self._content.append(text)
         calls = delta.get("tool_calls")
         for call in calls if isinstance(calls, list) else ():
             if isinstance(call, dict):
@@ -316,6 +337,11 @@ class OpenAIToAnthropic:
             reason = stop_reason(finish)
             if reason == "end_turn" and self._has_tool_use:
                 reason = "tool_use"
+            if reason == "end_turn":
+                text = "".join(self._content)
+                self._stop_sequence = matched_stop_sequence(choice, text, self.stop_sequences)
+                if self._stop_sequence is not None:
+                    reason = "stop_sequence"
             self._stop_reason = reason
         return events
 
@@ -354,7 +380,10 @@ class OpenAIToAnthropic:
                 "input_tokens": self.input_tokens_estimate,
                 "output_tokens": tokens.count_text("".join(self._output)),
             }
-        delta = {"stop_reason": self._stop_reason or "end_turn", "stop_sequence": None}
+        delta = {
+            "stop_reason": self._stop_reason or "end_turn",
+            "stop_sequence": self._stop_sequence,
+        }
         events.append(("message_delta", {"type": "message_delta", "delta": delta, "usage": usage}))
         events.append(("message_stop", {"type": "message_stop"}))
         self._ended = True
@@ -366,6 +395,19 @@ class OpenAIToAnthropic:
             return []
         if self._stop_reason is None:
             return self._error("api_error", "The upstream stream ended before a finish_reason.")
+        if self.usage is None and self.defer_missing_usage:
+            if self.awaiting_usage:
+                return []
+            self.awaiting_usage = True
+            return self._start() + self._close()
+        return self._end()
+
+    def complete(self, usage: Usage) -> list[Event]:
+        """The held-back end (``awaiting_usage``), with the usage counted for it."""
+        if self._ended or not self.awaiting_usage:
+            return []
+        self.awaiting_usage = False
+        self.usage = usage
         return self._end()
 
     def finish(self) -> list[Event]:

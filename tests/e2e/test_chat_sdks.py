@@ -435,8 +435,14 @@ def test_it_sends_request_ids_on_both_surfaces(live):
     assert a.headers["request-id"] == a.headers["x-request-id"]
 
 
-def test_it_forwards_anthropic_version_and_beta_to_an_anthropic_upstream(live):
-    factories.model("sim-echo", routes=[(live["anthropic"], "sim-claude+echo_headers=1")])
+@pytest.mark.parametrize("forwards_beta", [True, False])
+def test_it_forwards_anthropic_version_and_beta_to_an_anthropic_upstream(live, forwards_beta):
+    """anthropic-version is the protocol's; anthropic-beta goes only to a provider that names it
+    in forward_headers (the Anthropic preset does)."""
+    provider = live["anthropic"]
+    provider.forward_headers = ["x-sim-options", "anthropic-beta"] if forwards_beta else []
+    provider.save()
+    factories.model("sim-echo", routes=[(provider, "sim-claude+echo_headers=1")])
     raw = ant(live).messages.with_raw_response.create(
         model="sim-echo",
         max_tokens=10,
@@ -446,7 +452,10 @@ def test_it_forwards_anthropic_version_and_beta_to_an_anthropic_upstream(live):
     assert raw.http_response.status_code == 200
     received = sim_stats(live)["last_headers"]
     assert received["anthropic-version"] == anthropic._constants.ANTHROPIC_API_VERSION
-    assert received["anthropic-beta"] == "prompt-caching-2024-07-31"
+    if forwards_beta:
+        assert received["anthropic-beta"] == "prompt-caching-2024-07-31"
+    else:
+        assert "anthropic-beta" not in received
     assert live["secret"] not in json.dumps(received)
 
 

@@ -323,7 +323,7 @@ def test_a_batch_line_whose_upstream_fails_releases_its_reservation(
 
 @pytest.mark.parametrize(
     ("surface", "status", "expected"),
-    [("openai", 500, 503), ("anthropic", 503, 503), ("openai", 400, 400), ("anthropic", 404, 404)],
+    [("openai", 500, 503), ("anthropic", 503, 503), ("openai", 400, 503), ("anthropic", 404, 503)],
 )
 @pytest.mark.parametrize("stream", [False, True])
 def test_an_upstream_error_page_is_logged_never_echoed(

@@ -1625,3 +1625,27 @@ def test_malformed_system_messages_are_refused_with_their_place(messages, param)
         with pytest.raises(TranslationError) as refused:
             translate({"messages": messages})
         assert refused.value.param == param
+
+
+@pytest.mark.parametrize(
+    ("choice", "text", "expected"),
+    [
+        ({"finish_reason": "stop", "stop_reason": "END"}, "done", "END"),  # vLLM names it
+        ({"finish_reason": "stop", "matched_stop": "##"}, "done", "##"),  # SGLang
+        ({"finish_reason": "stop", "stopping_word": "END"}, "done", "END"),  # llama.cpp
+        ({"finish_reason": "stop", "stop_reason": 106}, "done", None),  # a token id: not ours
+        ({"finish_reason": "stop", "stop_reason": "other"}, "done", None),  # not the caller's
+        ({"finish_reason": "stop"}, "it is done END", "END"),  # a server that keeps the string
+        ({"finish_reason": "stop"}, "it is done", None),  # no telling: the model's own end
+        ({"finish_reason": "length", "stop_reason": "END"}, "done", None),
+    ],
+)
+def test_which_stop_sequence_ended_an_openai_answer(
+    choice: dict[str, Any], text: str, expected: str | None
+) -> None:
+    assert tresp.matched_stop_sequence(choice, text, ["END", "##"]) == expected
+    completion = {"choices": [{**choice, "index": 0, "message": {"content": text}}]}
+    message = tresp.openai_to_anthropic(completion, model="m", stop_sequences=["END", "##"])
+    assert message["stop_sequence"] == expected
+    if expected is not None:
+        assert message["stop_reason"] == "stop_sequence"

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("gateway", "0009_encrypted_api_keys"),
+        ("gateway", "0008_usage_counted_by"),
     ]
 
     operations = [
