@@ -177,6 +177,11 @@ class UpstreamFailed(ModelUnavailable):
     """The upstream could not serve the request (after retries and fallbacks)."""
 
 
+class UpstreamNotFound(UpstreamFailed):
+    """The upstream answered 404 for a model or path of ours: a route to fix (or, for legacy
+    completions, an upstream that serves the model only as chat)."""
+
+
 class LimitsUnavailable(ModelUnavailable):
     """The shared limits store cannot be reached, and the gateway fails closed."""
 

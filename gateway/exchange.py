@@ -550,7 +550,7 @@ def check_chat(body: dict[str, Any], surface: str) -> ChatShape:
                 f"messages[{i}].role: '{message['role'][:40]}' is not one of {', '.join(roles)}.",
                 param=f"messages[{i}].role",
             )
-    _check_sampling(body, surface)
+    check_sampling(body, surface)
     stream = body.get("stream", False)
     if stream is None:
         stream = False
@@ -578,7 +578,7 @@ _SAMPLING_RANGES = {
 }
 
 
-def _check_sampling(body: dict[str, Any], surface: str) -> None:
+def check_sampling(body: dict[str, Any], surface: str) -> None:
     for name, (low, high) in _SAMPLING_RANGES[surface].items():
         value = body.get(name)
         if value is None:

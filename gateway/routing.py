@@ -32,7 +32,7 @@ def caller_caused(exc: UpstreamError) -> bool:
     a parameter out of range) that is not about something only the gateway sends (a header, our
     request id, credentials, the API version). Anything else (a 4xx with no JSON error message,
     such as a plain-text "Invalid UUID in request header", or any other 4xx status) is between
-    the gateway and the upstream: the caller gets a 502 ``upstream_error`` and the operator the
+    the gateway and the upstream: the caller gets a 503 ``model_unavailable`` and the operator the
     upstream's body in the log (``Provider.failure``)."""
     return (
         exc.status in (400, 413, 422)
@@ -139,11 +139,10 @@ def _to_gateway_error(exc: UpstreamError, model: ModelInfo) -> errors.GatewayErr
         )
     if status == 404:
         # The model is in our catalog; an upstream that does not know it is a route to fix.
-        return errors.UpstreamFailed(
+        return errors.UpstreamNotFound(
             f"The upstream provider does not know {model.model_id} (HTTP 404)"
             + (f": {detail}" if detail else "")
-            + ". An operator has to fix its route.",
-            status=502,
+            + ". An operator has to fix its route."
         )
     if status == 429:
         retry = max(1, round(exc.retry_after)) if exc.retry_after is not None else 1

@@ -43,6 +43,7 @@ async def _steps(ex: Exchange, request: HttpRequest) -> HttpResponseBase:
     ex.body = body
     model = await exchange.resolve(ex, kind="chat")
     shape = completions.check(body)
+    exchange.check_sampling(body, OPENAI)
     ex.stream = shape.stream
     native = _native(model)
     if not native:
@@ -56,7 +57,7 @@ async def _steps(ex: Exchange, request: HttpRequest) -> HttpResponseBase:
     if native:
         try:
             return await _forwarded(ex, shape)
-        except errors.UnknownModel:
+        except errors.UpstreamNotFound:
             if ex.route is None:
                 raise
             _chat_only.add((ex.route.base_url, ex.route.upstream_model))

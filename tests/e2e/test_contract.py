@@ -20,6 +20,7 @@ from billing import ledger
 from billing.models import Plan
 from gateway.models import CatalogModel
 from tests import factories
+from tests.e2e.test_media import png_bytes
 
 pytestmark = pytest.mark.e2e
 
@@ -136,6 +137,57 @@ def _media(prefix: str) -> dict[str, Call]:
     }
 
 
+def _legacy_and_edits(prefix: str) -> dict[str, Call]:
+    png = png_bytes(8, 8)
+    return {
+        f"{prefix}completions": Call(
+            "POST",
+            f"{prefix}completions",
+            OPENAI,
+            ok={"json": {"model": "sim-gpt", "prompt": "hi", "max_tokens": 5}},
+            bad={"json": {"model": "sim-gpt", "prompt": "hi", "temperature": 3}},
+        ),
+        f"{prefix}audio/translations": Call(
+            "POST",
+            f"{prefix}audio/translations",
+            OPENAI,
+            ok={"data": {"model": "sim-whisper"}, "files": {"file": ("a.wav", _wav())}},
+            bad={"data": {"model": "sim-whisper"}, "files": {"other": ("a.wav", b"x")}},
+        ),
+        f"{prefix}images/edits": Call(
+            "POST",
+            f"{prefix}images/edits",
+            OPENAI,
+            ok={
+                "data": {"model": "sim-image", "prompt": "a hat"},
+                "files": {"image": ("a.png", png, "image/png")},
+            },
+            bad={"data": {"model": "sim-image", "prompt": "a hat"}},
+        ),
+        f"{prefix}images/variations": Call(
+            "POST",
+            f"{prefix}images/variations",
+            OPENAI,
+            ok={"data": {"model": "sim-image"}, "files": {"image": ("a.png", png, "image/png")}},
+            bad={"data": {"model": "sim-image"}},
+        ),
+    }
+
+
+def _anthropic_files(prefix: str) -> dict[str, Call]:
+    return {
+        f"{prefix}files": Call(
+            "GET", f"{prefix}files", ANTHROPIC, bad={"method": "POST", "data": {"x": "1"}}
+        ),
+        f"{prefix}files/<str:file_id>": Call(
+            "GET", f"{prefix}files/file_nope", ANTHROPIC, ok_status=404
+        ),
+        f"{prefix}files/<str:file_id>/content": Call(
+            "GET", f"{prefix}files/file_nope/content", ANTHROPIC, ok_status=404
+        ),
+    }
+
+
 def _openai_batches(prefix: str) -> dict[str, Call]:
     return {
         f"{prefix}files": Call(
@@ -197,6 +249,9 @@ ROUTES: dict[str, Call] = {
     "v1/models/<path:model_id>": Call("GET", "v1/models/nope", OPENAI, ok_status=404),
     **_media("openai/v1/"),
     **_media("v1/"),
+    **_legacy_and_edits("openai/v1/"),
+    **_legacy_and_edits("v1/"),
+    **_anthropic_files("anthropic/v1/"),
     **_openai_batches("openai/v1/"),
     **_openai_batches("v1/"),
     **_message_batches("anthropic/v1/"),
