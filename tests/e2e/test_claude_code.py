@@ -25,15 +25,26 @@ from gateway.models import UsageRecord
 
 pytestmark = pytest.mark.e2e
 
-PACKAGE = "@anthropic-ai/claude-code"
+# The release the issue was reported against, pinned so a new release cannot change the suite
+# under us; raise it on purpose (and run this test) to try a newer one.
+CLAUDE_CODE_VERSION = "2.1.197"
+PACKAGE = f"@anthropic-ai/claude-code@{CLAUDE_CODE_VERSION}"
 NPM_PREFIX = Path(settings.BASE_DIR) / "var" / "npm"
 CLI = NPM_PREFIX / "node_modules" / ".bin" / "claude"
+INSTALLED = NPM_PREFIX / "node_modules" / "@anthropic-ai" / "claude-code" / "package.json"
+
+
+def _installed_version() -> str | None:
+    try:
+        return str(json.loads(INSTALLED.read_text())["version"])
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 @pytest.fixture(scope="session")
 def claude_cli() -> Path:
     """The Claude Code CLI, installed from npm into var/npm/ on first use."""
-    if CLI.exists():
+    if CLI.exists() and _installed_version() == CLAUDE_CODE_VERSION:
         return CLI
     npm = shutil.which("npm")
     if npm is None:
