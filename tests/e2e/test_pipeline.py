@@ -176,7 +176,7 @@ def test_it_records_a_broken_completions_stream_once(funded: dict[str, Any], mod
         for _ in stream:
             pass
     record = wait_until_settled(funded["account"].pk, "completions")
-    assert (record.status, record.error_code) == (502, "upstream_error")
+    assert (record.status, record.error_code) == (503, "model_unavailable")
     assert record.output_tokens > 0 and record.is_estimate
 
 

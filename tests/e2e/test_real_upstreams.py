@@ -98,8 +98,8 @@ def test_a_server_that_rejects_our_request_ids_serves_when_none_is_sent(
 def test_an_upstream_400_about_our_headers_is_not_the_callers_fault(
     live: dict[str, Any], surface: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The upstream refuses our request id (400, plain text): the caller gets a 502
-    upstream_error, never invalid_request_error; the operator's log has the upstream's body."""
+    """The upstream refuses our request id (400, plain text): the caller gets the table's 503
+    model_unavailable, never invalid_request_error; the operator's log has the upstream's body."""
     provider = quirky(live, "q-ids-sent", "uuid_ids=1", request_id_header="x-request-id")
     factories.model("q-ids-sent", routes=[(provider, "sim-gpt")])
     failure: openai.APIStatusError | anthropic.APIStatusError
@@ -111,20 +111,24 @@ def test_an_upstream_400_about_our_headers_is_not_the_callers_fault(
             assert isinstance(failure.body, dict)
             assert (failure.body["type"], failure.body["code"]) == (
                 "server_error",
-                "upstream_error",
+                "model_unavailable",
             )
         else:
             with pytest.raises(anthropic.APIStatusError) as caught_a:
                 ant(live).messages.create(model="q-ids-sent", max_tokens=10, messages=MESSAGES)
             failure = caught_a.value
             assert isinstance(failure.body, dict)
-            assert failure.body["error"]["type"] == "api_error"
-    assert failure.status_code == 502
+            assert failure.body["error"]["type"] == "overloaded_error"
+    assert failure.status_code == 503
     assert "HTTP 400" in str(failure)
     logged = [r.getMessage() for r in caplog.records if r.name == "tokenfactory.upstream"]
     assert any("Invalid UUID in request header X-Request-ID" in m for m in logged)
     record = last_record(live, "q-ids-sent")
-    assert (record.status, record.error_code, record.billed_micros) == (502, "upstream_error", 0)
+    assert (record.status, record.error_code, record.billed_micros) == (
+        503,
+        "model_unavailable",
+        0,
+    )
 
 
 def test_a_route_whose_upstream_refuses_our_request_falls_back_to_the_next(
