@@ -238,6 +238,9 @@ def bench_env(tmp: Path, sim_port: int, database_url: str = "", redis: str = "")
         **os.environ,
         "TF_VAR_DIR": str(tmp),
         "DEBUG": "false",
+        # Plain HTTP on loopback, as scripts/run serves: no redirect to HTTPS.
+        "SECURE_SSL_REDIRECT": "false",
+        "SECURE_COOKIES": "false",
         "SECRET_KEY": "bench-" + "x" * 50,
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "SIMULATOR_URL": f"http://127.0.0.1:{sim_port}",
