@@ -54,8 +54,9 @@ class User(AbstractBaseUser, PermissionsMixin):
 
 
 class Account(models.Model):
-    """The unit that owns a plan, a prepaid balance and keys. Every user gets a personal one at
-    sign-up; memberships leave room for teams."""
+    """An organisation: it owns a plan, a prepaid balance and keys, and people join it through
+    memberships with a role. Every user gets a personal one at sign-up and may belong to several
+    (accounts.orgs picks the one a request acts for)."""
 
     name = models.CharField(max_length=150)
     plan = models.ForeignKey("billing.Plan", on_delete=models.PROTECT, related_name="accounts")
@@ -76,9 +77,15 @@ class Account(models.Model):
 
 
 class Membership(models.Model):
+    """A person in an organisation (an Account) with one role; accounts/roles.py says what each
+    role may do."""
+
     class Role(models.TextChoices):
         OWNER = "owner", "Owner"
-        MEMBER = "member", "Member"
+        ADMIN = "admin", "Admin"
+        BILLING = "billing", "Billing"
+        DEVELOPER = "developer", "Developer"
+        VIEWER = "viewer", "Viewer"
 
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="memberships")
     account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="memberships")

@@ -76,7 +76,8 @@ def sign_up(
 
 
 def account_for(user: User) -> Account:
-    """The account a signed-in person acts for: their personal one (teams come later)."""
+    """A person's first organisation (creating a personal one if they have none). Commands use
+    it; a dashboard request acts for the organisation accounts.orgs.current_membership picks."""
     membership = (
         Membership.objects.select_related("account__plan")
         .filter(user=user)

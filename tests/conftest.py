@@ -218,11 +218,11 @@ def alice(db: None) -> Any:
 
 @pytest.fixture
 def bob(db: None, alice: Any) -> Any:
-    """Alice's teammate: a member of her account."""
+    """Alice's teammate: a developer in her organisation."""
     from accounts.models import Membership
 
     user = factories.UserFactory.create(email="bob@example.com")
-    Membership.objects.create(user=user, account=alice.accounts.get(), role=Membership.Role.MEMBER)
+    Membership.objects.create(user=user, account=alice.accounts.get(), role=Membership.Role.DEVELOPER)
     return user
 
 

@@ -1,0 +1,114 @@
+"""Which organisation a signed-in request acts for, with which role, and the guard every
+dashboard view puts in front of itself.
+
+A person may belong to several organisations. The one they act for is kept in the session
+(``ORG_SESSION_KEY``, set by the switcher); without it, or when that membership is gone, it is
+their oldest membership. ``requires(perm)`` logs the person in if needed, resolves the membership,
+answers 403 when the role lacks the permission (accounts/roles.py) and leaves ``request.membership``
+and ``request.account`` for the view.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar, cast
+
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse
+
+from accounts.models import Account, Membership, User
+from accounts.roles import Perm, can
+from billing import plans
+
+ORG_SESSION_KEY = "tf_org"
+
+View = TypeVar("View", bound=Callable[..., HttpResponse])
+
+
+def memberships(user: User) -> list[Membership]:
+    return list(
+        Membership.objects.select_related("account__plan")
+        .filter(user=user, account__is_active=True)
+        .order_by("created_at", "id")
+    )
+
+
+def personal_membership(user: User) -> Membership:
+    """The person's first membership, creating a personal organisation they own if they have
+    none (someone removed from their only organisation still has a place to land)."""
+    found = memberships(user)
+    if found:
+        return found[0]
+    with transaction.atomic():
+        account = Account.objects.create(name=user.name or user.email, plan=plans.default())
+        return Membership.objects.create(user=user, account=account, role=Membership.Role.OWNER)
+
+
+def current_membership(request: HttpRequest) -> Membership:
+    """The membership a signed-in request acts through (cached on the request)."""
+    cached = getattr(request, "membership", None)
+    if isinstance(cached, Membership):
+        return cached
+    user = request.user
+    assert isinstance(user, User)
+    wanted = request.session.get(ORG_SESSION_KEY)
+    membership = None
+    if wanted is not None:
+        membership = (
+            Membership.objects.select_related("account__plan")
+            .filter(user=user, account_id=wanted, account__is_active=True)
+            .first()
+        )
+    if membership is None:
+        membership = personal_membership(user)
+        request.session[ORG_SESSION_KEY] = membership.account_id
+    request.membership = membership  # type: ignore[attr-defined]
+    request.account = membership.account  # type: ignore[attr-defined]
+    return membership
+
+
+def switch(request: HttpRequest, account_id: int) -> Membership | None:
+    """Act for another organisation the person belongs to; None if they do not."""
+    user = request.user
+    assert isinstance(user, User)
+    membership = (
+        Membership.objects.select_related("account__plan")
+        .filter(user=user, account_id=account_id, account__is_active=True)
+        .first()
+    )
+    if membership is not None:
+        request.session[ORG_SESSION_KEY] = membership.account_id
+        request.membership = membership  # type: ignore[attr-defined]
+        request.account = membership.account  # type: ignore[attr-defined]
+    return membership
+
+
+def allowed(request: HttpRequest, perm: Perm) -> bool:
+    return can(current_membership(request).role, perm)
+
+
+def requires(*perms: Perm) -> Callable[[View], View]:
+    """Guard a dashboard view: signed in, and the current role holds every one of ``perms``
+    (403 otherwise). The view finds ``request.membership`` and ``request.account`` set."""
+
+    def decorate(view: View) -> View:
+        @wraps(view)
+        def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if not request.user.is_authenticated:
+                return redirect_to_login(request.get_full_path())
+            membership = current_membership(request)
+            missing = [perm for perm in perms if not can(membership.role, perm)]
+            if missing:
+                raise PermissionDenied(
+                    f"Your role in {membership.account.name} ({membership.role}) does not allow "
+                    "this. Ask an owner or admin of the organisation."
+                )
+            return view(request, *args, **kwargs)
+
+        guarded.required_perms = perms  # type: ignore[attr-defined]
+        return cast(View, guarded)
+
+    return decorate
