@@ -197,3 +197,73 @@ class ManagementKey(models.Model):
 
     def allows(self, scope: str) -> bool:
         return scope in self.scopes
+
+
+class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
+    """Audit events are only ever added: bulk updates and deletes are refused."""
+
+    def update(self, **kwargs: Any) -> int:
+        raise PermissionError("audit events are append-only")
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        raise PermissionError("audit events are append-only")
+
+
+class AuditEvent(models.Model):
+    """One security- or money-relevant action: who, what, when, from where, before and after.
+    Written only by accounts.audit.record; never changed or deleted. References are kept as plain
+    ids and labels (no foreign-key constraint, no cascade), so an event outlives what it names."""
+
+    class ActorKind(models.TextChoices):
+        USER = "user", "Person"
+        KEY = "key", "API key"
+        MANAGEMENT_KEY = "management_key", "Management key"
+        OPERATOR = "operator", "Operator"
+        WEBHOOK = "webhook", "Webhook"
+        SYSTEM = "system", "System"
+
+    at = models.DateTimeField(default=now, db_index=True)
+    account = models.ForeignKey(
+        Account,
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="audit_events",
+    )
+    action = models.CharField(max_length=64, db_index=True)
+    actor_kind = models.CharField(max_length=16, choices=ActorKind)
+    actor_user = models.ForeignKey(
+        User,
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="+",
+    )
+    # What the actor was called then: an e-mail, a key's hint, an operator's command.
+    actor_label = models.CharField(max_length=200, blank=True)
+    target_kind = models.CharField(max_length=32, blank=True)
+    target_id = models.CharField(max_length=64, blank=True)
+    target_label = models.CharField(max_length=200, blank=True)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=300, blank=True)
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(null=True, blank=True)
+
+    objects = AuditEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["account", "-at"])]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.action} by {self.actor_label or self.actor_kind}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.pk is not None:
+            raise PermissionError("audit events are append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        raise PermissionError("audit events are append-only")
