@@ -16,8 +16,9 @@ from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
-from accounts import keys
-from accounts.models import Account, ApiKey, ManagementKey, Membership, User
+from accounts import audit, keys
+from accounts.admin_audit import AuditedAdmin
+from accounts.models import Account, ApiKey, AuditEvent, ManagementKey, Membership, User
 from billing import ledger, money, plans
 
 admin.site.site_header = "Token Factory admin"
@@ -45,7 +46,7 @@ class EmailUserCreationForm(AdminUserCreationForm[User]):
 
 
 @admin.register(User)
-class UserAdmin(BaseUserAdmin[User]):
+class UserAdmin(AuditedAdmin[User], BaseUserAdmin[User]):
     form = UserEditForm
     add_form = EmailUserCreationForm
     fieldsets = (
@@ -71,6 +72,22 @@ class UserAdmin(BaseUserAdmin[User]):
     search_fields = ("email", "name")
     ordering = ("email",)
     readonly_fields = ("last_login", "date_joined")
+
+    def user_change_password(
+        self, request: HttpRequest, id: str, form_url: str = ""
+    ) -> HttpResponse:
+        response = super().user_change_password(request, id, form_url)
+        if request.method == "POST" and response.status_code == 302:
+            changed = User.objects.filter(pk=id).first()
+            operator = request.user if isinstance(request.user, User) else None
+            audit.record(
+                action="user.password_changed",
+                account=audit.home_account_id(changed) if changed else None,
+                user=operator,
+                actor_kind=AuditEvent.ActorKind.OPERATOR,
+                target=changed,
+            )
+        return response
 
 
 class MembershipInline(admin.TabularInline[Membership, Account]):
@@ -128,7 +145,7 @@ class AdjustBalanceForm(forms.Form):
 
 
 @admin.register(Account)
-class AccountAdmin(admin.ModelAdmin[Account]):
+class AccountAdmin(AuditedAdmin[Account]):
     list_display = ("name", "plan", "balance", "is_active", "created_at", "key_count")
     list_filter = ("plan", "is_active")
     list_select_related = ("plan",)
@@ -243,7 +260,7 @@ class RevokedFilter(admin.SimpleListFilter):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin[ApiKey]):
+class ApiKeyAdmin(AuditedAdmin[ApiKey]):
     """Keys are issued by their owners (the secret is shown once, to them) and never deleted here:
     revoke instead, so usage history keeps its key."""
 
@@ -314,7 +331,7 @@ class ApiKeyAdmin(admin.ModelAdmin[ApiKey]):
 
 
 @admin.register(ManagementKey)
-class ManagementKeyAdmin(admin.ModelAdmin[ManagementKey]):
+class ManagementKeyAdmin(AuditedAdmin[ManagementKey]):
     """Management keys (tf-mgmt-) are made by their owners on the Keys page, the secret shown
     once to them; here an operator sees them, renames them, narrows their scopes and revokes
     them (never deleted, so what they did stays attributable)."""

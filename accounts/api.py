@@ -18,9 +18,9 @@ from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAuthentic
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from accounts import keys
+from accounts import audit, keys
 from accounts.forms import models_for
-from accounts.models import Account, ApiKey, ManagementKey, Membership, User
+from accounts.models import Account, ApiKey, AuditEvent, ManagementKey, Membership, User
 from accounts.services import account_for
 from gateway import errors
 
@@ -53,6 +53,8 @@ class ManagementKeyAuthentication(BaseAuthentication):
         user = owner.user if owner else key.created_by
         if user is None or not user.is_active:
             raise exceptions.AuthenticationFailed("This key's account has no active owner.")
+        # What this request changes is recorded as done by the key, not by the owner it acts for.
+        audit.act_as(audit.Actor(kind=AuditEvent.ActorKind.MANAGEMENT_KEY, label=key.hint))
         return user, key
 
     def authenticate_header(self, request: Request) -> str:

@@ -8,12 +8,17 @@ token or hash is ever written, whatever a caller passes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
-from django.http import HttpRequest
+from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
+from django.http import HttpRequest, HttpResponse
+from django.urls import reverse
 
-from accounts.models import Account, AuditEvent, User
+from accounts.models import Account, AuditEvent, Membership, User
 from accounts.throttle import client_address
 
 # Every action the log knows, with the words the dashboard shows for it.
@@ -75,6 +80,89 @@ def scrub(value: Any) -> Any:
     return value
 
 
+@dataclass(frozen=True)
+class Actor:
+    """Who is acting when it is not simply the signed-in person of the request: a management
+    key (label: its hint), an operator (label: their e-mail or the command), a webhook (label:
+    the event id)."""
+
+    kind: str
+    label: str = ""
+    user: User | None = None
+
+
+# The request being served (set by AuditMiddleware) and, when someone other than its signed-in
+# person acts, who. The functions that do each action (accounts.keys, billing.ledger,
+# billing.plans, ...) record through these, so no view has to pass them along.
+_request: ContextVar[HttpRequest | None] = ContextVar("audit_request", default=None)
+_actor: ContextVar[Actor | None] = ContextVar("audit_actor", default=None)
+
+
+@contextmanager
+def acting(actor: Actor) -> Iterator[Actor]:
+    """Everything recorded inside the block is done by ``actor`` (commands, webhooks, tests)."""
+    token = _actor.set(actor)
+    try:
+        yield actor
+    finally:
+        _actor.reset(token)
+
+
+def act_as(actor: Actor) -> None:
+    """Make ``actor`` the one acting for the rest of the current request (AuditMiddleware
+    forgets it when the request ends): the management API's key authentication uses it."""
+    _actor.set(actor)
+
+
+def operator(label: str, user: User | None = None) -> Actor:
+    return Actor(kind=AuditEvent.ActorKind.OPERATOR, label=label, user=user)
+
+
+def current_request() -> HttpRequest | None:
+    return _request.get()
+
+
+def current_actor() -> Actor | None:
+    """The actor set by ``acting`` or ``act_as``, if any (None: the request's person acts)."""
+    return _actor.get()
+
+
+def home_account_id(user: User) -> int | None:
+    """The organisation a person's own events (log-ins, password changes) are shown in: their
+    oldest membership's."""
+    return (
+        Membership.objects.filter(user=user)
+        .order_by("created_at", "id")
+        .values_list("account_id", flat=True)
+        .first()
+    )
+
+
+def _is_admin_path(path: str) -> bool:
+    return path.startswith(reverse("admin:index"))
+
+
+class AuditMiddleware:
+    """Remembers the request being served, so an event recorded anywhere while serving it has
+    its address and user agent; in the admin, a staff member acts as an operator."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        request_token = _request.set(request)
+        actor = None
+        if _is_admin_path(request.path_info) and getattr(request.user, "is_staff", False):
+            user = request.user if isinstance(request.user, User) else None
+            actor = operator(user.email if user else "admin", user)
+        actor_token = _actor.set(actor)
+        try:
+            return self.get_response(request)
+        finally:
+            _actor.reset(actor_token)
+            _request.reset(request_token)
+
+
 def record(
     *,
     action: str,
@@ -90,13 +178,22 @@ def record(
     before: Any = None,
     after: Any = None,
 ) -> AuditEvent:
-    """Append one event. The actor is ``user`` (or the request's signed-in person) unless
-    ``actor_kind`` says otherwise; the address and user agent come from ``request``. ``target``
-    may be a model instance (its class name, pk and str become the target)."""
+    """Append one event. The actor is, first found: ``actor_kind``/``user`` as given, the actor
+    set by ``acting``/``act_as`` (an operator, a management key, a webhook), the request's
+    signed-in person. The address and user agent come from ``request`` (by default the request
+    being served). ``target`` may be a model instance (its class name, pk and str become the
+    target)."""
     if action not in ACTIONS:
         raise ValueError(f"unknown audit action {action!r}: add it to accounts.audit.ACTIONS")
-    if user is None and request is not None and isinstance(request.user, User):
-        user = request.user
+    if request is None:
+        request = _request.get()
+    acting_now = _actor.get()
+    if actor_kind is None and user is None and acting_now is not None:
+        actor_kind, user = acting_now.kind, acting_now.user
+        actor_label = actor_label or acting_now.label
+    if user is None and actor_kind is None and request is not None:
+        signed_in = getattr(request, "user", None)
+        user = signed_in if isinstance(signed_in, User) else None
     kind = actor_kind or (AuditEvent.ActorKind.USER if user is not None else "system")
     if target is not None:
         target_kind = target_kind or type(target).__name__.lower()
@@ -116,3 +213,44 @@ def record(
         before=scrub(before),
         after=scrub(after),
     )
+
+
+# --- log-ins and log-outs: Django's auth signals, connected in accounts.apps -------------------
+
+
+def _logged_in(sender: Any, request: HttpRequest | None, user: User, **kwargs: Any) -> None:
+    record(action="user.login", account=home_account_id(user), request=request, user=user)
+
+
+def _logged_out(sender: Any, request: HttpRequest | None, user: Any, **kwargs: Any) -> None:
+    if isinstance(user, User):
+        record(action="user.logout", account=home_account_id(user), request=request, user=user)
+
+
+def _login_failed(
+    sender: Any, credentials: Mapping[str, Any], request: HttpRequest | None = None, **kw: Any
+) -> None:
+    """Only the address someone typed is kept (Django hands the password masked anyway)."""
+    attempted = next(
+        (
+            str(credentials[name])
+            for name in (User.USERNAME_FIELD, "username", "email")
+            if credentials.get(name)
+        ),
+        "",
+    )
+    record(
+        action="user.login_failed",
+        request=request,
+        actor_kind=AuditEvent.ActorKind.USER,
+        actor_label=attempted,
+        target_kind="user",
+        target_label=attempted,
+    )
+
+
+def listen() -> None:
+    """Connect the log-in signals (AccountsConfig.ready)."""
+    user_logged_in.connect(_logged_in, dispatch_uid="audit.user_logged_in")
+    user_logged_out.connect(_logged_out, dispatch_uid="audit.user_logged_out")
+    user_login_failed.connect(_login_failed, dispatch_uid="audit.user_login_failed")

@@ -19,7 +19,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils.timezone import now
 
-from accounts import signals
+from accounts import audit, signals
 from accounts.models import Account, ApiKey, ManagementKey, Membership, User
 
 ENVIRONMENTS = ("prod", "stag", "dev")
@@ -101,7 +101,7 @@ def issue(
                 f"your {locked.plan.name} plan allows {cap} active key{'s' if cap != 1 else ''}; "
                 "revoke one you no longer use, or change plan, to create another"
             )
-        return _issue(
+        issued = _issue(
             account=account,
             name=name,
             environment=environment,
@@ -111,6 +111,26 @@ def issue(
             rpm_limit=rpm_limit,
             tpm_limit=tpm_limit,
         )
+        audit.record(
+            action="key.created",
+            account=account,
+            target=issued.key,
+            after=_settings(issued.key),
+        )
+        return issued
+
+
+def _settings(key: ApiKey) -> dict[str, object]:
+    """What an audit event keeps of a key: its settings and hint, never its secret or hash."""
+    return {
+        "name": key.name,
+        "environment": key.environment,
+        "hint": key.hint,
+        "allowed_models": list(key.allowed_models),
+        "rpm_limit": key.rpm_limit,
+        "tpm_limit": key.tpm_limit,
+        "expires_at": key.expires_at.isoformat() if key.expires_at else None,
+    }
 
 
 def active_count(account: Account) -> int:
@@ -200,14 +220,35 @@ def rotate(*, key: ApiKey, grace: timedelta | None = None, by: User | None = Non
         key.expires_at = min(key.expires_at, ends) if key.expires_at else ends
         key.replaced_by = successor.key
         key.save(update_fields=["expires_at", "replaced_by"])
+        audit.record(
+            action="key.rotated",
+            account=key.account_id,
+            target=key,
+            before={"hint": key.hint},
+            after={
+                "successor_id": successor.key.pk,
+                "hint": successor.key.hint,
+                "old_key_expires_at": key.expires_at.isoformat(),
+            },
+        )
     announce_change(key_hashes=[key.key_hash])
     return successor
 
 
 def revoke(*, key: ApiKey) -> ApiKey:
     """Revoke at once, on every gateway process."""
-    updated = ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=now())
-    key.refresh_from_db(fields=["revoked_at"])
+    with transaction.atomic():
+        updated = ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=now())
+        key.refresh_from_db(fields=["revoked_at"])
+        if updated:
+            assert key.revoked_at is not None
+            audit.record(
+                action="key.revoked",
+                account=key.account_id,
+                target=key,
+                before={"status": "active"},
+                after={"status": "revoked", "revoked_at": key.revoked_at.isoformat()},
+            )
     if updated:
         announce_change(key_hashes=[key.key_hash])
     return key
@@ -222,6 +263,7 @@ def update(
     tpm_limit: int | None = None,
 ) -> ApiKey:
     fields: list[str] = []
+    before = _settings(key)
     if name is not None:
         if not name.strip():
             raise KeyError_("a key's name cannot be empty")
@@ -232,8 +274,19 @@ def update(
         _check_caps(key.account, rpm_limit, tpm_limit)
         key.rpm_limit, key.tpm_limit = rpm_limit, tpm_limit
         fields += ["rpm_limit", "tpm_limit"]
+    after = _settings(key)
+    changed = [field for field in fields if before[field] != after[field]]
     if fields:
-        key.save(update_fields=fields)
+        with transaction.atomic():
+            key.save(update_fields=fields)
+            if changed:
+                audit.record(
+                    action="key.limits_changed",
+                    account=key.account_id,
+                    target=key,
+                    before={field: before[field] for field in changed},
+                    after={field: after[field] for field in changed},
+                )
         announce_change(key_hashes=[key.key_hash])
     return key
 
@@ -286,14 +339,21 @@ def issue_management(
         wanted = sorted([*wanted, ManagementKey.Scope.READ])
     random_part = "".join(secrets.choice(_ALPHABET) for _ in range(RANDOM_LENGTH))
     secret = f"{MANAGEMENT_PREFIX}{random_part}"
-    key = ManagementKey.objects.create(
-        account=account,
-        name=name[:100],
-        key_hash=hash_key(secret),
-        hint=hint_for(secret),
-        scopes=wanted,
-        created_by=created_by,
-    )
+    with transaction.atomic():
+        key = ManagementKey.objects.create(
+            account=account,
+            name=name[:100],
+            key_hash=hash_key(secret),
+            hint=hint_for(secret),
+            scopes=wanted,
+            created_by=created_by,
+        )
+        audit.record(
+            action="management_key.created",
+            account=account,
+            target=key,
+            after={"name": key.name, "hint": key.hint, "scopes": list(key.scopes)},
+        )
     return IssuedManagementKey(key=key, secret=secret)
 
 
@@ -312,6 +372,17 @@ def verify_management(secret: str) -> ManagementKey | None:
 
 
 def revoke_management(*, key: ManagementKey) -> ManagementKey:
-    ManagementKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=now())
-    key.refresh_from_db(fields=["revoked_at"])
+    with transaction.atomic():
+        updated = ManagementKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(
+            revoked_at=now()
+        )
+        key.refresh_from_db(fields=["revoked_at"])
+        if updated:
+            audit.record(
+                action="management_key.revoked",
+                account=key.account_id,
+                target=key,
+                before={"status": "active"},
+                after={"status": "revoked"},
+            )
     return key

@@ -9,7 +9,7 @@ from django.core.validators import validate_email
 from django.db import transaction
 from django.utils.timezone import now
 
-from accounts import tasks
+from accounts import audit, tasks
 from accounts.models import Account, Membership, User
 from billing import plans
 from billing.models import Plan
@@ -72,6 +72,14 @@ def sign_up(
         )
         account = Account.objects.create(name=name or email, plan=plan or signup_plan())
         Membership.objects.create(user=user, account=account, role=Membership.Role.OWNER)
+        audit.record(
+            action="user.signup",
+            account=account,
+            # The person signing up, unless an operator (createaccount) is acting.
+            user=None if audit.current_actor() else user,
+            target=user,
+            after={"email": user.email, "name": name, "plan": account.plan.slug},
+        )
     return user
 
 

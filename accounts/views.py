@@ -19,7 +19,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 from django_ratelimit.decorators import ratelimit
 
-from accounts import keys, throttle, verification
+from accounts import audit, keys, throttle, verification
 from accounts.forms import (
     KeyCreateForm,
     KeyRotateForm,
@@ -336,3 +336,30 @@ def plans_page(request: HttpRequest) -> HttpResponse:
             request, f"You are now on {plan.name}. Its limits apply to every key.{note}"
         )
     return redirect("plans")
+
+
+class PasswordChangeView(auth_views.PasswordChangeView):
+    """Django's password change, with the change in the audit log."""
+
+    def form_valid(self, form: Any) -> HttpResponse:
+        response = super().form_valid(form)
+        user = form.user
+        audit.record(
+            action="user.password_changed", account=audit.home_account_id(user), target=user
+        )
+        return response
+
+
+class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
+    """Django's reset-link page, with the reset in the audit log (done by the link's holder)."""
+
+    def form_valid(self, form: Any) -> HttpResponse:
+        response = super().form_valid(form)
+        user = form.user
+        audit.record(
+            action="user.password_reset",
+            account=audit.home_account_id(user),
+            user=user,
+            target=user,
+        )
+        return response

@@ -12,6 +12,7 @@ from django.db import models
 from django.http import HttpRequest
 
 from accounts import keys
+from accounts.admin_audit import AuditedAdmin
 from accounts.models import Account
 from billing import money
 from billing.models import LedgerEntry, Plan, StripeEvent, Subscription
@@ -66,7 +67,7 @@ def dollars_formfield(db_field: models.Field[Any, Any], label: str) -> DollarsFi
 
 
 @admin.register(Plan)
-class PlanAdmin(admin.ModelAdmin[Plan]):
+class PlanAdmin(AuditedAdmin[Plan]):
     list_display = (
         "name",
         "slug",

@@ -9,11 +9,20 @@ from dataclasses import dataclass
 from django.db import IntegrityError, transaction
 from django.db.models import F
 
+from accounts import audit
 from accounts.models import Account, User
 from billing import signals
 from billing.models import LedgerEntry
 
 Kind = LedgerEntry.Kind
+
+# The audit action for each kind of entry a person, operator or webhook posts (usage charges,
+# posted by metering, are not audit events: the usage records are their history).
+_AUDITED = {
+    Kind.TOPUP: "billing.topup",
+    Kind.REFUND: "billing.refund",
+    Kind.ADJUSTMENT: "billing.adjustment",
+}
 
 
 class LedgerError(ValueError):
@@ -53,6 +62,21 @@ def _post(
                 reference=reference[:200],
                 created_by=created_by,
             )
+            action = _AUDITED.get(Kind(kind))
+            if action is not None:
+                # In the same transaction as the entry: a replay records nothing twice.
+                audit.record(
+                    action=action,
+                    account=account_id,
+                    target=entry,
+                    target_label=description[:200] or str(entry),
+                    before={"balance_micros": balance - amount_micros},
+                    after={
+                        "balance_micros": balance,
+                        "amount_micros": amount_micros,
+                        "reference": reference[:200],
+                    },
+                )
     except IntegrityError:
         # Someone else posted the same key first: this one is a replay.
         return None

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.db import transaction
 
-from accounts import keys
+from accounts import audit, keys
 from accounts.models import Account
 from billing.models import Plan
 
@@ -147,8 +147,21 @@ def assign_plan(*, account: Account, plan: Plan) -> bool:
     subscription events, the admin). Its keys' new limits apply on every gateway process once
     this commits. False when the account was already on that plan."""
     with transaction.atomic():
+        before = (
+            Account.objects.select_for_update(of=("self",))
+            .filter(pk=account.pk)
+            .values_list("plan__slug", flat=True)
+            .first()
+        )
         changed = Account.objects.filter(pk=account.pk).exclude(plan=plan).update(plan=plan)
         account.plan = plan
         if changed:
+            audit.record(
+                action="plan.changed",
+                account=account,
+                target=account,
+                before={"plan": before},
+                after={"plan": plan.slug},
+            )
             keys.announce_account_change(accounts=[account])
     return bool(changed)

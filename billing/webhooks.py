@@ -16,7 +16,8 @@ import stripe
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
-from accounts.models import Account
+from accounts import audit
+from accounts.models import Account, AuditEvent
 from billing import ledger, money, plans, stripe_api
 from billing.models import Plan, StripeEvent, Subscription
 
@@ -99,7 +100,9 @@ def apply(event: Any) -> str:
                 )
         except IntegrityError:
             return "duplicate"
-        account, outcome = handler(obj, created) if handler else (None, "ignored")
+        # What the event changes (a top-up, a plan) is recorded as done by Stripe's webhook.
+        with audit.acting(audit.Actor(kind=AuditEvent.ActorKind.WEBHOOK, label=event_id)):
+            account, outcome = handler(obj, created) if handler else (None, "ignored")
         row.account = account
         row.outcome = outcome[:200]
         row.save(update_fields=["account", "outcome"])
@@ -294,7 +297,10 @@ def end_grace(*, at: datetime) -> int:
             sub.grace_until = None
             sub.status = "unpaid"
             sub.save(update_fields=["grace_until", "status", "updated_at"])
-            plans.assign_plan(account=sub.account, plan=fallback)
+            with audit.acting(
+                audit.Actor(kind=AuditEvent.ActorKind.SYSTEM, label="payment grace ended")
+            ):
+                plans.assign_plan(account=sub.account, plan=fallback)
             moved += 1
     return moved
 

@@ -15,6 +15,7 @@ from django.db import models, transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from accounts.admin_audit import AuditedAdmin
 from billing import money
 from billing.admin import dollars_formfield
 from gateway import catalog, presets
@@ -27,7 +28,7 @@ def _clear_catalog_on_commit() -> None:
     transaction.on_commit(catalog.invalidate)
 
 
-class CatalogAdmin(admin.ModelAdmin[_M]):
+class CatalogAdmin(AuditedAdmin[_M]):
     """Any change to a catalog row invalidates the gateway's catalog snapshot."""
 
     def save_model(self, request: HttpRequest, obj: _M, form: Any, change: bool) -> None:
@@ -360,12 +361,14 @@ class CatalogModelAdmin(CatalogAdmin[CatalogModel]):
 
     @admin.action(description="Activate selected models", permissions=["change"])
     def activate(self, request: HttpRequest, queryset: QuerySet[CatalogModel]) -> None:
+        self.record_bulk_change(request, queryset, is_active=True)
         count = queryset.update(is_active=True)
         _clear_catalog_on_commit()
         self.message_user(request, f"Activated {count} model(s).", messages.SUCCESS)
 
     @admin.action(description="Deactivate selected models", permissions=["change"])
     def deactivate(self, request: HttpRequest, queryset: QuerySet[CatalogModel]) -> None:
+        self.record_bulk_change(request, queryset, is_active=False)
         count = queryset.update(is_active=False)
         _clear_catalog_on_commit()
         self.message_user(request, f"Deactivated {count} model(s).", messages.SUCCESS)

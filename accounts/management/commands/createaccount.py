@@ -6,6 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from accounts import audit
 from accounts.services import SignupError, account_for, sign_up
 from billing import plans
 
@@ -27,12 +28,13 @@ class Command(BaseCommand):
             except plans.UnknownPlan as exc:
                 raise CommandError(str(exc)) from exc
         try:
-            user = sign_up(
-                email=options["email"],
-                password=options["password"],
-                name=options["name"],
-                plan=plan,
-            )
+            with audit.acting(audit.operator("manage.py createaccount")):
+                user = sign_up(
+                    email=options["email"],
+                    password=options["password"],
+                    name=options["name"],
+                    plan=plan,
+                )
         except SignupError as exc:
             raise CommandError(f"{exc.field}: {exc.message}") from exc
         account = account_for(user)

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from accounts import keys
+from accounts import audit, keys
 from accounts.models import User
 from accounts.services import account_for
 
@@ -25,12 +25,13 @@ class Command(BaseCommand):
         if user is None:
             raise CommandError(f"no user with the e-mail {email!r}; create one with createaccount")
         try:
-            issued = keys.issue(
-                account=account_for(user),
-                name=options["name"],
-                environment=options["env"],
-                created_by=user,
-            )
+            with audit.acting(audit.operator("manage.py issuekey")):
+                issued = keys.issue(
+                    account=account_for(user),
+                    name=options["name"],
+                    environment=options["env"],
+                    created_by=user,
+                )
         except keys.KeyError_ as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(issued.secret)

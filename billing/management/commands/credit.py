@@ -9,6 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from accounts import audit
 from accounts.models import User
 from accounts.services import account_for
 from billing import ledger, money
@@ -36,13 +37,14 @@ class Command(BaseCommand):
         if user is None:
             raise CommandError(f"no user with the email {options['email']!r}")
         account = account_for(user)
-        entry = ledger.credit(
-            account=account,
-            amount_micros=amount,
-            idempotency_key=f"cli-credit:{uuid.uuid4().hex}",
-            kind=ledger.Kind.ADJUSTMENT,
-            description=reason,
-        )
+        with audit.acting(audit.operator("manage.py credit")):
+            entry = ledger.credit(
+                account=account,
+                amount_micros=amount,
+                idempotency_key=f"cli-credit:{uuid.uuid4().hex}",
+                kind=ledger.Kind.ADJUSTMENT,
+                description=reason,
+            )
         assert entry is not None  # a fresh idempotency key is never a replay
         self.stdout.write(
             f"credited {money.format_usd(amount)} to account {account.pk} ({user.email}); "
