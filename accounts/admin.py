@@ -379,3 +379,45 @@ class ManagementKeyAdmin(AuditedAdmin[ManagementKey]):
             keys.revoke_management(key=key)
             revoked += 1
         self.message_user(request, f"Revoked {revoked} management key(s).", messages.SUCCESS)
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
+    """The audit log for operators: every organisation's events and the platform's own (admin
+    edits of plans, models and providers). Read-only: events are never added, changed or
+    deleted here (nor anywhere: see accounts/migrations/0007_audit_append_only.py)."""
+
+    list_display = ("at", "action", "actor_kind", "actor_label", "target", "account", "ip")
+    list_filter = ("action", "actor_kind", "target_kind", "at")
+    list_select_related = ("account",)
+    search_fields = ("actor_label", "target_label", "target_id", "action", "account__name")
+    date_hierarchy = "at"
+    readonly_fields = (
+        "at",
+        "account",
+        "action",
+        "actor_kind",
+        "actor_user",
+        "actor_label",
+        "target_kind",
+        "target_id",
+        "target_label",
+        "ip",
+        "user_agent",
+        "before",
+        "after",
+    )
+    fields = readonly_fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: AuditEvent | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: AuditEvent | None = None) -> bool:
+        return False
+
+    @admin.display(description="target", ordering="target_label")
+    def target(self, obj: AuditEvent) -> str:
+        return f"{obj.target_kind} {obj.target_label}".strip()

@@ -12,9 +12,12 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dt_time
 from typing import Any
 
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 
@@ -247,6 +250,80 @@ def _login_failed(
         target_kind="user",
         target_label=attempted,
     )
+
+
+# --- reading the log: the dashboard page and its CSV ------------------------------------------
+
+# The first word of an action name, as the page's category filter offers them.
+CATEGORIES: dict[str, str] = {
+    "user": "Sign-ups and log-ins",
+    "org": "Organisation",
+    "member": "Members",
+    "key": "API keys",
+    "management_key": "Management keys",
+    "plan": "Plan",
+    "billing": "Money",
+    "usage": "Usage exports",
+    "audit": "Audit exports",
+    "admin": "Operator edits",
+}
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What the audit page shows: ``action`` is a whole action name or a category (its first
+    word); ``actor`` and ``target`` match part of the name shown; dates are inclusive, UTC."""
+
+    action: str = ""
+    actor: str = ""
+    target: str = ""
+    since: date | None = None
+    until: date | None = None
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            name: str(value)
+            for name, value in (
+                ("action", self.action),
+                ("actor", self.actor),
+                ("target", self.target),
+                ("since", self.since or ""),
+                ("until", self.until or ""),
+            )
+            if value
+        }
+
+
+def events(*, account_id: int, filters: Filters) -> QuerySet[AuditEvent]:
+    """An organisation's events, newest first, narrowed by ``filters``."""
+    rows = AuditEvent.objects.filter(account_id=account_id)
+    if filters.action in ACTIONS:
+        rows = rows.filter(action=filters.action)
+    elif filters.action:
+        rows = rows.filter(action__startswith=filters.action + ".")
+    if filters.actor:
+        rows = rows.filter(actor_label__icontains=filters.actor)
+    if filters.target:
+        rows = rows.filter(
+            Q(target_label__icontains=filters.target)
+            | Q(target_id=filters.target)
+            | Q(target_kind__iexact=filters.target)
+        )
+    if filters.since is not None:
+        rows = rows.filter(at__gte=datetime.combine(filters.since, dt_time.min, tzinfo=UTC))
+    if filters.until is not None:
+        end = datetime.combine(filters.until + timedelta(days=1), dt_time.min, tzinfo=UTC)
+        rows = rows.filter(at__lt=end)
+    return rows.order_by("-at", "-id")
+
+
+def changes(event: AuditEvent) -> list[tuple[str, Any, Any]]:
+    """The event's before and after as (field, before, after) rows; None where one side has
+    nothing (an addition has no before, a deletion no after)."""
+    before = event.before if isinstance(event.before, dict) else {}
+    after = event.after if isinstance(event.after, dict) else {}
+    names = list(dict.fromkeys([*before, *after]))
+    return [(name, before.get(name), after.get(name)) for name in names]
 
 
 def listen() -> None:

@@ -158,6 +158,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "tokenfactory.context_processors.site",
+                "accounts.audit_views.nav",
             ],
         },
     },

@@ -15,6 +15,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils.timezone import now
 
+from accounts import audit
 from accounts.models import Account, ApiKey, User
 from accounts.services import account_for
 from billing import money
@@ -239,6 +240,19 @@ def usage_csv(request: HttpRequest) -> HttpResponse:
     except usage.InvalidQuery as exc:
         return HttpResponse(exc.message, status=400, content_type="text/plain; charset=utf-8")
     rep = _report(account, filters, ("day", "model", "surface", "key"))
+    audit.record(
+        action="usage.exported",
+        account=account,
+        request=request,
+        target_kind="usage",
+        target_label=f"{filters.period} from {rep.start.date().isoformat()}",
+        after={
+            "period": filters.period,
+            "key_id": filters.key_id,
+            "model": filters.model,
+            "surface": filters.surface,
+        },
+    )
     names = {k.pk: k.name for k in keys}
     response = HttpResponse(content_type="text/csv; charset=utf-8")
     start = rep.start.date().isoformat()
