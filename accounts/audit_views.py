@@ -72,7 +72,7 @@ def audit_page(request: HttpRequest) -> HttpResponse:
         "filters": filters,
         "actions": audit.ACTIONS,
         "categories": audit.CATEGORIES,
-        "page": page,
+        "events_page": page,
         "rows": [(event, audit.changes(event)) for event in page.object_list],
         "query": urlencode(query),
         "filtered": bool(query),
