@@ -319,11 +319,14 @@ def events(*, account_id: int, filters: Filters) -> QuerySet[AuditEvent]:
 
 def changes(event: AuditEvent) -> list[tuple[str, Any, Any]]:
     """The event's before and after as (field, before, after) rows; None where one side has
-    nothing (an addition has no before, a deletion no after)."""
+    nothing (an addition has no before, a deletion no after). Fields a new thing leaves unset
+    are left out."""
     before = event.before if isinstance(event.before, dict) else {}
     after = event.after if isinstance(event.after, dict) else {}
     names = list(dict.fromkeys([*before, *after]))
-    return [(name, before.get(name), after.get(name)) for name in names]
+    rows = [(name, before.get(name), after.get(name)) for name in names]
+    # A new thing's unset settings say nothing: leave them out.
+    return [row for row in rows if row[1] is not None or row[2] not in (None, "", [])]
 
 
 def listen() -> None:

@@ -175,8 +175,22 @@
     if (summary) summary.focus();
   }
 
+  // <table data-local-times>: its <time datetime> cells in the reader's own time zone (the
+  // server writes UTC, which stays in the title and is what shows without JavaScript).
+  function setupLocalTimes() {
+    document.querySelectorAll("[data-local-times] time[datetime]").forEach(function (el) {
+      var moment = new Date(el.getAttribute("datetime"));
+      if (isNaN(moment.getTime())) return;
+      el.textContent = moment.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "medium" });
+    });
+    document.querySelectorAll("[data-local-zone]").forEach(function (el) {
+      el.textContent = Intl.DateTimeFormat().resolvedOptions().timeZone || "local time";
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     focusErrorSummary();
+    setupLocalTimes();
     setupMenu();
     setupCopyButtons();
     setupConfirms();
