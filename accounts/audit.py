@@ -8,6 +8,7 @@ token or hash is ever written, whatever a caller passes.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -62,13 +63,32 @@ ACTIONS: dict[str, str] = {
     "admin.deleted": "Operator deleted",
 }
 
-_SECRET_WORDS = ("secret", "password", "token", "hash", "api_key", "apikey", "private", "signature")
-_SECRET_NAMES = frozenset({"key", "raw", "full_key", "credential", "credentials"})
+# A name is secret when it contains one of these, or has "token" as one of its words (so an
+# access_token or X-Auth-Token goes, a plan's window_tokens stays).
+_SECRET_WORDS = (
+    "secret",
+    "password",
+    "passwd",
+    "hash",
+    "api_key",
+    "apikey",
+    "api-key",
+    "private",
+    "signature",
+    "authorization",
+    "cookie",
+    "credential",
+)
+_SECRET_NAMES = frozenset({"key", "raw", "full_key", "auth"})
 
 
 def is_secret_name(name: str) -> bool:
     lowered = name.lower()
-    return lowered in _SECRET_NAMES or any(word in lowered for word in _SECRET_WORDS)
+    return (
+        lowered in _SECRET_NAMES
+        or any(word in lowered for word in _SECRET_WORDS)
+        or "token" in re.split(r"[^a-z0-9]+", lowered)
+    )
 
 
 def scrub(value: Any) -> Any:

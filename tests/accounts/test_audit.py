@@ -348,12 +348,17 @@ def test_it_names_a_changed_provider_key_but_never_stores_it(operator: User) -> 
     url = _url(Provider, "change", provider.pk)
     old_key = provider.api_key
     new_key = "sk-upstream-very-secret-0123456789"
-    response = client.post(url, _provider_data(provider, name="Renamed", api_key=new_key))
-    assert response.status_code == 302
+    headers = json.dumps({"Authorization": "Bearer gateway-proxy-secret", "x-team": "ml"})
+    response = client.post(
+        url, _provider_data(provider, name="Renamed", api_key=new_key, extra_headers=headers)
+    )
+    assert response.status_code == 302, response.content
 
     event = only("admin.changed")
     assert (before(event)["name"], after(event)["name"]) == (provider.name, "Renamed")
     assert after(event)["not shown"] == ["api_key"] and "api_key" not in before(event)
+    assert after(event)["extra_headers"] == {"x-team": "ml"}
+    assert "gateway-proxy-secret" not in row_text(event)
     assert_secret_free(event, new_key, *([old_key] if old_key else []))
 
 
@@ -615,6 +620,32 @@ def test_the_database_refuses_raw_updates_and_deletes(alice: User) -> None:
         ):
             cursor.execute(sql, [event.pk])
     assert AuditEvent.objects.filter(pk=event.pk, target_label="").exists()
+
+
+def test_it_drops_whatever_is_named_like_a_secret_and_keeps_the_rest() -> None:
+    event = audit.record(
+        action="admin.changed",
+        after={
+            "window_tokens": 5,
+            "max_output_tokens": 10,
+            "extra_headers": {
+                "Authorization": "Bearer abc",
+                "x-api-key": "k1",
+                "X-Auth-Token": "t1",
+                "anthropic-version": "2023-06-01",
+            },
+            "access_token": "t2",
+            "key_hash": "h",
+            "password": "p",
+            "note": "tf-prod-" + "a" * 40,
+        },
+    )
+    assert event.after == {
+        "window_tokens": 5,
+        "max_output_tokens": 10,
+        "extra_headers": {"anthropic-version": "2023-06-01"},
+        "note": "tf-prod-...",
+    }
 
 
 def test_it_refuses_an_action_it_does_not_know() -> None:
