@@ -141,10 +141,6 @@ def operator(label: str, user: User | None = None) -> Actor:
     return Actor(kind=AuditEvent.ActorKind.OPERATOR, label=label, user=user)
 
 
-def current_request() -> HttpRequest | None:
-    return _request.get()
-
-
 def current_actor() -> Actor | None:
     """The actor set by ``acting`` or ``act_as``, if any (None: the request's person acts)."""
     return _actor.get()
