@@ -8,7 +8,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import URLPattern, URLResolver, path
 from django_ratelimit.decorators import ratelimit
 
-from accounts import api, throttle, views
+from accounts import api, sso_views, throttle, views
 from accounts.forms import LoginForm, ResetRequestForm
 
 urlpatterns: list[URLPattern | URLResolver] = [
@@ -68,4 +68,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("api/keys/<int:key_id>/", api.KeyDetailApi.as_view(), name="api_key"),
     path("api/keys/<int:key_id>/rotate/", api.KeyRotateApi.as_view(), name="api_key_rotate"),
     path("api/keys/<int:key_id>/revoke/", api.KeyRevokeApi.as_view(), name="api_key_revoke"),
+]
+urlpatterns += [
+    path("org/sso/", sso_views.org_sso, name="org_sso"),
 ]
