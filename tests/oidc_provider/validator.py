@@ -9,7 +9,8 @@ from oauth2_provider.oauth2_validators import OAuth2Validator
 
 
 def _entry(username: str) -> dict[str, Any]:
-    return next((u for u in settings.USERS if u["username"] == username), {})
+    users: list[dict[str, Any]] = getattr(settings, "USERS", [])
+    return next((u for u in users if u["username"] == username), {})
 
 
 class Validator(OAuth2Validator):
