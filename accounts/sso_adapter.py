@@ -69,6 +69,14 @@ class AccountAdapter(DefaultAccountAdapter):
 class SocialAccountAdapter(DefaultSocialAccountAdapter):
     def pre_social_login(self, request: HttpRequest, sociallogin: SocialLogin) -> None:
         provider = sociallogin.account.get_provider(request)
+        if sociallogin.state.get("process", "login") != "login":
+            # allauth's "connect" and "redirect" processes end on its own pages, not routed here.
+            raise _refuse(request, "Use the log-in page to sign in with single sign-on.")
+        if sociallogin.is_existing and not getattr(sociallogin.user, "is_active", False):
+            raise _refuse(
+                request,
+                "This account is disabled. Ask the operator of this gateway to enable it.",
+            )
         addresses = sociallogin.email_addresses
         verified = [address.email.lower() for address in addresses if address.verified]
         if not sociallogin.is_existing:

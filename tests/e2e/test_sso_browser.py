@@ -92,19 +92,9 @@ def idp(gateway_server: ServerThread, tmp_path_factory: pytest.TempPathFactory) 
 
 @pytest.fixture
 def page(transactional_db: None, gateway_server: ServerThread, idp: str) -> Iterator[Any]:
-    from allauth.socialaccount.models import SocialApp
     from playwright.sync_api import sync_playwright
 
     factories.plan()
-    # Configured the way an operator does it in the admin (Social applications).
-    SocialApp.objects.create(
-        provider="openid_connect",
-        provider_id=PROVIDER_ID,
-        name="Test IdP",
-        client_id=CLIENT_ID,
-        secret=CLIENT_SECRET,
-        settings={"server_url": f"{idp}/o"},
-    )
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         context = browser.new_context(base_url=gateway_server.url)
@@ -113,6 +103,46 @@ def page(transactional_db: None, gateway_server: ServerThread, idp: str) -> Iter
         yield page
         context.close()
         browser.close()
+
+
+@pytest.fixture
+def in_admin(transactional_db: None, idp: str) -> None:
+    """The provider configured the way an operator does it in the admin (Social applications)."""
+    from allauth.socialaccount.models import SocialApp
+
+    SocialApp.objects.create(
+        provider="openid_connect",
+        provider_id=PROVIDER_ID,
+        name="Test IdP",
+        client_id=CLIENT_ID,
+        secret=CLIENT_SECRET,
+        settings={"server_url": f"{idp}/o"},
+    )
+
+
+@pytest.fixture
+def in_environment(settings: Any, idp: str) -> None:
+    """The provider configured by OIDC_PROVIDERS, as the settings module reads it."""
+    from tokenfactory.settings import oidc_providers
+
+    settings.SOCIALACCOUNT_PROVIDERS = {
+        "openid_connect": {
+            "OAUTH_PKCE_ENABLED": True,
+            "APPS": oidc_providers(
+                json.dumps(
+                    [
+                        {
+                            "id": PROVIDER_ID,
+                            "name": "Test IdP",
+                            "server_url": f"{idp}/o",
+                            "client_id": CLIENT_ID,
+                            "secret": CLIENT_SECRET,
+                        }
+                    ]
+                )
+            ),
+        }
+    }
 
 
 def _acme(*, required: bool = False) -> Account:
@@ -154,6 +184,7 @@ def _session_org(page: Any) -> Any:
     return orm(lambda: SessionStore(session_key=cookie["value"]).load().get("tf_org"))
 
 
+@pytest.mark.usefixtures("in_admin")
 def test_it_signs_in_through_the_provider_and_joins_the_org_of_its_domain(page: Any) -> None:
     from playwright.sync_api import expect
 
@@ -180,6 +211,7 @@ def test_it_signs_in_through_the_provider_and_joins_the_org_of_its_domain(page: 
     assert orm(AuditEvent.objects.filter(action="member.joined").count) == 1
 
 
+@pytest.mark.usefixtures("in_environment")
 def test_it_refuses_a_password_session_where_sso_is_required_and_lets_sso_in(page: Any) -> None:
     from playwright.sync_api import expect
 
@@ -213,6 +245,7 @@ def test_it_refuses_a_password_session_where_sso_is_required_and_lets_sso_in(pag
     assert orm(Membership.objects.filter(user=erin).count) == 1  # Acme, not joined twice
 
 
+@pytest.mark.usefixtures("in_admin")
 def test_it_never_trusts_an_address_the_provider_has_not_verified(page: Any) -> None:
     from playwright.sync_api import expect
 
@@ -241,3 +274,15 @@ def test_it_never_trusts_an_address_the_provider_has_not_verified(page: Any) -> 
         "provider": PROVIDER_ID,
         "email_verified": False,
     }
+
+
+@pytest.mark.usefixtures("in_environment")
+def test_it_refuses_a_disabled_account(page: Any) -> None:
+    from playwright.sync_api import expect
+
+    ann = orm(User.objects.create_user, email="ann@acme.test", password="a long pass phrase")
+    orm(User.objects.filter(pk=ann.pk).update, is_active=False)
+    _sso_log_in(page, username="ann", password="ann-pass-1")
+    expect(page).to_have_url(re.compile(r"/login/$"))
+    expect(page.get_by_role("alert")).to_contain_text("This account is disabled")
+    assert not orm(AuditEvent.objects.filter(action="user.sso_login").exists)
