@@ -155,24 +155,36 @@ def set_default_role(*, claim: OrgDomain, role: str, request: HttpRequest | None
     )
 
 
+def _nameserver(entry: str) -> tuple[str, int | None]:
+    """``1.2.3.4``, ``1.2.3.4:5353``, ``::1`` or ``[::1]:5353`` as (address, port or None)."""
+    if entry.startswith("["):
+        address, _, port = entry[1:].partition("]")
+        return address, int(port.lstrip(":")) if port else None
+    if entry.count(":") == 1:
+        address, _, port = entry.partition(":")
+        return address, int(port)
+    return entry, None
+
+
 def txt_values(name: str) -> list[str]:
     """The TXT strings at ``name``, through DOMAIN_VERIFICATION_NAMESERVERS (or the system's
     resolvers). Raises DomainError when the look-up itself fails."""
-    nameservers = settings.DOMAIN_VERIFICATION_NAMESERVERS
-    resolver = dns.resolver.Resolver(configure=not nameservers)
-    if nameservers:
-        resolver.nameservers = [server.rpartition(":")[0] or server for server in nameservers]
-        ports = {server.rpartition(":")[2] for server in nameservers if ":" in server}
-        if ports:
-            resolver.port = int(ports.pop())
-    resolver.lifetime = 5.0
+    servers = [_nameserver(entry) for entry in settings.DOMAIN_VERIFICATION_NAMESERVERS]
     try:
+        resolver = dns.resolver.Resolver(configure=not servers)
+        if servers:
+            resolver.nameservers = [address for address, _ in servers]
+            ports = {port for _, port in servers if port is not None}
+            if ports:
+                resolver.port = ports.pop()
+        resolver.lifetime = 5.0
         answer = resolver.resolve(name, "TXT")
     except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
         return []
     except dns.exception.DNSException as exc:
         raise DomainError(
-            f"Could not look up {name} ({type(exc).__name__}). Try again in a few minutes."
+            f"Could not look up {name} ({type(exc).__name__}). Try again in a few minutes, or "
+            "ask the operator of this gateway to verify the domain."
         ) from exc
     return [b"".join(record.strings).decode("utf-8", "replace") for record in answer]
 

@@ -275,3 +275,16 @@ def test_it_requires_sso_of_members_but_not_of_owners(client: Client) -> None:
     client.logout()
     client.force_login(owner)  # owners are exempt: the way back in
     assert client.get("/org/sso/").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("entry", "parsed"),
+    [
+        ("192.0.2.1", ("192.0.2.1", None)),
+        ("192.0.2.1:5353", ("192.0.2.1", 5353)),
+        ("2001:db8::1", ("2001:db8::1", None)),
+        ("[2001:db8::1]:5353", ("2001:db8::1", 5353)),
+    ],
+)
+def test_it_reads_nameservers_with_or_without_a_port(entry: str, parsed: tuple[str, Any]) -> None:
+    assert sso._nameserver(entry) == parsed
