@@ -106,9 +106,8 @@ def requires(*perms: Perm) -> Callable[[View], View]:
             membership = current_membership(request)
             refused = sso.refusal(request, membership)
             if refused is not None:
-                return TemplateResponse(
-                    request, "accounts/sso_required.html", {"reason": refused}, status=403
-                )
+                context = {"reason": refused, "next": request.get_full_path()}
+                return TemplateResponse(request, "accounts/sso_required.html", context, status=403)
             missing = [perm for perm in perms if not can(membership.role, perm)]
             if missing:
                 raise PermissionDenied(

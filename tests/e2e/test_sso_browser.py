@@ -233,8 +233,7 @@ def test_it_refuses_a_password_session_where_sso_is_required_and_lets_sso_in(pag
     # The refusal offers the provider. It vouches for erin@acme.test: this first SSO log-in links
     # her existing account, and this session may act for Acme.
     _sso_log_in(page, username="erin", password="erin-pass-1", from_here=True)
-    expect(page).to_have_url(re.compile(r"/dashboard/$"))
-    page.goto("/org/sso/")
+    expect(page).to_have_url(re.compile(r"/org/sso/$"))  # back where she was refused
     expect(page.get_by_role("heading", name="Single sign-on", exact=True)).to_be_visible()
     expect(page.locator("[data-domain='acme.test'] [data-testid=domain-status]")).to_have_text(
         "Verified"
