@@ -52,18 +52,19 @@ class AccountAdapter(DefaultAccountAdapter):
         if pending is None or not isinstance(user, User):
             return
         sso.mark_session(request, user=user, provider=pending["provider"])
+        joined = sso.join_by_domain(user=user, verified_emails=pending["verified"], request=request)
+        if joined is not None:
+            landed = orgs.switch(request, joined.account_id) or joined
+        else:
+            landed = orgs.current_membership(request)  # a first log-in gets its own organisation
         audit.record(
             action="user.sso_login",
+            account=landed.account,
             request=request,
             user=user,
             target=user,
             after={"provider": pending["provider"], "email_verified": bool(pending["verified"])},
         )
-        joined = sso.join_by_domain(user=user, verified_emails=pending["verified"], request=request)
-        if joined is not None:
-            orgs.switch(request, joined.account_id)
-        else:
-            orgs.current_membership(request)  # a first log-in gets its personal organisation
 
 
 class SocialAccountAdapter(DefaultSocialAccountAdapter):
