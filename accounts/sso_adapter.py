@@ -6,7 +6,9 @@ what happens after (accounts/sso.py).
   verified only when the provider says ``email_verified``.
 - An address that already has an account is linked to it only when the provider marks it
   verified (allauth's e-mail authentication matches verified addresses only); otherwise the
-  log-in is refused and the person is told why.
+  log-in is refused and the person is told why. Linking an account whose address we had not
+  verified ourselves wipes its password (allauth's guard: someone may have signed up with another
+  person's address and be waiting for them) and marks the address verified.
 - After the log-in: the session is marked as single sign-on, ``user.sso_login`` is audited, and
   a verified address at a verified claimed domain makes the person a member of that organisation
   (once) and the organisation they land in.
@@ -52,6 +54,10 @@ class AccountAdapter(DefaultAccountAdapter):
         if pending is None or not isinstance(user, User):
             return
         sso.mark_session(request, user=user, provider=pending["provider"])
+        if not user.is_email_verified and user.email in pending["verified"]:
+            # The provider vouches for the address our own link was never followed for.
+            user.email_verified_at = now()
+            user.save(update_fields=["email_verified_at"])
         joined = sso.join_by_domain(user=user, verified_emails=pending["verified"], request=request)
         if joined is not None:
             landed = orgs.switch(request, joined.account_id) or joined

@@ -284,3 +284,23 @@ def test_it_refuses_a_disabled_account(page: Any) -> None:
     expect(page).to_have_url(re.compile(r"/login/$"))
     expect(page.get_by_role("alert")).to_contain_text("This account is disabled")
     assert not orm(AuditEvent.objects.filter(action="user.sso_login").exists)
+
+
+@pytest.mark.usefixtures("in_admin")
+def test_it_takes_over_an_unconfirmed_sign_up_for_the_verified_owner_of_the_address(
+    page: Any,
+) -> None:
+    """Someone signed up with ann's address and never confirmed it; when ann arrives through a
+    provider that vouches for the address, the account is hers: linked, the stranger's password
+    wiped, the address verified."""
+    from playwright.sync_api import expect
+
+    from accounts.services import sign_up
+
+    squatter = orm(sign_up, email="ann@acme.test", password="a long pass phrase", verified=False)
+    _sso_log_in(page, username="ann", password="ann-pass-1")
+    expect(page).to_have_url(re.compile(r"/dashboard/$"))
+    ann = orm(User.objects.get, pk=squatter.pk)
+    assert ann.is_email_verified
+    assert not ann.has_usable_password()
+    assert orm(ann.socialaccount_set.count) == 1
