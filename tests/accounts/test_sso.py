@@ -288,3 +288,20 @@ def test_it_requires_sso_of_members_but_not_of_owners(client: Client) -> None:
 )
 def test_it_reads_nameservers_with_or_without_a_port(entry: str, parsed: tuple[str, Any]) -> None:
     assert sso._nameserver(entry) == parsed
+
+
+def test_it_names_the_providers_on_the_org_page(client: Client, settings: Any) -> None:
+    acme = _org("owner@acme.test")
+    client.force_login(acme.members.get())
+    assert "No identity provider is configured" in client.get("/org/sso/").content.decode()
+    settings.SOCIALACCOUNT_PROVIDERS = {
+        "openid_connect": {
+            "APPS": oidc_providers(
+                '[{"id": "okta", "name": "Okta", "server_url": "https://acme.okta.com", '
+                '"client_id": "abc", "secret": "xyz"}]'
+            )
+        }
+    }
+    page = client.get("/org/sso/").content.decode()
+    assert "People can log in with <strong>Okta</strong>" in page
+    assert "xyz" not in page
