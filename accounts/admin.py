@@ -16,9 +16,17 @@ from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
-from accounts import audit, keys
+from accounts import audit, keys, sso
 from accounts.admin_audit import AuditedAdmin
-from accounts.models import Account, ApiKey, AuditEvent, ManagementKey, Membership, User
+from accounts.models import (
+    Account,
+    ApiKey,
+    AuditEvent,
+    ManagementKey,
+    Membership,
+    OrgDomain,
+    User,
+)
 from billing import ledger, money, plans
 
 admin.site.site_header = "Token Factory admin"
@@ -421,3 +429,32 @@ class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
     @admin.display(description="target", ordering="target_label")
     def target(self, obj: AuditEvent) -> str:
         return f"{obj.target_kind} {obj.target_label}".strip()
+
+
+@admin.register(OrgDomain)
+class OrgDomainAdmin(admin.ModelAdmin[OrgDomain]):
+    """E-mail domains organisations claim for single sign-on. An operator who has checked
+    ownership another way (the TXT record cannot be looked up from here, say) marks a claim
+    verified with the action; the organisation's own page checks DNS."""
+
+    list_display = ("domain", "account", "default_role", "verified_at", "created_at")
+    list_filter = (("verified_at", admin.EmptyFieldListFilter),)
+    search_fields = ("domain", "account__name")
+    readonly_fields = ("account", "domain", "proof", "verified_at", "created_at")
+    fields = ("account", "domain", "default_role", "proof", "verified_at", "created_at")
+    actions = ("mark_verified",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.action(description="Mark verified (ownership checked by an operator)")
+    def mark_verified(self, request: HttpRequest, queryset: QuerySet[OrgDomain]) -> None:
+        user = request.user
+        label = f"admin:{getattr(user, 'email', '')}"
+        for claim in queryset.filter(verified_at__isnull=True):
+            try:
+                sso.mark_verified(claim=claim, how="operator", actor_label=label)
+            except sso.DomainError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+            else:
+                self.message_user(request, f"{claim.domain} verified for {claim.account}.")

@@ -71,6 +71,8 @@ class Account(models.Model):
     window_started_at = models.DateTimeField(null=True, blank=True)
     window_used_tokens = models.BigIntegerField(default=0)
     members = models.ManyToManyField(User, through="Membership", related_name="accounts")
+    # Members (except owners) must have signed in through single sign-on to act for it.
+    sso_required = models.BooleanField(default=False)
 
     def __str__(self) -> str:
         return self.name
@@ -267,3 +269,55 @@ class AuditEvent(models.Model):
 
     def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
         raise PermissionError("audit events are append-only")
+
+
+class OrgDomain(models.Model):
+    """An e-mail domain an organisation claims (accounts/sso.py). Once proven by a DNS TXT record
+    (or by an operator), people who sign in through single sign-on with a verified address at it
+    join the organisation with ``default_role``. Any number of organisations may have a pending
+    claim; only one may hold the domain verified."""
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="domains")
+    domain = models.CharField(max_length=253)
+    default_role = models.CharField(
+        max_length=10, choices=Membership.Role, default=Membership.Role.DEVELOPER
+    )
+    # The value the TXT record _tokenfactory-verification.<domain> must hold: public, not a secret.
+    proof = models.CharField(max_length=64)
+    verified_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["domain"]
+        constraints = [
+            models.UniqueConstraint(fields=["account", "domain"], name="one_claim_per_org"),
+            models.UniqueConstraint(
+                fields=["domain"],
+                condition=models.Q(verified_at__isnull=False),
+                name="one_verified_claim_per_domain",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.domain
+
+    @property
+    def is_verified(self) -> bool:
+        return self.verified_at is not None
+
+
+class SsoJoin(models.Model):
+    """A person who joined an organisation just in time through single sign-on: they join once;
+    if they are removed later, signing in again does not bring them back."""
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["account", "user"], name="one_sso_join_per_org")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} joined {self.account}"

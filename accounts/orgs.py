@@ -5,7 +5,9 @@ A person may belong to several organisations. The one they act for is kept in th
 (``ORG_SESSION_KEY``, set by the switcher); without it, or when that membership is gone, it is
 their oldest membership. ``requires(perm)`` logs the person in if needed, resolves the membership,
 answers 403 when the role lacks the permission (accounts/roles.py) and leaves ``request.membership``
-and ``request.account`` for the view.
+and ``request.account`` for the view. When the organisation requires single sign-on and the
+session began with a password, ``requires`` answers 403 with a page that says to sign in through
+the provider (owners are exempt: accounts/sso.py).
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
 
+from accounts import sso
 from accounts.models import Account, Membership, User
 from accounts.roles import Perm, can
 from billing import plans
@@ -100,6 +104,10 @@ def requires(*perms: Perm) -> Callable[[View], View]:
             if not request.user.is_authenticated:
                 return redirect_to_login(request.get_full_path())
             membership = current_membership(request)
+            refused = sso.refusal(request, membership)
+            if refused is not None:
+                context = {"reason": refused, "next": request.get_full_path()}
+                return TemplateResponse(request, "accounts/sso_required.html", context, status=403)
             missing = [perm for perm in perms if not can(membership.role, perm)]
             if missing:
                 raise PermissionDenied(

@@ -8,7 +8,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import URLPattern, URLResolver, path
 from django_ratelimit.decorators import ratelimit
 
-from accounts import api, audit_views, throttle, views
+from accounts import api, audit_views, sso_views, throttle, views
 from accounts.forms import LoginForm, ResetRequestForm
 
 urlpatterns: list[URLPattern | URLResolver] = [
@@ -70,4 +70,5 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("api/keys/<int:key_id>/revoke/", api.KeyRevokeApi.as_view(), name="api_key_revoke"),
     path("audit/", audit_views.audit_page, name="audit"),
     path("audit/export.csv", audit_views.audit_csv, name="audit_export"),
+    path("org/sso/", sso_views.org_sso, name="org_sso"),
 ]

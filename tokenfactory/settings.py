@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from pathlib import Path
@@ -96,6 +97,12 @@ INSTALLED_APPS = [
     "accounts",
     "billing",
     "gateway",
+    # Single sign-on (OpenID Connect): allauth's socialaccount needs its account app; our own
+    # log-in, sign-up and password pages stay ours, only /accounts/oidc/... is allauth's.
+    "allauth",
+    "allauth.account",
+    "allauth.socialaccount",
+    "allauth.socialaccount.providers.openid_connect",
 ]
 
 MIDDLEWARE = [
@@ -112,6 +119,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # A throttled sign-up or reset (django-ratelimit) gets RATELIMIT_VIEW's 429 page.
     "django_ratelimit.middleware.RatelimitMiddleware",
+    "allauth.account.middleware.AccountMiddleware",
     # Last, as django-axes asks: turns a locked-out log-in into its 429 page.
     "axes.middleware.AxesMiddleware",
 ]
@@ -359,3 +367,63 @@ STRIPE_SECRET_KEY = envstr("STRIPE_SECRET_KEY")
 STRIPE_PUBLISHABLE_KEY = envstr("STRIPE_PUBLISHABLE_KEY")
 STRIPE_WEBHOOK_SECRET = envstr("STRIPE_WEBHOOK_SECRET")
 STRIPE_API_BASE = envstr("STRIPE_API_BASE")
+
+
+# --- Single sign-on (OpenID Connect, django-allauth) -------------------------------------------
+def oidc_providers(raw: str) -> list[dict[str, Any]]:
+    """OIDC_PROVIDERS, a JSON list of {"id", "name", "server_url", "client_id", "secret"}, as
+    allauth's openid_connect APPS. Providers an operator adds in the admin (Social applications,
+    provider "openid_connect") are offered as well."""
+    if not raw.strip():
+        return []
+    try:
+        entries = json.loads(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"OIDC_PROVIDERS is not valid JSON: {exc}") from exc
+    if not isinstance(entries, list):
+        raise ImproperlyConfigured("OIDC_PROVIDERS must be a JSON list of providers")
+    apps = []
+    for entry in entries:
+        missing = [
+            field
+            for field in ("id", "name", "server_url", "client_id")
+            if not isinstance(entry, dict) or not entry.get(field)
+        ]
+        if missing:
+            raise ImproperlyConfigured(
+                f"every entry of OIDC_PROVIDERS needs id, name, server_url and client_id "
+                f"(and usually secret); {entry!r} lacks {', '.join(missing)}"
+            )
+        apps.append(
+            {
+                "provider_id": str(entry["id"]),
+                "name": str(entry["name"]),
+                "client_id": str(entry["client_id"]),
+                "secret": str(entry.get("secret", "")),
+                "settings": {"server_url": str(entry["server_url"]).rstrip("/")},
+            }
+        )
+    return apps
+
+
+SOCIALACCOUNT_PROVIDERS: dict[str, dict[str, Any]] = {
+    "openid_connect": {"APPS": oidc_providers(envstr("OIDC_PROVIDERS")), "OAUTH_PKCE_ENABLED": True}
+}
+# People log in by e-mail (no usernames); allauth only ever signs people up through a provider.
+ACCOUNT_USER_MODEL_USERNAME_FIELD = None
+ACCOUNT_LOGIN_METHODS = {"email"}
+ACCOUNT_SIGNUP_FIELDS = ["email*"]
+ACCOUNT_EMAIL_VERIFICATION = "none"
+ACCOUNT_ADAPTER = "accounts.sso_adapter.AccountAdapter"
+SOCIALACCOUNT_ADAPTER = "accounts.sso_adapter.SocialAccountAdapter"
+SOCIALACCOUNT_AUTO_SIGNUP = True
+SOCIALACCOUNT_EMAIL_REQUIRED = True
+SOCIALACCOUNT_LOGIN_ON_GET = False
+SOCIALACCOUNT_STORE_TOKENS = False
+# A first SSO log-in for an address that already has an account links to it, but only when the
+# provider marks the address verified (allauth only matches verified addresses).
+SOCIALACCOUNT_EMAIL_AUTHENTICATION = True
+SOCIALACCOUNT_EMAIL_AUTHENTICATION_AUTO_CONNECT = True
+# Domain verification looks up TXT records through these resolvers (comma-separated, ip or
+# ip:port); empty: the system's.
+DOMAIN_VERIFICATION_NAMESERVERS = envlist("DOMAIN_VERIFICATION_NAMESERVERS")

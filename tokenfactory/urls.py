@@ -18,5 +18,7 @@ urlpatterns = [
     path("", include("gateway.api")),
     path("", include("accounts.urls")),
     path("billing/", include("billing.urls")),
+    # Single sign-on: allauth's OpenID Connect redirect and callback, /accounts/oidc/<id>/login/.
+    path("accounts/", include("allauth.socialaccount.providers.openid_connect.urls")),
     *fallback_patterns,
 ]
