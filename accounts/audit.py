@@ -238,6 +238,8 @@ def record(
 
 
 def _logged_in(sender: Any, request: HttpRequest | None, user: User, **kwargs: Any) -> None:
+    if request is not None and getattr(request, "tf_sso_pending", None) is not None:
+        return  # a single sign-on log-in: accounts/sso_adapter.py records user.sso_login
     record(action="user.login", account=home_account_id(user), request=request, user=user)
 
 

@@ -33,7 +33,7 @@ from accounts import audit, orgs, sso
 from accounts.models import User
 
 # Set on the request by pre_social_login, read by AccountAdapter.login in the same request.
-_PENDING = "tf_sso_pending"
+_PENDING = "tf_sso_pending"  # accounts.audit reads it too: no second, plain user.login
 
 
 def _refuse(request: HttpRequest, message: str) -> ImmediateHttpResponse:
