@@ -560,6 +560,20 @@ def window_state(account_id: int) -> dict[str, int] | None:
     return dict(found) if found else None
 
 
+def budget_state(kind: str, subject_id: int) -> dict[str, int] | None:
+    """The live month spend of a key (``kind`` "key") or a member ("member"): month (its start,
+    ms), spent and reserved, in micro-dollars; None when no live copy is kept."""
+    name = budget_key(kind, subject_id)
+    redis = store.sync_client()
+    if redis is not None:
+        raw = redis.hgetall(name)
+        if not raw:
+            return None
+        return {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
+    found = _memory.spend.get(name)
+    return dict(found) if found else None
+
+
 def live_balance(account_id: int) -> int | None:
     redis = store.sync_client()
     if redis is not None:
@@ -673,7 +687,8 @@ for _, c in ipairs(caps) do
     -- A new month starts at nothing; a spend Redis lost (or never had) at the database's.
     if not h[1] then spent = c[3] end
     redis.call('HSET', c[1], 'month', a.month_start_ms, 'spent', spent, 'reserved', 0)
-    redis.call('PEXPIREAT', c[1], a.month_end_ms + 86400000)
+    -- Kept a day past the month's end (relative to the request's clock, not the server's).
+    redis.call('PEXPIRE', c[1], a.month_end_ms + 86400000 - now)
   else
     return {'outcome', 'need_spend'}
   end
