@@ -161,7 +161,7 @@ def test_it_refuses_a_key_over_its_cap_through_both_sdks_and_leaves_other_keys_a
     with pytest.raises(anthropic.APIStatusError) as refused_a:
         a.messages.create(model="sim-claude", max_tokens=5, messages=msg)
     assert refused_a.value.status_code == 402
-    assert refused_a.value.body["error"]["type"] == "billing_error"  # type: ignore[index]
+    assert refused_a.value.body["error"]["type"] == "billing_error"
     assert 0 < served < 40
     # Another key of the same member has no cap of its own, and the member has none.
     openai.OpenAI(
