@@ -68,4 +68,5 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("api/keys/<int:key_id>/", api.KeyDetailApi.as_view(), name="api_key"),
     path("api/keys/<int:key_id>/rotate/", api.KeyRotateApi.as_view(), name="api_key_rotate"),
     path("api/keys/<int:key_id>/revoke/", api.KeyRevokeApi.as_view(), name="api_key_revoke"),
+    path("org/budgets/", views.budgets_page, name="budgets"),
 ]
