@@ -49,6 +49,13 @@ def parse_usd(text: str | None) -> int | None:
     return micros
 
 
+def as_usd(micros: int | None) -> str | None:
+    """A cap as plain dollars ("12.50", "0.000125"), as the API and the form show it."""
+    if micros is None:
+        return None
+    return money.format_usd(micros).lstrip("$").replace(",", "")
+
+
 def _spent_by_key(
     *, account_id: int, key_ids: Iterable[int] | None, start: datetime, end: datetime
 ) -> dict[int, int]:
@@ -215,9 +222,7 @@ class Line:
     @property
     def cap_input(self) -> str:
         """The cap as the form shows it: plain dollars, no sign or thousands separator."""
-        if self.cap_micros is None:
-            return ""
-        return money.format_usd(self.cap_micros).lstrip("$").replace(",", "")
+        return as_usd(self.cap_micros) or ""
 
 
 @dataclass(frozen=True, slots=True)

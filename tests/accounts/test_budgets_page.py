@@ -3,7 +3,9 @@ caps, caps set in dollars and stored in micro-dollars, audited, and only for own
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from django.test import Client
@@ -110,3 +112,40 @@ def test_it_is_for_owners_and_admins_of_this_organisation_only(
     )
     client.logout()
     assert client.get(URL).status_code == 302  # to the log-in page
+
+
+def _json(client: Client, method: str, url: str, body: dict[str, object]) -> Any:
+    call = getattr(client, method)
+    return call(url, json.dumps(body), content_type="application/json")
+
+
+def test_the_key_api_reads_and_sets_a_keys_monthly_budget_in_dollars(
+    client: Client, alice: User, bob: User
+) -> None:
+    client.force_login(alice)
+    made = _json(client, "post", "/api/keys/", {"name": "ci", "monthly_budget_usd": "7.25"})
+    assert made.status_code == 201, made.content
+    assert made.json()["monthly_budget_usd"] == "7.25"
+    key = ApiKey.objects.get(pk=made.json()["id"])
+    assert key.monthly_budget_micros == 7_250_000
+    changed = _json(client, "patch", f"/api/keys/{key.pk}/", {"monthly_budget_usd": 0.5})
+    assert changed.status_code == 200 and changed.json()["monthly_budget_usd"] == "0.50"
+    events = AuditEvent.objects.filter(action="key.limits_changed").order_by("id")
+    assert [e.after for e in events] == [
+        {"monthly_budget_micros": 7_250_000},
+        {"monthly_budget_micros": 500_000},
+    ]
+    cleared = _json(client, "patch", f"/api/keys/{key.pk}/", {"monthly_budget_usd": None})
+    assert cleared.json()["monthly_budget_usd"] is None
+    bad = _json(client, "patch", f"/api/keys/{key.pk}/", {"monthly_budget_usd": "lots"})
+    assert bad.status_code == 400 and "write it like 25" in bad.content.decode()
+    assert client.get("/api/keys/").json()["data"][0]["monthly_budget_usd"] is None
+
+    # A developer may manage keys but not budgets.
+    client.force_login(bob)
+    own = _json(client, "post", "/api/keys/", {"name": "bob's"})
+    assert own.status_code == 201
+    refused = _json(client, "patch", f"/api/keys/{own.json()['id']}/", {"monthly_budget_usd": "1"})
+    assert refused.status_code == 403
+    assert "owner or admin" in refused.content.decode()
+    assert ApiKey.objects.get(pk=own.json()["id"]).monthly_budget_micros is None
