@@ -7,12 +7,14 @@ from collections import defaultdict
 from typing import Any
 
 import pytest
+from django.test import Client
+from django.utils.timezone import now
 
 from accounts.models import Account, Membership
 from gateway import tasks
 from gateway.models import UsageRecord
 from tests import factories
-from tests.gateway.test_usage_api import SUMS, _range, get_usage, random_records
+from tests.gateway.test_usage_api import SUMS, _range, get_usage, make_record, random_records
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -105,3 +107,28 @@ def test_it_filters_by_member_by_email_or_id(team: dict[str, Any]) -> None:
     assert get_usage(secret, member="stranger@example.com").status_code == 400
     bad = get_usage(secret, group_by="team")
     assert bad.status_code == 400 and "member" in bad.json()["error"]["message"]
+
+
+def test_the_usage_page_filters_and_groups_by_member(team: dict[str, Any]) -> None:
+    acct, owner, dev = team["account"], team["owner"], team["dev"]
+    alpha, beta, orphan = team["keys"]
+    at = now()
+    for key, cost in ((alpha, 100), (beta, 250), (beta, 50), (orphan, 7)):
+        make_record(acct, key, created_at=at, cost_micros=cost)
+    client = Client()
+    client.force_login(owner)
+    page = client.get("/usage/")
+    assert page.status_code == 200
+    rows = [(email, t.cost_micros) for email, t in page.context["by_member"]]
+    assert rows == [("dev@example.com", 300), ("owner@example.com", 100), ("", 7)]
+    assert "By member" in page.content.decode()
+
+    mine = client.get("/usage/", {"member": dev.pk})
+    assert mine.status_code == 200
+    assert mine.context["totals"].cost_micros == 300
+    assert mine.context["totals"].requests == 2
+    assert f'<option value="{dev.pk}" selected>' in mine.content.decode()
+    export = client.get("/usage/export.csv", {"member": dev.pk})
+    assert export.status_code == 200
+    assert sum(int(line.split(",")[10]) for line in export.content.decode().splitlines()[1:]) == 300
+    assert client.get("/usage/", {"member": "nobody"}).status_code == 400
