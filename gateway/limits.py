@@ -683,9 +683,10 @@ for _, c in ipairs(caps) do
   local spent, held = 0, 0
   if h[1] and tonumber(h[1]) >= a.month_start_ms then
     spent, held = tonumber(h[2]), tonumber(h[3])
-  elseif h[1] or type(c[3]) == 'number' then
-    -- A new month starts at nothing; a spend Redis lost (or never had) at the database's.
-    if not h[1] then spent = c[3] end
+  elseif type(c[3]) == 'number' then
+    -- No live copy of this month's spend (Redis lost it, never had it, or holds an earlier
+    -- month's): the database's, loaded after the 'need_spend' below.
+    spent = c[3]
     redis.call('HSET', c[1], 'month', a.month_start_ms, 'spent', spent, 'reserved', 0)
     -- Kept a day past the month's end (relative to the request's clock, not the server's).
     redis.call('PEXPIRE', c[1], a.month_end_ms + 86400000 - now)
@@ -984,8 +985,8 @@ class MemoryLimiter:
             h = self.spend.get(name)
             if h is not None and h["month"] >= req.month_start_ms:
                 spent, held = h["spent"], h["reserved"]
-            elif h is not None or restored is not None:
-                spent, held = (0 if h is not None else restored or 0), 0
+            elif restored is not None:
+                spent, held = restored, 0
                 self.spend[name] = {"month": req.month_start_ms, "spent": spent, "reserved": 0}
             else:
                 return Decision(outcome="need_spend")

@@ -352,6 +352,15 @@ async def budget_restored_then_a_new_month(h: Harness) -> None:
         h.spend("april")
 
 
+async def budget_an_earlier_months_copy(h: Harness) -> None:
+    # A live copy from February is no guide to March: March's spend comes from the database
+    # (700 micros there), not from nothing.
+    with time_machine.travel(datetime(2026, 2, 25, tzinfo=UTC), tick=False):
+        await h.admit("february", 100, 100)
+    await h.admit("march 400", 100, 150)
+    h.spend("march")
+
+
 async def budget_reaped(h: Harness) -> None:
     await h.admit("dies", 100, 100)
     h.spend("held")
@@ -731,6 +740,29 @@ case(
         ("spend", "held", (MARCH, 0, 300), (MARCH, 0, 300)),
         ("reaped", "reaped", 1),
         ("spend", "released", (MARCH, 0, 0), (MARCH, 0, 0)),
+    ],
+)
+
+case(
+    "budget: an earlier month's live copy",
+    {
+        "key_budget_micros": 1000,
+        "spent": [
+            (datetime(2026, 3, 8, tzinfo=UTC), 700),
+            (datetime(2026, 2, 20, tzinfo=UTC), 200),
+        ],
+    },
+    budget_an_earlier_months_copy,
+    [
+        ("ok", "february", False, 0),
+        (
+            "headers",
+            "february",
+            {"X-RateLimit-Reset": str(int(datetime(2026, 2, 25, 0, 1, tzinfo=UTC).timestamp()))},
+        ),
+        ("refused", "march 400", "key_budget", BUDGET_RETRY),
+        ("headers", "march 400", hdr()),
+        ("spend", "march", (MARCH, 700, 0), None),
     ],
 )
 
