@@ -139,6 +139,15 @@ def test_it_holds_a_members_cap_exactly_under_concurrent_requests_on_both_surfac
     assert body["error"]["code"] == "monthly_budget_exceeded"
     assert anthropic_refusal.headers["request-id"]
 
+    # Raising the member's cap reaches the gateway at once: every key they made is reloaded.
+    budgets.set_member_budget(membership=member, budget_micros=1_000_000)
+    again = anthropic.Anthropic(
+        base_url=f"{live['url']}/anthropic/", api_key=anthropic_secret, max_retries=0
+    ).messages.create(
+        model="sim-claude", max_tokens=5, messages=[{"role": "user", "content": "hi"}]
+    )
+    assert again.content
+
 
 def test_it_refuses_a_key_over_its_cap_through_both_sdks_and_leaves_other_keys_alone(live):
     acct, dev, _ = _team()
