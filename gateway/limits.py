@@ -3,17 +3,20 @@
 Admission checks and reserves, in one atomic step: the key's requests and tokens this minute (RPM,
 TPM: input estimate plus the output ceiling), the same for all the account's keys together (the
 plan's account-wide ceiling: more keys do not mean more capacity), the account's token window,
-and, when the window cannot cover the request, the prepaid balance at the model's prices.
-Settlement swaps the reservation for the exact usage and hands the usage record to metering. With
-Redis both steps are one Lua script call each (one round trip on the multiplexed connection of
-``store.call``), shared by every gateway process; without Redis (the embedded default, one
-process) the same rules run on in-process dictionaries.
+and, when the window cannot cover the request, the prepaid balance at the model's prices; and the
+monthly spend caps of the key and of the member who made it (``accounts.budgets``), each holding
+the request's cost ceiling. Settlement swaps the reservation for the exact usage and hands the
+usage record to metering. With Redis both steps are one Lua script call each (one round trip on
+the multiplexed connection of ``store.call``), shared by every gateway process; without Redis
+(the embedded default, one process) the same rules run on in-process dictionaries.
 
 The contract is named: ``admit`` builds one AdmitRequest, either limiter answers a Decision, and
 settling takes a Settlement. When a limiter has no live copy of the account's window or balance
 it answers "need_window"/"need_balance"; ``admit`` loads both from the account row and asks
 again with them, and the limiter sets whichever is still absent and decides in the same atomic
-step. When windows open, close and reset is ``billing.windows``; prices are ``money.request_cost``.
+step; "need_spend" likewise loads the month's spend of the key and the member from the usage
+records. When windows open, close and reset is ``billing.windows``; prices are
+``money.request_cost``.
 """
 
 from __future__ import annotations
