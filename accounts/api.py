@@ -18,9 +18,10 @@ from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAuthentic
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from accounts import audit, keys
+from accounts import audit, budgets, keys
 from accounts.forms import models_for
 from accounts.models import Account, ApiKey, AuditEvent, ManagementKey, Membership, User
+from accounts.roles import Perm, can
 from accounts.services import account_for
 from gateway import errors
 
@@ -103,6 +104,7 @@ def _own_key(request: Request, key_id: int) -> ApiKey:
 
 class KeyOutput(serializers.ModelSerializer[ApiKey]):
     status = serializers.CharField(read_only=True)
+    monthly_budget_usd = serializers.SerializerMethodField()
     replaced_by: serializers.PrimaryKeyRelatedField[ApiKey] = serializers.PrimaryKeyRelatedField(
         read_only=True
     )
@@ -123,8 +125,13 @@ class KeyOutput(serializers.ModelSerializer[ApiKey]):
             "allowed_models",
             "rpm_limit",
             "tpm_limit",
+            "monthly_budget_usd",
         ]
         read_only_fields = fields
+
+    def get_monthly_budget_usd(self, key: ApiKey) -> str | None:
+        """The key's monthly spend cap in dollars ("12.50"); null: none."""
+        return budgets.as_usd(key.monthly_budget_micros)
 
 
 def _issued(issued: keys.IssuedKey) -> dict[str, Any]:
@@ -139,6 +146,10 @@ class _KeySettings(serializers.Serializer[Any]):
     )
     rpm_limit = serializers.IntegerField(required=False, allow_null=True, min_value=1)
     tpm_limit = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    # Dollars ("12.50" or 12.5); null: no cap. Owners and admins only.
+    monthly_budget_usd = serializers.CharField(
+        required=False, allow_null=True, allow_blank=True, max_length=30
+    )
 
     @property
     def account(self) -> Account:
@@ -162,6 +173,12 @@ class _KeySettings(serializers.Serializer[Any]):
             )
         return value
 
+    def validate_monthly_budget_usd(self, value: str | None) -> int | None:
+        try:
+            return budgets.parse_usd(value)
+        except budgets.BudgetError as exc:
+            raise serializers.ValidationError(str(exc)) from exc
+
     def validate_rpm_limit(self, value: int | None) -> int | None:
         return self._cap(value, self.account.plan.rpm_limit, "rpm_limit")
 
@@ -181,6 +198,33 @@ class KeyUpdateInput(_KeySettings):
 
 class KeyRotateInput(serializers.Serializer[Any]):
     grace_hours = serializers.IntegerField(min_value=0, max_value=168, required=False)
+
+
+def _check_budget_role(request: Request, account: Account) -> None:
+    if isinstance(request.auth, ManagementKey):
+        return  # it acts through an owner of its account
+    user = request.user
+    assert isinstance(user, User)
+    role = (
+        Membership.objects.filter(account=account, user=user).values_list("role", flat=True).first()
+    )
+    if role is None or not can(role, Perm.BUDGETS):
+        raise exceptions.PermissionDenied(
+            "Only an owner or admin of the organisation can set a key's monthly budget."
+        )
+
+
+def _set_budget(request: Request, key: ApiKey, data: dict[str, Any]) -> None:
+    """A monthly budget in the request: only an owner or admin (or a management key, which acts
+    through an owner) may set one."""
+    if "monthly_budget_usd" not in data:
+        return
+    _check_budget_role(request, key.account)
+    # The audit reads the address and agent from Django's request under DRF's.
+    django_request = request._request  # noqa: SLF001
+    budgets.set_key_budget(
+        key=key, budget_micros=data["monthly_budget_usd"], request=django_request
+    )
 
 
 def _key_error(exc: keys.KeyError_) -> exceptions.ValidationError:
@@ -212,6 +256,8 @@ class KeyListApi(_KeysApi):
         form.is_valid(raise_exception=True)
         data = form.validated_data
         user = request.user if isinstance(request.user, User) else None
+        if "monthly_budget_usd" in data:
+            _check_budget_role(request, account)
         try:
             issued = keys.issue(
                 account=account,
@@ -225,6 +271,7 @@ class KeyListApi(_KeysApi):
             )
         except keys.KeyError_ as exc:
             raise _key_error(exc) from exc
+        _set_budget(request, issued.key, data)
         return Response(_issued(issued), status=status.HTTP_201_CREATED)
 
 
@@ -238,6 +285,8 @@ class KeyDetailApi(_KeysApi):
         form.is_valid(raise_exception=True)
         data = form.validated_data
         caps_given = "rpm_limit" in data or "tpm_limit" in data
+        if "monthly_budget_usd" in data:
+            _check_budget_role(request, key.account)
         try:
             keys.update(
                 key=key,
@@ -249,6 +298,7 @@ class KeyDetailApi(_KeysApi):
             )
         except keys.KeyError_ as exc:
             raise _key_error(exc) from exc
+        _set_budget(request, key, data)
         return Response(KeyOutput(key).data)
 
     def delete(self, request: Request, key_id: int) -> Response:

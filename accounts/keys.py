@@ -216,6 +216,10 @@ def rotate(*, key: ApiKey, grace: timedelta | None = None, by: User | None = Non
             rpm_limit=key.rpm_limit,
             tpm_limit=key.tpm_limit,
         )
+        if key.monthly_budget_micros is not None:
+            # The successor keeps the cap (its month's spend starts from its own requests).
+            successor.key.monthly_budget_micros = key.monthly_budget_micros
+            successor.key.save(update_fields=["monthly_budget_micros"])
         ends = now() + grace
         key.expires_at = min(key.expires_at, ends) if key.expires_at else ends
         key.replaced_by = successor.key

@@ -93,6 +93,9 @@ class Membership(models.Model):
     account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=10, choices=Role, default=Role.OWNER)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Integer micro-dollars: the most the keys this member made in this organisation may spend
+    # together in a calendar month (UTC); None: no cap. Enforced by gateway.limits.
+    monthly_budget_micros = models.BigIntegerField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -131,6 +134,8 @@ class ApiKey(models.Model):
     # The key's own caps; they may only lower the plan's limits.
     rpm_limit = models.PositiveIntegerField(null=True, blank=True)
     tpm_limit = models.PositiveIntegerField(null=True, blank=True)
+    # Integer micro-dollars: the most this key may spend in a calendar month (UTC); None: no cap.
+    monthly_budget_micros = models.BigIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]

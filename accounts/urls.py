@@ -71,4 +71,5 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("audit/", audit_views.audit_page, name="audit"),
     path("audit/export.csv", audit_views.audit_csv, name="audit_export"),
     path("org/sso/", sso_views.org_sso, name="org_sso"),
+    path("org/budgets/", views.budgets_page, name="budgets"),
 ]

@@ -19,7 +19,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 from django_ratelimit.decorators import ratelimit
 
-from accounts import audit, keys, throttle, verification
+from accounts import audit, budgets, keys, throttle, verification
 from accounts.forms import (
     KeyCreateForm,
     KeyRotateForm,
@@ -27,7 +27,9 @@ from accounts.forms import (
     PlanSwitchForm,
     SignupForm,
 )
-from accounts.models import Account, ApiKey, ManagementKey, User
+from accounts.models import Account, ApiKey, ManagementKey, Membership, User
+from accounts.orgs import current_membership, requires
+from accounts.roles import Perm
 from accounts.services import SignupError, account_for, request_sign_up
 from billing import plans
 from billing.models import Plan
@@ -363,3 +365,43 @@ class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
             target=user,
         )
         return response
+
+
+# --- budgets -------------------------------------------------------------------------------
+
+
+@requires(Perm.BUDGETS)
+@require_http_methods(["GET", "POST"])
+def budgets_page(request: HttpRequest) -> HttpResponse:
+    """Members and keys with their month-to-date spend against their monthly caps; a cap is
+    typed in dollars (empty: none)."""
+    account = current_membership(request).account
+    error = ""
+    if request.method == "POST":
+        kind = request.POST.get("kind", "")
+        target_id = request.POST.get("id", "")
+        if kind not in ("member", "key") or not target_id.isdigit():
+            error = "Choose a member or a key to set a budget for."
+        else:
+            try:
+                cap = budgets.parse_usd(request.POST.get("budget_usd", ""))
+                if kind == "member":
+                    member = get_object_or_404(Membership, pk=int(target_id), account=account)
+                    budgets.set_member_budget(membership=member, budget_micros=cap, request=request)
+                    label = member.user.email
+                else:
+                    key = get_object_or_404(ApiKey, pk=int(target_id), account=account)
+                    budgets.set_key_budget(key=key, budget_micros=cap, request=request)
+                    label = f"the key {key.name}"
+            except budgets.BudgetError as exc:
+                error = str(exc)
+            else:
+                shown = "no cap" if cap is None else f"{format_usd(cap)} a month"
+                messages.success(request, f"The budget of {label} is now {shown}.")
+                return redirect("budgets")
+    return render(
+        request,
+        "accounts/budgets.html",
+        {"overview": budgets.overview(account=account), "error": error},
+        status=400 if error else 200,
+    )

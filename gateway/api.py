@@ -17,7 +17,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.params import functions as params
 from ninja.security import HttpBearer
 
-from accounts.models import ApiKey
+from accounts.models import ApiKey, Membership
 from gateway import auth, errors, usage
 from gateway.auth import Caller
 from gateway.views.common import reply_error, with_limit_headers
@@ -118,6 +118,8 @@ class UsageBucket(UsageTotals):
     key_id: int | None = None
     key_name: str | None = None
     key_hint: str | None = None
+    member_id: int | None = None  # the user who created the key; 0: nobody (or no key)
+    member_email: str | None = None
 
 
 class UsageReport(Schema):
@@ -128,6 +130,7 @@ class UsageReport(Schema):
     surface: str
     group_by: list[str]
     key_id: int | None
+    member_id: int | None = None
     model: str | None
     totals: UsageTotals
     buckets: list[UsageBucket]
@@ -172,8 +175,9 @@ from the prepaid balance (requests inside the plan's token window are not).
 
 Pick the range with `period` (`day`: today, `week`: the last 7 days, `month`: this calendar
 month, the default) or with `start` and `end` (dates, both inclusive, or times on the hour).
-`group_by` splits the totals into buckets by `model`, `key`, `day` and/or `surface`
-(`group_by=model,day`)."""
+`group_by` splits the totals into buckets by `model`, `key`, `member`, `day` and/or `surface`
+(`group_by=model,day`); a key's member is the person who created it. `member` (an e-mail address
+or a user id) keeps only the requests of the keys that member created."""
 
 
 def _key_filter(value: str | None, caller: Caller) -> int | None:
@@ -199,9 +203,13 @@ def _report(
     group_by: list[str],
     key: str | None,
     model: str | None,
+    member: str | None = None,
 ) -> dict[str, Any]:
     grouping = usage.parse_group_by(group_by)
     key_id = _key_filter(key, caller)
+    member_user, member_key_ids = (
+        usage.member_keys(caller.account_id, member) if member else (None, None)
+    )
     rng = usage.resolve_range(period=period, start=start, end=end, at=now())
     rep = usage.report(
         account_id=caller.account_id,
@@ -211,7 +219,15 @@ def _report(
         group_by=grouping,
         key_id=key_id,
         model=model or None,
+        key_ids=member_key_ids,
     )
+    emails: dict[int, str] = {}
+    if "member" in grouping:
+        emails = dict(
+            Membership.objects.filter(account_id=caller.account_id).values_list(
+                "user_id", "user__email"
+            )
+        )
     names: dict[int, tuple[str, str]] = {}
     if "key" in grouping:
         names = {
@@ -226,6 +242,8 @@ def _report(
         row.update(day=b.day, model=b.model, surface=b.surface, key_id=b.key_id)
         if b.key_id is not None:
             row["key_name"], row["key_hint"] = names.get(b.key_id, ("", ""))
+        if b.member_id is not None:
+            row["member_id"], row["member_email"] = b.member_id, emails.get(b.member_id, "")
         buckets.append(row)
     return {
         "object": "usage",
@@ -235,6 +253,7 @@ def _report(
         "surface": rep.surface,
         "group_by": list(rep.group_by),
         "key_id": key_id,
+        "member_id": member_user.pk if member_user is not None else None,
         "model": model or None,
         "totals": _totals(rep.totals),
         "buckets": buckets,
@@ -265,13 +284,17 @@ async def get_usage(
     group_by: Annotated[
         list[str] | None,
         params.Query(
-            None, description="model, key, day and/or surface, comma-separated or repeated"
+            None,
+            description="model, key, member, day and/or surface, comma-separated or repeated",
         ),
     ] = None,
     key: str | None = params.Query(
         None, description="only this key's requests: its id, or 'current' for the calling key"
     ),
     model: str | None = params.Query(None, description="only this model's requests"),
+    member: str | None = params.Query(
+        None, description="only the requests of the keys this member created: e-mail or user id"
+    ),
 ) -> Any:
     caller: Caller = request.auth  # type: ignore[attr-defined]
     if model is not None and ("\x00" in model or len(model) > 200):
@@ -279,6 +302,10 @@ async def get_usage(
         raise errors.BadRequest(
             "'model' must be a model name of at most 200 characters.",
             param="model",
+        )
+    if member is not None and ("\x00" in member or len(member) > 254):
+        raise errors.BadRequest(
+            "'member' must be a member's e-mail address or user id.", param="member"
         )
     try:
         return await sync_to_async(_report)(
@@ -290,6 +317,7 @@ async def get_usage(
             group_by=group_by or [],
             key=key,
             model=model,
+            member=member,
         )
     except usage.InvalidQuery as exc:
         raise errors.BadRequest(exc.message, param=exc.param) from exc

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.http import HttpRequest
 
 from accounts import keys
-from accounts.models import ApiKey
+from accounts.models import ApiKey, Membership
 from gateway import store
 from tokenfactory.db import reconnecting
 
@@ -41,6 +41,12 @@ class Caller:
     allowed_models: frozenset[str]
     expires_at: float | None
     version: int  # the key's change counter when this process loaded it
+    # Monthly spend caps in micro-dollars (None: no cap): the key's own, and the one of the member
+    # who made the key (``member_id``: that Membership's id; None for a key nobody in the
+    # organisation made).
+    key_budget_micros: int | None = None
+    member_id: int | None = None
+    member_budget_micros: int | None = None
 
     def is_expired(self) -> bool:
         return self.expires_at is not None and self.expires_at <= time.time()
@@ -85,6 +91,13 @@ def _lowest(a: int | None, b: int | None) -> int | None:
 
 def caller_for(key: ApiKey, version: int = 0) -> Caller:
     plan = key.account.plan
+    member = (
+        Membership.objects.filter(account_id=key.account_id, user_id=key.created_by_id)
+        .values_list("pk", "monthly_budget_micros")
+        .first()
+        if key.created_by_id is not None
+        else None
+    )
     return Caller(
         key_id=key.pk,
         key_hash=key.key_hash,
@@ -103,6 +116,9 @@ def caller_for(key: ApiKey, version: int = 0) -> Caller:
         allowed_models=frozenset(key.allowed_models),
         expires_at=key.expires_at.timestamp() if key.expires_at else None,
         version=version,
+        key_budget_micros=key.monthly_budget_micros,
+        member_id=member[0] if member else None,
+        member_budget_micros=member[1] if member else None,
     )
 
 

@@ -107,6 +107,12 @@ class InsufficientBalance(GatewayError):
     status, type, code = 402, "insufficient_quota", "insufficient_quota"
 
 
+class BudgetExceeded(InsufficientBalance):
+    """A monthly spend cap (the key's, or the member's who made it) cannot hold the request."""
+
+    code = "monthly_budget_exceeded"
+
+
 class Forbidden(GatewayError):
     status, type, code = 403, "permission_denied", "forbidden"
 

@@ -28,7 +28,7 @@ import orjson
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 
-from billing import money
+from billing import money, windows
 from gateway import (
     auth,
     auto,
@@ -734,6 +734,8 @@ def refusal_error(
             limit=errors.ACCOUNT_TPM,
             retry_after=refused.retry_after,
         )
+    if refused.reason in ("key_budget", "member_budget"):
+        return budget_error(refused)
     if refused.reason == "budget":
         left = int(refused.headers.get("X-Token-Budget-Remaining", "0") or 0)
         spent = (
@@ -760,6 +762,29 @@ def refusal_error(
         "Your token window cannot cover this request and your prepaid balance is below its "
         "estimated cost (its input plus max_tokens at the model's prices). Top up your "
         "balance, or lower max_tokens."
+    )
+
+
+def budget_error(refused: limits.Refused) -> GatewayError:
+    """A monthly spend cap's 402: whose cap, the cap, what is spent, when it resets."""
+    usd = money.format_usd
+    whose = (
+        "this key's monthly budget"
+        if refused.reason == "key_budget"
+        else "the monthly budget of the member who created this key (all their keys together)"
+    )
+    held = (
+        f", and requests still running hold {usd(refused.held_micros)} more"
+        if refused.held_micros
+        else ""
+    )
+    resets = windows.from_ms(refused.resets_at_ms).strftime("%Y-%m-%d 00:00 UTC")
+    return errors.BudgetExceeded(
+        f"Monthly budget reached: {whose} is {usd(refused.cap_micros)} and "
+        f"{usd(refused.spent_micros)} of it is spent this month{held}; this request could cost "
+        f"up to {usd(refused.cost_micros)} (its input plus max_tokens at the model's prices), "
+        f"more than is left. Nothing was charged. The budget resets on {resets}; an owner or "
+        "admin of the organisation can raise it on the Budgets page, or lower max_tokens."
     )
 
 

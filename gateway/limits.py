@@ -3,17 +3,20 @@
 Admission checks and reserves, in one atomic step: the key's requests and tokens this minute (RPM,
 TPM: input estimate plus the output ceiling), the same for all the account's keys together (the
 plan's account-wide ceiling: more keys do not mean more capacity), the account's token window,
-and, when the window cannot cover the request, the prepaid balance at the model's prices.
-Settlement swaps the reservation for the exact usage and hands the usage record to metering. With
-Redis both steps are one Lua script call each (one round trip on the multiplexed connection of
-``store.call``), shared by every gateway process; without Redis (the embedded default, one
-process) the same rules run on in-process dictionaries.
+and, when the window cannot cover the request, the prepaid balance at the model's prices; and the
+monthly spend caps of the key and of the member who made it (``accounts.budgets``), each holding
+the request's cost ceiling. Settlement swaps the reservation for the exact usage and hands the
+usage record to metering. With Redis both steps are one Lua script call each (one round trip on
+the multiplexed connection of ``store.call``), shared by every gateway process; without Redis
+(the embedded default, one process) the same rules run on in-process dictionaries.
 
 The contract is named: ``admit`` builds one AdmitRequest, either limiter answers a Decision, and
 settling takes a Settlement. When a limiter has no live copy of the account's window or balance
 it answers "need_window"/"need_balance"; ``admit`` loads both from the account row and asks
 again with them, and the limiter sets whichever is still absent and decides in the same atomic
-step. When windows open, close and reset is ``billing.windows``; prices are ``money.request_cost``.
+step; "need_spend" likewise loads the month's spend of the key and the member from the usage
+records. When windows open, close and reset is ``billing.windows``; prices are
+``money.request_cost``.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from redis.exceptions import NoScriptError, RedisError
 
+from accounts import budgets
 from accounts.models import Account
 from billing import money, windows
 from gateway import auth, metering, store
@@ -66,12 +70,24 @@ class Refused(Exception):
         retry_after: int = 0,
         headers: dict[str, str] | None = None,
         tokens: int = 0,
+        cap_micros: int = 0,
+        spent_micros: int = 0,
+        held_micros: int = 0,
+        cost_micros: int = 0,
+        resets_at_ms: int = 0,
     ):
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
         self.headers = headers or {}
         self.tokens = tokens  # what the refused request counted (window and TPM refusals)
+        # A monthly spend cap's refusal ("key_budget", "member_budget"): the cap, what the month
+        # spent so far, what requests in flight hold, what this one could cost, when it resets.
+        self.cap_micros = cap_micros
+        self.spent_micros = spent_micros
+        self.held_micros = held_micros
+        self.cost_micros = cost_micros
+        self.resets_at_ms = resets_at_ms
 
 
 @dataclass(slots=True)
@@ -89,6 +105,10 @@ class Admission:
     account_tpm_reserved: int = 0
     settled: bool = False
     local: bool = False  # admitted on this process's counters while Redis was down
+    # The monthly spend caps' holds (micro-dollars) and the month (its start) they were held in.
+    budget_month_ms: int = 0
+    key_budget_held: int = 0
+    member_budget_held: int = 0
 
 
 @dataclass(slots=True, kw_only=True)
@@ -127,13 +147,23 @@ class AdmitRequest:
     restored_end_ms: int | None = None
     restored_used: int | None = None
     balance_micros: int | None = None
+    # Monthly spend caps in micro-dollars (-1: none): the key's, and the member's who made it
+    # (``member_id``: the Membership, 0 for none). Each holds ``cost_micros`` (the request's
+    # ceiling) while it runs; the month is [month_start_ms, month_end_ms). The month's spend so
+    # far, loaded from the database only after a limiter answered "need_spend".
+    key_budget_micros: int = _UNLIMITED
+    member_id: int = 0
+    member_budget_micros: int = _UNLIMITED
+    restored_key_spent: int | None = None
+    restored_member_spent: int | None = None
 
 
 @dataclass(slots=True, kw_only=True)
 class Decision:
     """What admission answered, by name. ``outcome`` is "ok", a refusal ("rpm", "tpm" for the
-    key; "account_rpm", "account_tpm" for all the account's keys; "budget", "balance"), "stale"
-    (the key changed), or "need_window"/"need_balance" (load the persisted state and ask again).
+    key; "account_rpm", "account_tpm" for all the account's keys; "budget", "balance";
+    "key_budget", "member_budget" for the monthly spend caps), "stale" (the key changed), or
+    "need_window"/"need_balance"/"need_spend" (load the persisted state and ask again).
     Both limiters return one; the Redis script's reply becomes one in ``_decision`` only."""
 
     outcome: str
@@ -148,6 +178,12 @@ class Decision:
     paid: bool = False
     cost_micros: int = 0
     balance_micros: int = 0
+    # A spend cap: its refusal's cap, spent and held; an admission's holds.
+    budget_cap_micros: int = 0
+    budget_spent_micros: int = 0
+    budget_held_micros: int = 0
+    key_budget_held: int = 0
+    member_budget_held: int = 0
 
 
 @dataclass(slots=True, kw_only=True)
@@ -166,9 +202,18 @@ class Settlement:
     reserved_micros: int
     billed_micros: int
     account_tpm_reserved: int = 0  # 0: no account-wide TPM limit (or the reaper)
+    # The monthly spend: the member whose keys' spend counts together (0: none), the month the
+    # caps' holds were made in, the holds, and what the request cost at the model's prices.
+    member_id: int = 0
+    budget_month_ms: int = 0
+    key_budget_held: int = 0
+    member_budget_held: int = 0
+    spent_micros: int = 0
 
     @classmethod
-    def of(cls, admission: Admission, *, tokens: int, billed_micros: int) -> Settlement:
+    def of(
+        cls, admission: Admission, *, tokens: int, billed_micros: int, spent_micros: int = 0
+    ) -> Settlement:
         caller = admission.caller
         return cls(
             request_id=admission.request_id,
@@ -183,6 +228,11 @@ class Settlement:
             reserved_micros=admission.reserved_micros,
             billed_micros=billed_micros,
             account_tpm_reserved=admission.account_tpm_reserved,
+            member_id=caller.member_id or 0,
+            budget_month_ms=admission.budget_month_ms,
+            key_budget_held=admission.key_budget_held,
+            member_budget_held=admission.member_budget_held,
+            spent_micros=spent_micros,
         )
 
 
@@ -288,12 +338,19 @@ async def admit(
             price_factor_percent=price_factor_percent,
         ),
         paid_only=unit_cost_micros is not None,
+        key_budget_micros=_limit(caller.key_budget_micros),
+        member_id=caller.member_id or 0,
+        member_budget_micros=_limit(
+            caller.member_budget_micros if caller.member_id is not None else None
+        ),
         inflight={
             "account_id": caller.account_id,
             "key_id": caller.key_id,
             "model": model.model_id,
             "at_ms": now_ms,
             "surface": surface,
+            "member_id": caller.member_id or 0,
+            "budget_month_ms": month_start_ms,
         },
     )
     if req.window_kind not in ("none", "rolling", "calendar_month"):
@@ -316,8 +373,21 @@ async def admit(
 async def _admit_on(
     limiter: RedisLimiter | MemoryLimiter, caller: Caller, model: ModelInfo, req: AdmitRequest
 ) -> Admission:
-    for _ in range(3):
+    for _ in range(4):
         decision = await limiter.admit(caller, req)
+        if decision.outcome == "need_spend":
+            # No live copy of the month's spend of the key or the member: the database's.
+            key_spent, member_spent = await sync_to_async(
+                budgets.spent_this_month, thread_sensitive=False
+            )(
+                account_id=caller.account_id,
+                key_id=caller.key_id,
+                member_id=req.member_id or None,
+                month_start_ms=req.month_start_ms,
+                month_end_ms=req.month_end_ms,
+            )
+            req.restored_key_spent, req.restored_member_spent = key_spent, member_spent
+            continue
         if decision.outcome not in ("need_window", "need_balance"):
             return _admission(decision, caller, model, req)
         # The limiter has no live copy of the account's window or balance: load both (one row)
@@ -366,6 +436,9 @@ def _admission(d: Decision, caller: Caller, model: ModelInfo, req: AdmitRequest)
             paid=d.paid,
             reserved_micros=d.cost_micros,
             headers=_headers(caller, d.rpm_used, d.reset_s, window_remaining),
+            budget_month_ms=req.month_start_ms,
+            key_budget_held=d.key_budget_held,
+            member_budget_held=d.member_budget_held,
         )
     if d.outcome == "stale":
         raise Stale()
@@ -380,6 +453,18 @@ def _admission(d: Decision, caller: Caller, model: ModelInfo, req: AdmitRequest)
         headers = _headers(caller, d.rpm_used, d.reset_s, window_remaining)
         retry = max(1, math.ceil(d.window_end_ms / 1000 - now_s))
         raise Refused("budget", retry_after=retry, headers=headers, tokens=req.need_tokens)
+    if d.outcome in ("key_budget", "member_budget"):
+        headers = _headers(caller, d.rpm_used, d.reset_s, window_remaining)
+        raise Refused(
+            d.outcome,
+            retry_after=max(1, math.ceil(req.month_end_ms / 1000 - now_s)),
+            headers=headers,
+            cap_micros=d.budget_cap_micros,
+            spent_micros=d.budget_spent_micros,
+            held_micros=d.budget_held_micros,
+            cost_micros=req.cost_micros,
+            resets_at_ms=req.month_end_ms,
+        )
     if d.outcome == "balance":
         headers = _headers(caller, d.rpm_used, d.reset_s, d.window_remaining)
         headers["X-Balance-Micros"] = str(d.balance_micros)
@@ -395,7 +480,9 @@ async def settle(
         return
     admission.settled = True
     data = record.to_json()
-    settlement = Settlement.of(admission, tokens=tokens, billed_micros=billed_micros)
+    settlement = Settlement.of(
+        admission, tokens=tokens, billed_micros=billed_micros, spent_micros=record.cost_micros
+    )
     if admission.local or not store.enabled():
         _memory.settle(settlement, data)
         return
@@ -473,6 +560,20 @@ def window_state(account_id: int) -> dict[str, int] | None:
             return None
         return {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
     found = _memory.windows.get(account_id)
+    return dict(found) if found else None
+
+
+def budget_state(kind: str, subject_id: int) -> dict[str, int] | None:
+    """The live month spend of a key (``kind`` "key") or a member ("member"): month (its start,
+    ms), spent and reserved, in micro-dollars; None when no live copy is kept."""
+    name = budget_key(kind, subject_id)
+    redis = store.sync_client()
+    if redis is not None:
+        raw = redis.hgetall(name)
+        if not raw:
+            return None
+        return {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
+    found = _memory.spend.get(name)
     return dict(found) if found else None
 
 
@@ -571,6 +672,36 @@ if atpm_limit >= 0 then
       'window_remaining', remaining}
   end
 end
+-- The monthly spend caps (the key's, then its member's): the month's spend, what requests in
+-- flight hold, and this request's ceiling must fit under each. Checked before anything is held.
+local caps = {}
+if a.key_budget_micros >= 0 then
+  caps[#caps + 1] = {KEYS[9], a.key_budget_micros, a.restored_key_spent, 'key_budget'}
+end
+if a.member_budget_micros >= 0 then
+  caps[#caps + 1] = {KEYS[10], a.member_budget_micros, a.restored_member_spent, 'member_budget'}
+end
+for _, c in ipairs(caps) do
+  local h = redis.call('HMGET', c[1], 'month', 'spent', 'reserved')
+  local spent, held = 0, 0
+  if h[1] and tonumber(h[1]) >= a.month_start_ms then
+    spent, held = tonumber(h[2]), tonumber(h[3])
+  elseif type(c[3]) == 'number' then
+    -- No live copy of this month's spend (Redis lost it, never had it, or holds an earlier
+    -- month's): the database's, loaded after the 'need_spend' below.
+    spent = c[3]
+    redis.call('HSET', c[1], 'month', a.month_start_ms, 'spent', spent, 'reserved', 0)
+    -- Kept a day past the month's end (relative to the request's clock, not the server's).
+    redis.call('PEXPIRE', c[1], a.month_end_ms + 86400000 - now)
+  else
+    return {'outcome', 'need_spend'}
+  end
+  if spent + held + a.cost_micros > c[2] then
+    return {'outcome', c[4], 'budget_cap_micros', c[2], 'budget_spent_micros', spent,
+      'budget_held_micros', held, 'rpm_used', rpm_used, 'reset_s', reset_s,
+      'window_remaining', remaining}
+  end
+end
 local paid, cost, wreserve = 0, 0, 0
 if kind ~= 'none' then
   if not a.paid_only and remaining > 0 and remaining >= a.need_tokens then
@@ -601,6 +732,11 @@ if kind ~= 'none' then
     'reserved', wres + wreserve)
   remaining = a.window_limit - wused - wres - wreserve
 end
+local kheld, mheld = 0, 0
+for _, c in ipairs(caps) do
+  if a.cost_micros > 0 then redis.call('HINCRBY', c[1], 'reserved', a.cost_micros) end
+  if c[4] == 'key_budget' then kheld = a.cost_micros else mheld = a.cost_micros end
+end
 -- A minute's counters live two minutes; a key created now is the only one without a TTL.
 if counts_rpm then
   rpm_used = redis.call('INCR', KEYS[1])
@@ -617,11 +753,13 @@ end
 local entry = a.inflight
 entry.window_start_ms, entry.window_reserved, entry.paid, entry.cost_micros =
   wstart, wreserve, paid, cost
+entry.key_budget_held, entry.member_budget_held = kheld, mheld
 redis.call('HSET', KEYS[6], a.request_id, cjson.encode(entry))
 return {'outcome', 'ok', 'rpm_used', rpm_used, 'reset_s', reset_s,
   'window_remaining', remaining, 'paid', paid, 'window_start_ms', wstart,
   'window_end_ms', wend, 'tpm_reserved', reserve, 'window_reserved', wreserve,
-  'cost_micros', cost, 'account_tpm_reserved', areserve}
+  'cost_micros', cost, 'account_tpm_reserved', areserve, 'key_budget_held', kheld,
+  'member_budget_held', mheld}
 """
 )
 
@@ -646,6 +784,16 @@ if wstart > 0 and tonumber(redis.call('HGET', KEYS[2], 'start') or '0') == wstar
 end
 if s.paid and redis.call('EXISTS', KEYS[3]) == 1 then
   redis.call('INCRBY', KEYS[3], s.reserved_micros - s.billed_micros)
+end
+-- The month's spend of the key and of its member, where kept live (capped or not) and still
+-- the month the request was admitted in: the hold released, the cost added.
+for _, c in ipairs({{KEYS[7], s.key_budget_held}, {KEYS[8], s.member_budget_held}}) do
+  if tonumber(redis.call('HGET', c[1], 'month') or '-1') == s.budget_month_ms then
+    if c[2] > 0 and redis.call('HINCRBY', c[1], 'reserved', 0 - c[2]) < 0 then
+      redis.call('HSET', c[1], 'reserved', 0)
+    end
+    if s.spent_micros > 0 then redis.call('HINCRBY', c[1], 'spent', s.spent_micros) end
+  end
 end
 redis.call('XADD', KEYS[5], '*', 'r', ARGV[2])
 return 1
@@ -698,6 +846,8 @@ class RedisLimiter:
             INFLIGHT_KEY,
             f"tf:arpm:{caller.account_id}:{minute}",
             f"tf:atpm:{caller.account_id}:{minute}",
+            budget_key("key", caller.key_id),
+            budget_key("member", req.member_id),
         ]
         return _decision(await self._run(_ADMIT, keys, [orjson.dumps(req)]))
 
@@ -714,7 +864,15 @@ def _settle_keys(s: Settlement) -> list[str]:
         INFLIGHT_KEY,
         USAGE_STREAM,
         f"tf:atpm:{s.account_id}:{s.minute}",
+        budget_key("key", s.key_id or 0),
+        budget_key("member", s.member_id),
     ]
+
+
+def budget_key(kind: str, subject_id: int) -> str:
+    """The Redis hash of a key's ("key") or a member's ("member") month spend: month (its start,
+    ms), spent and reserved, in micro-dollars."""
+    return f"tf:spend:{kind}:{subject_id}"
 
 
 # --- the in-process limiter (embedded default: one process, no Redis) ---------------------------
@@ -730,6 +888,7 @@ class MemoryLimiter:
         self.balances: dict[int, int] = {}
         self.balances_loaded_ms: dict[int, int] = {}
         self.inflight: dict[str, dict[str, Any]] = {}
+        self.spend: dict[str, dict[str, int]] = {}  # budget_key(...): month, spent, reserved
 
     def _prune(self, minute: int) -> None:
         if len(self.counters) > 10_000:
@@ -806,6 +965,44 @@ class MemoryLimiter:
                     reset_s=reset_s,
                     window_remaining=remaining,
                 )
+        caps = []
+        if req.key_budget_micros >= 0:
+            caps.append(
+                (
+                    budget_key("key", caller.key_id),
+                    req.key_budget_micros,
+                    req.restored_key_spent,
+                    "key_budget",
+                )
+            )
+        if req.member_budget_micros >= 0:
+            caps.append(
+                (
+                    budget_key("member", req.member_id),
+                    req.member_budget_micros,
+                    req.restored_member_spent,
+                    "member_budget",
+                )
+            )
+        for name, cap, restored, outcome in caps:
+            h = self.spend.get(name)
+            if h is not None and h["month"] >= req.month_start_ms:
+                spent, held = h["spent"], h["reserved"]
+            elif restored is not None:
+                spent, held = restored, 0
+                self.spend[name] = {"month": req.month_start_ms, "spent": spent, "reserved": 0}
+            else:
+                return Decision(outcome="need_spend")
+            if spent + held + req.cost_micros > cap:
+                return Decision(
+                    outcome=outcome,
+                    budget_cap_micros=cap,
+                    budget_spent_micros=spent,
+                    budget_held_micros=held,
+                    rpm_used=rpm_used,
+                    reset_s=reset_s,
+                    window_remaining=remaining,
+                )
         paid = False
         cost = wreserve = 0
         if kind != "none":
@@ -844,6 +1041,13 @@ class MemoryLimiter:
                 "reserved": wres + wreserve,
             }
             remaining = req.window_limit - wused - wres - wreserve
+        kheld = mheld = 0
+        for name, _, _, outcome in caps:
+            self.spend[name]["reserved"] += req.cost_micros
+            if outcome == "key_budget":
+                kheld = req.cost_micros
+            else:
+                mheld = req.cost_micros
         if counts_rpm:
             rpm_used += 1
             self.counters[rpm_key] = rpm_used
@@ -859,6 +1063,8 @@ class MemoryLimiter:
             "window_reserved": wreserve,
             "paid": int(paid),
             "cost_micros": cost,
+            "key_budget_held": kheld,
+            "member_budget_held": mheld,
         }
         return Decision(
             outcome="ok",
@@ -872,6 +1078,8 @@ class MemoryLimiter:
             account_tpm_reserved=areserve,
             window_reserved=wreserve,
             cost_micros=cost,
+            key_budget_held=kheld,
+            member_budget_held=mheld,
         )
 
     def _balance_stale(self, account_id: int, now_ms: int) -> bool:
@@ -914,6 +1122,14 @@ class MemoryLimiter:
             w["used"] += s.tokens
         if s.paid and s.account_id in self.balances:
             self.balances[s.account_id] += s.reserved_micros - s.billed_micros
+        for name, held in (
+            (budget_key("key", s.key_id or 0), s.key_budget_held),
+            (budget_key("member", s.member_id), s.member_budget_held),
+        ):
+            h = self.spend.get(name)
+            if h is not None and h["month"] == s.budget_month_ms:
+                h["reserved"] = max(0, h["reserved"] - held)
+                h["spent"] += s.spent_micros
         metering.enqueue_local(record)
         return True
 
@@ -1012,6 +1228,10 @@ def _abandoned(request_id: str, entry: dict[str, Any]) -> tuple[Settlement, byte
         paid=bool(int(entry.get("paid", 0))),
         reserved_micros=int(entry.get("cost_micros", 0)),
         billed_micros=0,
+        member_id=int(entry.get("member_id") or 0),
+        budget_month_ms=int(entry.get("budget_month_ms") or 0),
+        key_budget_held=int(entry.get("key_budget_held") or 0),
+        member_budget_held=int(entry.get("member_budget_held") or 0),
     )
     record = UsageRecord(
         request_id=request_id,

@@ -11,6 +11,7 @@ just adds to an old bucket. Running it twice, or on two workers at once, changes
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Iterable, Sequence
@@ -29,7 +30,7 @@ from django.db.models.functions import Coalesce, TruncDay, TruncHour
 from django.utils.dateparse import parse_date, parse_datetime
 from django.utils.timezone import now
 
-from accounts.models import Account
+from accounts.models import Account, ApiKey, Membership, User
 from billing import money, windows
 from gateway import limits
 from gateway.models import RollupWatermark, UsageRecord, UsageRollup
@@ -38,7 +39,7 @@ logger = logging.getLogger("tokenfactory.usage")
 
 WATERMARK = "usage"
 SURFACES = ("openai", "anthropic")
-GROUPS = ("model", "key", "day", "surface")
+GROUPS = ("model", "key", "member", "day", "surface")
 PERIODS = ("day", "week", "month")
 MAX_RANGE = timedelta(days=400)
 _OPTIMISTIC_READS = 3
@@ -207,6 +208,8 @@ class Bucket:
     totals: Totals
     # The hour's start (UTC) in an hourly report (``report(hourly=True)``); None otherwise.
     hour: datetime | None = None
+    # Grouped by member: the user who created the key (0: a key nobody made, or no key).
+    member_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +266,7 @@ def _rollup_rows(
     key_id: int | None,
     model: str | None,
     dims: tuple[str, ...],
+    key_ids: Sequence[int] | None = None,
 ) -> QuerySet[UsageRollup, dict[str, Any]]:
     hourly = "g_hour" in dims
     granularity = UsageRollup.Granularity.HOUR if hourly else _granularity(rng.start, rng.end)
@@ -276,6 +280,8 @@ def _rollup_rows(
         rows = rows.filter(surface=surface)
     if key_id is not None:
         rows = rows.filter(key_id=key_id)
+    if key_ids is not None:
+        rows = rows.filter(key_id__in=list(key_ids))
     if model is not None:
         rows = rows.filter(model=model)
     day = F("bucket") if granularity == UsageRollup.Granularity.DAY else TruncDay("bucket")
@@ -329,6 +335,7 @@ def _tail_rows(
     model: str | None,
     dims: tuple[str, ...],
     after_id: int,
+    key_ids: Sequence[int] | None = None,
 ) -> QuerySet[UsageRecord, dict[str, Any]]:
     rows = UsageRecord.objects.filter(
         id__gt=after_id,
@@ -340,6 +347,8 @@ def _tail_rows(
         rows = rows.filter(surface=surface)
     if key_id is not None:
         rows = rows.filter(api_key_id=key_id)
+    if key_ids is not None:
+        rows = rows.filter(api_key_id__in=list(key_ids))
     if model is not None:
         rows = rows.filter(model=model)
     exprs: dict[str, Any] = {
@@ -385,11 +394,14 @@ def report(
     key_id: int | None = None,
     model: str | None = None,
     hourly: bool = False,
+    key_ids: Sequence[int] | None = None,
 ) -> Report:
     """The account's usage in [start, end): the rollups plus the records after the watermark, so
     the answer is exact whether or not the rollups have run. ``start`` and ``end`` fall on hour
     boundaries (whole days read the daily rollups). ``hourly`` also splits every bucket by hour
-    (``Bucket.hour``), read from the hourly rollups."""
+    (``Bucket.hour``), read from the hourly rollups. ``key_ids`` keeps only those keys' requests
+    (a member's keys: ``member_keys``); grouping by ``member`` groups by key in the database and
+    adds up each member's keys (a key's member is the user who created it)."""
     rng = Range(start.astimezone(UTC), end.astimezone(UTC))
     if (hourly or _granularity(rng.start, rng.end) == UsageRollup.Granularity.HOUR) and (
         rng.start.minute or rng.start.second or rng.end.minute or rng.end.second
@@ -397,7 +409,9 @@ def report(
         raise InvalidQuery("start", "start and end must be on the hour.")
     check_surface(surface)
     group_by = parse_group_by(group_by)
-    dims = _dims(group_by, hourly=hourly)
+    by_member = "member" in group_by
+    stored = tuple(dict.fromkeys("key" if g == "member" else g for g in group_by))
+    dims = _dims(stored, hourly=hourly)
     filters: dict[str, Any] = {
         "account_id": account_id,
         "rng": rng,
@@ -405,7 +419,9 @@ def report(
         "key_id": key_id,
         "model": model,
         "dims": dims,
+        "key_ids": key_ids,
     }
+    owners = key_owners(account_id) if by_member else {}
     rows = _read_consistently(filters)
     merged: dict[tuple[Any, ...], Totals] = {}
     for row in rows:
@@ -415,19 +431,20 @@ def report(
         )
         sums = Totals(*(int(row[s] or 0) for s in _SUMS))
         merged[ident] = merged.get(ident, Totals()) + sums
-    buckets = []
+    grouped: dict[Bucket, Totals] = {}
     for ident, totals in merged.items():
         values = dict(zip(dims, ident, strict=True))
-        buckets.append(
-            Bucket(
-                day=values.get("g_day") if "day" in group_by else None,
-                model=values.get("g_model") if "model" in group_by else None,
-                surface=values.get("g_surface") if "surface" in group_by else None,
-                key_id=values.get("g_key") if "key" in group_by else None,
-                totals=totals,
-                hour=values.get("g_hour"),
-            )
+        shape = Bucket(
+            day=values.get("g_day") if "day" in group_by else None,
+            model=values.get("g_model") if "model" in group_by else None,
+            surface=values.get("g_surface") if "surface" in group_by else None,
+            key_id=values.get("g_key") if "key" in group_by else None,
+            totals=Totals(),
+            hour=values.get("g_hour"),
+            member_id=owners.get(int(values.get("g_key") or 0), 0) if by_member else None,
         )
+        grouped[shape] = grouped.get(shape, Totals()) + totals
+    buckets = [dataclasses.replace(shape, totals=t) for shape, t in grouped.items()]
     buckets.sort(
         key=lambda b: (
             b.day or date.min,
@@ -435,6 +452,7 @@ def report(
             b.model or "",
             b.surface or "",
             b.key_id or 0,
+            b.member_id or 0,
         )
     )
     if not group_by and not hourly:
@@ -449,6 +467,40 @@ def report(
         totals=totals,
         buckets=buckets,
     )
+
+
+def key_owners(account_id: int) -> dict[int, int]:
+    """Each key of the account with the user who created it (its member)."""
+    return {
+        pk: user_id
+        for pk, user_id in ApiKey.objects.filter(
+            account_id=account_id, created_by__isnull=False
+        ).values_list("pk", "created_by_id")
+    }
+
+
+def member_keys(account_id: int, member: str) -> tuple[User, list[int]]:
+    """A member of the account named by e-mail address or user id, and the keys they created
+    (the ``member`` filter)."""
+    found = Membership.objects.filter(account_id=account_id).select_related("user")
+    text = member.strip()
+    found = (
+        found.filter(user_id=int(text))
+        if text.isdigit()
+        else found.filter(user__email__iexact=text)
+    )
+    membership = found.first()
+    if membership is None:
+        raise InvalidQuery(
+            "member",
+            f"This account has no member {text!r}: give a member's e-mail address or user id.",
+        )
+    keys = list(
+        ApiKey.objects.filter(account_id=account_id, created_by=membership.user).values_list(
+            "pk", flat=True
+        )
+    )
+    return membership.user, keys
 
 
 def _read_consistently(filters: dict[str, Any]) -> list[dict[str, Any]]:

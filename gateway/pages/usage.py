@@ -16,7 +16,7 @@ from django.shortcuts import render
 from django.utils.timezone import now
 
 from accounts import audit
-from accounts.models import Account, ApiKey, User
+from accounts.models import Account, ApiKey, Membership, User
 from accounts.services import account_for
 from billing import money
 from gateway import usage
@@ -32,11 +32,16 @@ class Filters:
     key_id: int | None
     model: str | None
     surface: str
+    # A member (user id): only the keys that person created; ``member_keys`` are those keys.
+    member_id: int | None = None
+    member_keys: tuple[int, ...] | None = None
 
     def query(self) -> str:
         parts = [f"period={self.period}", f"surface={self.surface}"]
         if self.key_id is not None:
             parts.append(f"key={self.key_id}")
+        if self.member_id is not None:
+            parts.append(f"member={self.member_id}")
         if self.model:
             parts.append(f"model={quote(self.model)}")
         return "&".join(parts)
@@ -60,7 +65,22 @@ def _filters(request: HttpRequest, keys: QuerySet[ApiKey]) -> Filters:
     if raw_key and (key_id is None or not keys.filter(pk=key_id).exists()):
         raise usage.InvalidQuery("key", f"There is no key {raw_key[:40]!r} on your account.")
     model = request.GET.get("model", "").strip()[:200] or None
-    return Filters(period=period, key_id=key_id, model=model, surface=surface)
+    member_id, member_keys = None, None
+    raw_member = request.GET.get("member", "")
+    if raw_member:
+        account_id = keys.values_list("account_id", flat=True).first() or 0
+        if not raw_member.isdigit():
+            raise usage.InvalidQuery("member", "member must be a member's user id.")
+        member, found = usage.member_keys(account_id, raw_member)
+        member_id, member_keys = member.pk, tuple(found)
+    return Filters(
+        period=period,
+        key_id=key_id,
+        model=model,
+        surface=surface,
+        member_id=member_id,
+        member_keys=member_keys,
+    )
 
 
 def _report(
@@ -76,6 +96,7 @@ def _report(
         key_id=filters.key_id,
         model=filters.model,
         hourly=hourly,
+        key_ids=filters.member_keys,
     )
 
 
@@ -199,6 +220,15 @@ def usage_page(request: HttpRequest) -> HttpResponse:
     hourly = filters.period in HOURLY_PERIODS
     charted = _report(account, filters, ("model", "surface"), hourly=True) if hourly else rep
     data = chart_data(charted, hourly=hourly, at=at)
+    members = dict(
+        Membership.objects.filter(account=account)
+        .order_by("user__email")
+        .values_list("user_id", "user__email")
+    )
+    by_member = [
+        (members.get(b.member_id or 0, "") if b.member_id else "", b.totals)
+        for b in _report(account, filters, ("member",)).buckets
+    ]
     context: dict[str, Any] = {
         "account": account,
         "error": error,
@@ -215,6 +245,8 @@ def usage_page(request: HttpRequest) -> HttpResponse:
         "bucket": "hour" if hourly else "day",
         "meter": usage.meter_state(account.pk),
         "export_query": filters.query(),
+        "members": members,
+        "by_member": sorted(by_member, key=lambda row: -row[1].cost_micros),
     }
     return render(request, "gateway/usage.html", context, status=400 if error else 200)
 

@@ -20,7 +20,17 @@ pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
 skip_without_chromium()
 
-PAGES = ["/", "/dashboard/", "/usage/", "/activity/", "/models/", "/keys/", "/billing/", "/nope/"]
+PAGES = [
+    "/",
+    "/dashboard/",
+    "/usage/",
+    "/activity/",
+    "/models/",
+    "/keys/",
+    "/billing/",
+    "/org/budgets/",
+    "/nope/",
+]
 
 
 def _seed() -> str:

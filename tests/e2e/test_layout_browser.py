@@ -32,6 +32,7 @@ PAGES = (
     "/activity/",
     "/usage/?period=week",
     "/keys/",
+    "/org/budgets/",
     "/batches/",
     "/models/",
     "/plans/",

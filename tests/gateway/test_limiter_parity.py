@@ -21,6 +21,7 @@ from gateway import auth, limits, metering
 from gateway.auth import Caller
 from gateway.catalog import ModelInfo
 from gateway.metering import UsageRecord
+from gateway.models import UsageRecord as StoredUsage
 from tests import factories
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -91,7 +92,9 @@ class Harness:
         self.seen.append(("ok", name, adm.paid, adm.reserved_micros))
         self.seen.append(("headers", name, adm.headers))
 
-    async def settle(self, name: str, tokens: int, billed_micros: int = 0) -> None:
+    async def settle(
+        self, name: str, tokens: int, billed_micros: int = 0, cost_micros: int = 0
+    ) -> None:
         adm = self.admitted[name]
         record = UsageRecord(
             request_id=adm.request_id,
@@ -101,6 +104,7 @@ class Harness:
             model=MODEL.model_id,
             status=200,
             created_at_ms=T0_MS,
+            cost_micros=cost_micros,
         )
         await limits.settle(adm, tokens=tokens, billed_micros=billed_micros, record=record)
 
@@ -111,6 +115,16 @@ class Harness:
             None if w is None else (w["start"] - T0_MS, w["end"] - T0_MS, w["used"], w["reserved"])
         )
         self.seen.append(("state", name, window, limits.live_balance(self.caller.account_id)))
+
+    def spend(self, name: str) -> None:
+        """The live month spend of the key and of its member: (month start relative to T0,
+        spent, reserved), as admission keeps them."""
+        caller = self.caller
+        found = []
+        for kind, subject in (("key", caller.key_id), ("member", caller.member_id or 0)):
+            s = limits.budget_state(kind, subject)
+            found.append(None if s is None else (s["month"] - T0_MS, s["spent"], s["reserved"]))
+        self.seen.append(("spend", name, *found))
 
     async def change_key(self) -> None:
         await sync_to_async(auth.invalidate)(key_hashes=[self.caller.key_hash])
@@ -301,6 +315,57 @@ async def restored_from_the_database(h: Harness) -> None:
     # The database says a window opened ten minutes ago with 900 of its 1,000 tokens used.
     await h.admit("crosses", 100, 100)
     h.state("after")
+
+
+async def key_budget(h: Harness) -> None:
+    # A $0.001 cap (1,000 micros); each request holds its ceiling (input + 2 * max_tokens micros).
+    await h.admit("a 300", 100, 100)
+    await h.admit("b 500", 100, 200)
+    h.spend("held")
+    await h.admit("c 300", 100, 100)  # 800 held + 300 > 1,000
+    await h.settle("a 300", 150, cost_micros=250)
+    await h.admit("d 300", 100, 100)  # 250 spent + 500 held + 300 > 1,000
+    await h.settle("b 500", 250, cost_micros=200)
+    await h.admit("e 300", 100, 100)  # 450 spent + 300 fits
+    h.spend("after")
+
+
+async def member_budget(h: Harness) -> None:
+    # Two keys of one member, whose cap (600 micros) counts them together.
+    await h.admit("a 300", 100, 100)
+    await h.admit("b 300", 100, 100, key=1)
+    await h.admit("c 1", 1, 0, key=1)
+    h.spend("full")
+    await h.settle("a 300", 150, cost_micros=100)
+    await h.admit("d 150", 50, 50, key=1)  # 100 spent + 300 held + 150 fits
+    h.spend("after")
+
+
+async def budget_restored_then_a_new_month(h: Harness) -> None:
+    # The database says the key spent 700 micros this month (and 5,000 last month).
+    await h.admit("a 300", 100, 100)
+    await h.admit("b 1", 1, 0)
+    h.spend("march")
+    with time_machine.travel(datetime(2026, 4, 1, 0, 0, 1, tzinfo=UTC), tick=False):
+        await h.admit("april", 100, 100)
+        await h.settle("a 300", 150, cost_micros=250)  # March's: not April's spend
+        h.spend("april")
+
+
+async def budget_an_earlier_months_copy(h: Harness) -> None:
+    # A live copy from February is no guide to March: March's spend comes from the database
+    # (700 micros there), not from nothing.
+    with time_machine.travel(datetime(2026, 2, 25, tzinfo=UTC), tick=False):
+        await h.admit("february", 100, 100)
+    await h.admit("march 400", 100, 150)
+    h.spend("march")
+
+
+async def budget_reaped(h: Harness) -> None:
+    await h.admit("dies", 100, 100)
+    h.spend("held")
+    await h.reap("reaped")
+    h.spend("released")
 
 
 CASES: dict[str, tuple[dict[str, Any], Case, list[Any]]] = {}
@@ -600,18 +665,132 @@ case(
 )
 
 
+MARCH = int(datetime(2026, 3, 1, tzinfo=UTC).timestamp() * 1000) - T0_MS
+APRIL = int(datetime(2026, 4, 1, tzinfo=UTC).timestamp() * 1000) - T0_MS
+BUDGET_RETRY = -(-APRIL // 1000)  # until the month's end, in whole seconds
+case(
+    "key budget",
+    {"key_budget_micros": 1000},
+    key_budget,
+    [
+        ("ok", "a 300", False, 0),
+        ("headers", "a 300", hdr()),
+        ("ok", "b 500", False, 0),
+        ("headers", "b 500", hdr()),
+        ("spend", "held", (MARCH, 0, 800), None),
+        ("refused", "c 300", "key_budget", BUDGET_RETRY),
+        ("headers", "c 300", hdr()),
+        ("refused", "d 300", "key_budget", BUDGET_RETRY),
+        ("headers", "d 300", hdr()),
+        ("ok", "e 300", False, 0),
+        ("headers", "e 300", hdr()),
+        ("spend", "after", (MARCH, 450, 300), None),
+    ],
+)
+case(
+    "member budget",
+    {"member_id": 424242, "member_budget_micros": 600, "keys": 2},
+    member_budget,
+    [
+        ("ok", "a 300", False, 0),
+        ("headers", "a 300", hdr()),
+        ("ok", "b 300", False, 0),
+        ("headers", "b 300", hdr()),
+        ("refused", "c 1", "member_budget", BUDGET_RETRY),
+        ("headers", "c 1", hdr()),
+        ("spend", "full", None, (MARCH, 0, 600)),
+        ("ok", "d 150", False, 0),
+        ("headers", "d 150", hdr()),
+        ("spend", "after", None, (MARCH, 100, 450)),
+    ],
+)
+case(
+    "budget restored, then a new month",
+    {
+        "key_budget_micros": 1000,
+        "spent": [
+            (datetime(2026, 3, 8, tzinfo=UTC), 700),
+            (datetime(2026, 2, 20, tzinfo=UTC), 5000),
+        ],
+    },
+    budget_restored_then_a_new_month,
+    [
+        ("ok", "a 300", False, 0),
+        ("headers", "a 300", hdr()),
+        ("refused", "b 1", "key_budget", BUDGET_RETRY),
+        ("headers", "b 1", hdr()),
+        ("spend", "march", (MARCH, 700, 300), None),
+        ("ok", "april", False, 0),
+        (
+            "headers",
+            "april",
+            {"X-RateLimit-Reset": str(int(datetime(2026, 4, 1, 0, 1, tzinfo=UTC).timestamp()))},
+        ),
+        ("spend", "april", (APRIL, 0, 300), None),
+    ],
+)
+
+case(
+    "budget reaped",
+    {"key_budget_micros": 1000, "member_id": 424243, "member_budget_micros": 5000},
+    budget_reaped,
+    [
+        ("ok", "dies", False, 0),
+        ("headers", "dies", hdr()),
+        ("spend", "held", (MARCH, 0, 300), (MARCH, 0, 300)),
+        ("reaped", "reaped", 1),
+        ("spend", "released", (MARCH, 0, 0), (MARCH, 0, 0)),
+    ],
+)
+
+case(
+    "budget: an earlier month's live copy",
+    {
+        "key_budget_micros": 1000,
+        "spent": [
+            (datetime(2026, 3, 8, tzinfo=UTC), 700),
+            (datetime(2026, 2, 20, tzinfo=UTC), 200),
+        ],
+    },
+    budget_an_earlier_months_copy,
+    [
+        ("ok", "february", False, 0),
+        (
+            "headers",
+            "february",
+            {"X-RateLimit-Reset": str(int(datetime(2026, 2, 25, 0, 1, tzinfo=UTC).timestamp()))},
+        ),
+        ("refused", "march 400", "key_budget", BUDGET_RETRY),
+        ("headers", "march 400", hdr()),
+        ("spend", "march", (MARCH, 700, 0), None),
+    ],
+)
+
+
 def _run(account: dict[str, Any], run: Case) -> list[Any]:
     account = dict(account)
     balance = account.pop("balance", 0)
     started_ago_ms = account.pop("started_ago_ms", None)
     used = account.pop("used", 0)
     key_count = account.pop("keys", 1)
+    spent = account.pop("spent", [])
     acct = factories.account(balance_micros=balance)
     if started_ago_ms is not None:
         acct.window_started_at = datetime.fromtimestamp((T0_MS - started_ago_ms) / 1000, tz=UTC)
         acct.window_used_tokens = used
         acct.save(update_fields=["window_started_at", "window_used_tokens"])
     key, secret = factories.api_key(acct)
+    for i, (at, cost) in enumerate(spent):
+        StoredUsage.objects.create(
+            request_id=f"req_spent_{key.pk}_{i}",
+            account=acct,
+            api_key=key,
+            surface="openai",
+            model=MODEL.model_id,
+            status=200,
+            cost_micros=cost,
+            created_at=at,
+        )
     # The key's change counter as authentication reads it (issuing a key announces it).
     authenticated = asyncio.run(auth.authenticate(secret))
     assert authenticated is not None

@@ -36,6 +36,7 @@ GROUPINGS: list[tuple[str, ...]] = [
     ("key", "surface"),
     ("day", "surface", "model"),
     ("model", "key", "day", "surface"),
+    ("member", "surface"),
 ]
 SUMS = ("input_tokens", "output_tokens", "cached_tokens", "cost_micros", "billed_micros")
 
@@ -94,10 +95,12 @@ def expected(account: Account, group_by: tuple[str, ...], start: datetime, end: 
     out: dict[tuple[Any, ...], dict[str, int]] = defaultdict(
         lambda: dict.fromkeys(("requests", "errors", *SUMS), 0)
     )
-    for r in UsageRecord.objects.filter(account=account, created_at__gte=start, created_at__lt=end):
+    records = UsageRecord.objects.filter(account=account, created_at__gte=start, created_at__lt=end)
+    for r in records.select_related("api_key"):
         dims = {
             "model": r.model,
             "key": r.api_key_id or 0,
+            "member": (r.api_key.created_by_id or 0) if r.api_key else 0,
             "day": r.created_at.astimezone(UTC).date().isoformat(),
             "surface": r.surface,
         }
@@ -111,7 +114,13 @@ def expected(account: Account, group_by: tuple[str, ...], start: datetime, end: 
 
 
 def got(body: dict[str, Any], group_by: tuple[str, ...]) -> dict[tuple[Any, ...], dict[str, int]]:
-    names = {"model": "model", "key": "key_id", "day": "day", "surface": "surface"}
+    names = {
+        "model": "model",
+        "key": "key_id",
+        "member": "member_id",
+        "day": "day",
+        "surface": "surface",
+    }
     found = {}
     for bucket in body["buckets"]:
         ident = tuple(bucket[names[g]] for g in group_by)
@@ -135,7 +144,9 @@ def get_usage(secret: str, path: str = "/v1/usage", **params: Any) -> Any:
 @pytest.fixture
 def owner_setup() -> dict[str, Any]:
     acct = factories.account()
-    key_a, secret = factories.api_key(acct, name="alpha")
+    # Alpha was made by the owner (its member); beta by a script (no member).
+    owner = acct.memberships.get().user
+    key_a, secret = factories.api_key(acct, name="alpha", created_by=owner)
     key_b, _ = factories.api_key(acct, name="beta")
     return {"account": acct, "keys": [key_a, key_b], "secret": secret}
 
