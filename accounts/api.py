@@ -1,9 +1,12 @@
 """Dashboard key-management API (DRF) under /api/keys/: list, create, update, rotate, revoke.
 
-Signed-in browsers use the session (with CSRF); scripts send a management key,
-``Authorization: Bearer tf-mgmt-...`` (never an inference key: those only call models).
-Every query is scoped to the caller's account, and the full key appears only in the response
-that creates it."""
+Signed-in browsers use the session (with CSRF) and act for the organisation the session has
+chosen, with their role there; scripts send a management key, ``Authorization: Bearer
+tf-mgmt-...`` (never an inference key: those only call models), which acts with an admin's
+powers in its organisation, within its scopes. ``RolePermission`` asks accounts.roles.can for
+the view's ``required_perms``, the same table the dashboard's ``requires`` reads. Every query is
+scoped to the caller's organisation (and a developer's to the keys they made), and the full key
+appears only in the response that creates it."""
 
 from __future__ import annotations
 
@@ -18,17 +21,18 @@ from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAuthentic
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from accounts import keys
+from accounts import keys, orgs
 from accounts.forms import models_for
 from accounts.models import Account, ApiKey, ManagementKey, Membership, User
-from accounts.services import account_for
+from accounts.roles import Perm, can
 from gateway import errors
 
 
 class ManagementKeyAuthentication(BaseAuthentication):
-    """``Authorization: Bearer tf-mgmt-...``: a management key acts for its account, through one
-    of its owners, within its scopes. An inference key (tf-prod-/tf-stag-/tf-dev-) is refused:
-    a leaked key that may only call one model must not be able to widen itself."""
+    """``Authorization: Bearer tf-mgmt-...``: a management key acts for its organisation with an
+    admin's powers (``membership``), within its scopes. An inference key (tf-prod-/tf-stag-/
+    tf-dev-) is refused: a leaked key that may only call one model must not be able to widen
+    itself."""
 
     def authenticate(self, request: Request) -> tuple[User, ManagementKey] | None:
         header = request.headers.get("authorization", "")
@@ -74,6 +78,36 @@ class KeyScopes(BasePermission):
         return key.allows(ManagementKey.Scope.WRITE)
 
 
+def membership(request: Request) -> Membership:
+    """Whom the request acts as: a management key is an admin of its organisation (not saved;
+    the user is the person who made it, or an owner); a session is the person's membership in
+    the organisation the session has chosen."""
+    cached = getattr(request, "tf_membership", None)
+    if isinstance(cached, Membership):
+        return cached
+    key = request.auth
+    if isinstance(key, ManagementKey):
+        user = request.user
+        assert isinstance(user, User)
+        found = Membership(user=user, account=key.account, role=Membership.Role.ADMIN)
+    else:
+        found = orgs.current_membership(request._request)  # noqa: SLF001
+    request.tf_membership = found  # type: ignore[attr-defined]
+    return found
+
+
+class RolePermission(BasePermission):
+    """The view's ``required_perms`` (accounts.roles), checked for the caller's role."""
+
+    message = "Your role in this organisation does not allow this. Ask an owner or admin."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        if not request.user or not request.user.is_authenticated:
+            return False
+        role = membership(request).role
+        return all(can(role, perm) for perm in getattr(view, "required_perms", ()))
+
+
 # Imported after ManagementKeyAuthentication exists: APIView reads
 # DEFAULT_AUTHENTICATION_CLASSES (which names it) when rest_framework.views is first imported.
 from rest_framework.views import APIView  # noqa: E402
@@ -81,21 +115,18 @@ from rest_framework.views import exception_handler as drf_exception_handler  # n
 
 
 def _account(request: Request) -> Account:
-    if isinstance(request.auth, ManagementKey):
-        return request.auth.account
-    user = request.user
-    assert isinstance(user, User)
-    return account_for(user)
+    return membership(request).account
+
+
+def _keys(request: Request) -> Any:
+    """The keys the caller may see: all of the organisation's with KEYS_ALL, else their own."""
+    return orgs.keys_for(membership(request))
 
 
 def _own_key(request: Request, key_id: int) -> ApiKey:
-    key = (
-        ApiKey.objects.select_related("account__plan")
-        .filter(pk=key_id, account=_account(request))
-        .first()
-    )
+    key = _keys(request).select_related("account__plan").filter(pk=key_id).first()
     if key is None:
-        raise exceptions.NotFound(f"No key with id {key_id} in your account.")
+        raise exceptions.NotFound(f"No key with id {key_id} that you can manage in this account.")
     return key
 
 
@@ -191,7 +222,8 @@ def _key_error(exc: keys.KeyError_) -> exceptions.ValidationError:
 
 
 class _KeysApi(APIView):
-    permission_classes = [IsAuthenticated, KeyScopes]
+    permission_classes = [IsAuthenticated, KeyScopes, RolePermission]
+    required_perms: tuple[Perm, ...] = (Perm.KEYS_OWN,)
 
     def get_authenticate_header(self, request: Request) -> str:
         # Session auth comes first in settings and has no challenge, which would turn every
@@ -201,7 +233,7 @@ class _KeysApi(APIView):
 
 class KeyListApi(_KeysApi):
     def get(self, request: Request) -> Response:
-        rows = ApiKey.objects.filter(account=_account(request)).select_related("replaced_by")
+        rows = _keys(request).select_related("replaced_by")
         return Response({"object": "list", "data": KeyOutput(rows, many=True).data})
 
     def post(self, request: Request) -> Response:

@@ -263,6 +263,7 @@ def _rollup_rows(
     key_id: int | None,
     model: str | None,
     dims: tuple[str, ...],
+    key_ids: Sequence[int] | None = None,
 ) -> QuerySet[UsageRollup, dict[str, Any]]:
     hourly = "g_hour" in dims
     granularity = UsageRollup.Granularity.HOUR if hourly else _granularity(rng.start, rng.end)
@@ -276,6 +277,8 @@ def _rollup_rows(
         rows = rows.filter(surface=surface)
     if key_id is not None:
         rows = rows.filter(key_id=key_id)
+    if key_ids is not None:
+        rows = rows.filter(key_id__in=key_ids)
     if model is not None:
         rows = rows.filter(model=model)
     day = F("bucket") if granularity == UsageRollup.Granularity.DAY else TruncDay("bucket")
@@ -329,6 +332,7 @@ def _tail_rows(
     model: str | None,
     dims: tuple[str, ...],
     after_id: int,
+    key_ids: Sequence[int] | None = None,
 ) -> QuerySet[UsageRecord, dict[str, Any]]:
     rows = UsageRecord.objects.filter(
         id__gt=after_id,
@@ -340,6 +344,8 @@ def _tail_rows(
         rows = rows.filter(surface=surface)
     if key_id is not None:
         rows = rows.filter(api_key_id=key_id)
+    if key_ids is not None:
+        rows = rows.filter(api_key_id__in=key_ids)
     if model is not None:
         rows = rows.filter(model=model)
     exprs: dict[str, Any] = {
@@ -385,11 +391,13 @@ def report(
     key_id: int | None = None,
     model: str | None = None,
     hourly: bool = False,
+    key_ids: Sequence[int] | None = None,
 ) -> Report:
     """The account's usage in [start, end): the rollups plus the records after the watermark, so
     the answer is exact whether or not the rollups have run. ``start`` and ``end`` fall on hour
     boundaries (whole days read the daily rollups). ``hourly`` also splits every bucket by hour
-    (``Bucket.hour``), read from the hourly rollups."""
+    (``Bucket.hour``), read from the hourly rollups. ``key_ids`` keeps only those keys' usage (a
+    developer's own, accounts.orgs.usage_key_ids)."""
     rng = Range(start.astimezone(UTC), end.astimezone(UTC))
     if (hourly or _granularity(rng.start, rng.end) == UsageRollup.Granularity.HOUR) and (
         rng.start.minute or rng.start.second or rng.end.minute or rng.end.second
@@ -406,6 +414,8 @@ def report(
         "model": model,
         "dims": dims,
     }
+    if key_ids is not None:
+        filters["key_ids"] = list(key_ids)
     rows = _read_consistently(filters)
     merged: dict[tuple[Any, ...], Totals] = {}
     for row in rows:

@@ -9,14 +9,15 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from urllib.parse import quote
 
-from django.contrib.auth.decorators import login_required
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils.timezone import now
 
-from accounts.models import Account, ApiKey, User
-from accounts.services import account_for
+from accounts import orgs
+from accounts.models import Account, ApiKey
+from accounts.orgs import requires
+from accounts.roles import Perm
 from billing import money
 from gateway import usage
 from gateway.models import UsageRollup
@@ -63,10 +64,16 @@ def _filters(request: HttpRequest, keys: QuerySet[ApiKey]) -> Filters:
 
 
 def _report(
-    account: Account, filters: Filters, group_by: tuple[str, ...], *, hourly: bool = False
+    account: Account,
+    filters: Filters,
+    group_by: tuple[str, ...],
+    *,
+    hourly: bool = False,
+    key_ids: list[int] | None = None,
 ) -> usage.Report:
     rng = usage.period_range(filters.period, at=now())
     return usage.report(
+        key_ids=key_ids,
         account_id=account.pk,
         start=rng.start,
         end=rng.end,
@@ -183,20 +190,32 @@ def _models_seen(account: Account, current: str | None) -> list[str]:
     return sorted(m for m in seen if m)
 
 
-@login_required
+def _scope(request: HttpRequest) -> tuple[Account, QuerySet[ApiKey], list[int] | None]:
+    """The organisation, the keys whose usage this member sees and their ids (None: all)."""
+    membership = orgs.current_membership(request)
+    key_ids = orgs.usage_key_ids(membership)
+    keys = ApiKey.objects.filter(account=membership.account)
+    if key_ids is not None:
+        keys = keys.filter(pk__in=key_ids)
+    return membership.account, keys, key_ids
+
+
+@requires(Perm.USAGE_OWN)
 def usage_page(request: HttpRequest) -> HttpResponse:
-    assert isinstance(request.user, User)
-    account = account_for(request.user)
-    keys = ApiKey.objects.filter(account=account)
+    account, keys, key_ids = _scope(request)
     error: usage.InvalidQuery | None = None
     try:
         filters = _filters(request, keys)
     except usage.InvalidQuery as exc:
         error, filters = exc, Filters(period="month", key_id=None, model=None, surface="all")
     at = now()
-    rep = _report(account, filters, ("day", "model", "surface"))
+    rep = _report(account, filters, ("day", "model", "surface"), key_ids=key_ids)
     hourly = filters.period in HOURLY_PERIODS
-    charted = _report(account, filters, ("model", "surface"), hourly=True) if hourly else rep
+    charted = (
+        _report(account, filters, ("model", "surface"), hourly=True, key_ids=key_ids)
+        if hourly
+        else rep
+    )
     data = chart_data(charted, hourly=hourly, at=at)
     context: dict[str, Any] = {
         "account": account,
@@ -214,6 +233,7 @@ def usage_page(request: HttpRequest) -> HttpResponse:
         "bucket": "hour" if hourly else "day",
         "meter": usage.meter_state(account.pk),
         "export_query": filters.query(),
+        "own_usage_only": key_ids is not None,
     }
     return render(request, "gateway/usage.html", context, status=400 if error else 200)
 
@@ -229,16 +249,14 @@ def spreadsheet_text(text: str) -> str:
     return "'" + text if text.startswith(_FORMULA_STARTS) else text
 
 
-@login_required
+@requires(Perm.USAGE_OWN)
 def usage_csv(request: HttpRequest) -> HttpResponse:
-    assert isinstance(request.user, User)
-    account = account_for(request.user)
-    keys = ApiKey.objects.filter(account=account)
+    account, keys, key_ids = _scope(request)
     try:
         filters = _filters(request, keys)
     except usage.InvalidQuery as exc:
         return HttpResponse(exc.message, status=400, content_type="text/plain; charset=utf-8")
-    rep = _report(account, filters, ("day", "model", "surface", "key"))
+    rep = _report(account, filters, ("day", "model", "surface", "key"), key_ids=key_ids)
     names = {k.pk: k.name for k in keys}
     response = HttpResponse(content_type="text/csv; charset=utf-8")
     start = rep.start.date().isoformat()
