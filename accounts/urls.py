@@ -5,7 +5,7 @@ gateway/urls.py."""
 from __future__ import annotations
 
 from django.contrib.auth import views as auth_views
-from django.urls import URLPattern, URLResolver, path
+from django.urls import URLPattern, URLResolver, include, path
 from django_ratelimit.decorators import ratelimit
 
 from accounts import api, throttle, views
@@ -68,4 +68,6 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("api/keys/<int:key_id>/", api.KeyDetailApi.as_view(), name="api_key"),
     path("api/keys/<int:key_id>/rotate/", api.KeyRotateApi.as_view(), name="api_key_rotate"),
     path("api/keys/<int:key_id>/revoke/", api.KeyRevokeApi.as_view(), name="api_key_revoke"),
+    # Organisations: switcher, members, invitations, settings (accounts/org_urls.py).
+    path("", include("accounts.org_urls")),
 ]

@@ -156,6 +156,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "tokenfactory.context_processors.site",
+                "accounts.context_processors.organisations",
             ],
         },
     },
