@@ -245,6 +245,8 @@ def test_a_developer_sees_only_the_usage_of_their_keys(client: Client, alice: Us
     assert "req_mine" in activity and "req_hers" not in activity
     assert client.get("/activity/req_hers/").status_code == 404
     assert client.get(f"/usage/?key={alices.pk}").status_code == 400
+    assert b"keys you created" in client.get("/usage/").content
+    assert b"keys you created" in client.get("/dashboard/").content
     owner = Client()
     owner.force_login(alice)
     csv = owner.get("/usage/export.csv?period=month").content.decode()
