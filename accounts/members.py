@@ -52,6 +52,16 @@ def _locked(account: Account) -> Account:
     return Account.objects.select_for_update().get(pk=account.pk)
 
 
+def _refresh_actor(by: Membership, perm: Perm, message: str) -> None:
+    """Inside the lock: the actor's role as it is now (someone may have just changed it)."""
+    current = Membership.objects.filter(pk=by.pk).values_list("role", flat=True).first()
+    if current is None:
+        raise MemberError("You are no longer a member of this organisation.")
+    by.role = current
+    if not can(by.role, perm):
+        raise MemberError(message)
+
+
 def _owner_count(account: Account) -> int:
     return Membership.objects.filter(account=account, role=Membership.Role.OWNER).count()
 
@@ -350,12 +360,13 @@ def change_role(
     _same_org(membership, by)
     if role == membership.role:
         return membership
-    touches_owner = Membership.Role.OWNER in (role, membership.role)
-    if touches_owner and not can(by.role, Perm.ORG_TRANSFER):
-        raise MemberError("Only an owner can make someone an owner or change an owner's role.")
+    refused = "Only an owner can make someone an owner or change an owner's role."
     with transaction.atomic():
         account = _locked(membership.account)
         membership.refresh_from_db(fields=["role"])
+        _refresh_actor(by, Perm.MEMBERS_MANAGE, "Only owners and admins change roles.")
+        if Membership.Role.OWNER in (role, membership.role) and not can(by.role, Perm.ORG_TRANSFER):
+            raise MemberError(refused)
         before = membership.role
         if before == Membership.Role.OWNER and _owner_count(account) == 1:
             raise MemberError(
@@ -402,11 +413,12 @@ def remove(
     _same_org(membership, by)
     if membership.user_id == by.user_id:
         raise MemberError("To take yourself out, use “Leave organisation”.")
-    if membership.role == Membership.Role.OWNER and not can(by.role, Perm.ORG_TRANSFER):
-        raise MemberError("Only an owner can remove an owner.")
     with transaction.atomic():
         account = _locked(membership.account)
         membership.refresh_from_db(fields=["role"])
+        _refresh_actor(by, Perm.MEMBERS_MANAGE, "Only owners and admins remove members.")
+        if membership.role == Membership.Role.OWNER and not can(by.role, Perm.ORG_TRANSFER):
+            raise MemberError("Only an owner can remove an owner.")
         if membership.role == Membership.Role.OWNER and _owner_count(account) == 1:
             raise MemberError(
                 f"{membership.user.email} is the last owner of {account.name} and cannot be "
@@ -462,6 +474,8 @@ def transfer_ownership(
         raise MemberError("Choose another member to hand the organisation to.")
     with transaction.atomic():
         account = _locked(by.account)
+        _refresh_actor(by, Perm.ORG_TRANSFER, "Only an owner can transfer ownership.")
+        to.refresh_from_db(fields=["role"])
         before = to.role
         Membership.objects.filter(pk=to.pk).update(role=Membership.Role.OWNER)
         Membership.objects.filter(pk=by.pk).update(role=Membership.Role.ADMIN)
