@@ -17,7 +17,8 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.params import functions as params
 from ninja.security import HttpBearer
 
-from accounts.models import ApiKey
+from accounts import orgs
+from accounts.models import ApiKey, Membership
 from gateway import auth, errors, usage
 from gateway.auth import Caller
 from gateway.views.common import reply_error, with_limit_headers
@@ -118,6 +119,7 @@ class UsageBucket(UsageTotals):
     key_id: int | None = None
     key_name: str | None = None
     key_hint: str | None = None
+    member: str | None = None
 
 
 class UsageReport(Schema):
@@ -128,6 +130,7 @@ class UsageReport(Schema):
     surface: str
     group_by: list[str]
     key_id: int | None
+    member: str | None = None
     model: str | None
     totals: UsageTotals
     buckets: list[UsageBucket]
@@ -172,11 +175,33 @@ from the prepaid balance (requests inside the plan's token window are not).
 
 Pick the range with `period` (`day`: today, `week`: the last 7 days, `month`: this calendar
 month, the default) or with `start` and `end` (dates, both inclusive, or times on the hour).
-`group_by` splits the totals into buckets by `model`, `key`, `day` and/or `surface`
-(`group_by=model,day`)."""
+`group_by` splits the totals into buckets by `model`, `key`, `day`, `surface` and/or `member`
+(`group_by=model,day`); `member` is the e-mail of the person who made each key (empty for keys
+an operator or a script made). `member` as a filter keeps the requests of the keys that person
+made. A key made by a developer reads only the usage of its maker's keys."""
 
 
-def _key_filter(value: str | None, caller: Caller) -> int | None:
+def _visible_keys(caller: Caller) -> list[int] | None:
+    """The keys whose usage the calling key may read: None for the whole account's, or, when
+    the person who made it sees only their own usage (accounts.roles USAGE_OWN without
+    USAGE_ALL, or no longer a member), the keys that person made."""
+    creator = (
+        ApiKey.objects.filter(pk=caller.key_id).values_list("created_by_id", flat=True).first()
+    )
+    if creator is None:
+        return None
+    membership = (
+        Membership.objects.select_related("user")
+        .filter(user_id=creator, account_id=caller.account_id)
+        .first()
+    )
+    if membership is not None:
+        return orgs.usage_key_ids(membership)
+    made = ApiKey.objects.filter(account_id=caller.account_id, created_by_id=creator)
+    return list(made.values_list("pk", flat=True))
+
+
+def _key_filter(value: str | None, caller: Caller, visible: list[int] | None) -> int | None:
     if value is None or value == "":
         return None
     if value == "current":
@@ -184,9 +209,35 @@ def _key_filter(value: str | None, caller: Caller) -> int | None:
     if not value.isdigit():
         raise usage.InvalidQuery("key", f"key must be a key id or 'current', not {value!r}.")
     key_id = int(value)
-    if not ApiKey.objects.filter(pk=key_id, account_id=caller.account_id).exists():
+    found = ApiKey.objects.filter(pk=key_id, account_id=caller.account_id).exists()
+    if not found or (visible is not None and key_id not in visible):
         raise usage.InvalidQuery("key", f"This account has no key with id {key_id}.")
     return key_id
+
+
+def _member_filter(
+    value: str | None, caller: Caller, visible: list[int] | None
+) -> list[int] | None:
+    """The keys to count: those ``value`` (a member's e-mail) made, within ``visible``."""
+    if not value:
+        return visible
+    member = Membership.objects.filter(
+        account_id=caller.account_id, user__email__iexact=value.strip()
+    ).first()
+    if member is None:
+        raise usage.InvalidQuery("member", f"This account has no member {value[:100]!r}.")
+    made = set(
+        ApiKey.objects.filter(
+            account_id=caller.account_id, created_by_id=member.user_id
+        ).values_list("pk", flat=True)
+    )
+    return sorted(made if visible is None else made & set(visible))
+
+
+def _makers(account_id: int) -> dict[int, str]:
+    """Each key of the account and the e-mail of the person who made it."""
+    rows = ApiKey.objects.filter(account_id=account_id).values_list("pk", "created_by__email")
+    return {pk: email or "" for pk, email in rows}
 
 
 def _report(
@@ -199,46 +250,86 @@ def _report(
     group_by: list[str],
     key: str | None,
     model: str | None,
+    member: str | None = None,
 ) -> dict[str, Any]:
-    grouping = usage.parse_group_by(group_by)
-    key_id = _key_filter(key, caller)
+    wanted = [part.strip() for item in group_by for part in item.split(",") if part.strip()]
+    by_member = "member" in wanted
+    try:
+        grouping = usage.parse_group_by([g for g in wanted if g != "member"])
+    except usage.InvalidQuery as exc:
+        raise usage.InvalidQuery(
+            "group_by", exc.message.replace(" (combined", ", member (combined")
+        ) from exc
+    visible = _visible_keys(caller)
+    key_id = _key_filter(key, caller, visible)
+    key_ids = _member_filter(member, caller, visible)
     rng = usage.resolve_range(period=period, start=start, end=end, at=now())
     rep = usage.report(
         account_id=caller.account_id,
         start=rng.start,
         end=rng.end,
         surface=surface,
-        group_by=grouping,
+        group_by=(*grouping, "key") if by_member and "key" not in grouping else grouping,
         key_id=key_id,
         model=model or None,
+        key_ids=key_ids,
     )
-    names: dict[int, tuple[str, str]] = {}
-    if "key" in grouping:
-        names = {
-            pk: (name, hint)
-            for pk, name, hint in ApiKey.objects.filter(account_id=caller.account_id).values_list(
-                "pk", "name", "hint"
-            )
-        }
-    buckets = []
-    for b in rep.buckets:
-        row = _totals(b.totals)
-        row.update(day=b.day, model=b.model, surface=b.surface, key_id=b.key_id)
-        if b.key_id is not None:
-            row["key_name"], row["key_hint"] = names.get(b.key_id, ("", ""))
-        buckets.append(row)
+    buckets = _buckets(caller, rep, grouping=grouping, by_member=by_member)
     return {
         "object": "usage",
         "start": rep.start,
         "end": rep.end,
         "period": None if start else (period or "month"),
         "surface": rep.surface,
-        "group_by": list(rep.group_by),
+        "group_by": [*grouping, "member"] if by_member else list(grouping),
         "key_id": key_id,
+        "member": member or None,
         "model": model or None,
         "totals": _totals(rep.totals),
         "buckets": buckets,
     }
+
+
+def _buckets(
+    caller: Caller, rep: usage.Report, *, grouping: tuple[str, ...], by_member: bool
+) -> list[dict[str, Any]]:
+    if by_member:
+        # The report was split by key as well; fold the keys into the people who made them.
+        makers = _makers(caller.account_id)
+        merged: dict[tuple[Any, ...], usage.Totals] = {}
+        for b in rep.buckets:
+            who = makers.get(b.key_id or 0, "")
+            ident = (b.day, b.model, b.surface, b.key_id if "key" in grouping else None, who)
+            merged[ident] = merged.get(ident, usage.Totals()) + b.totals
+        rows = []
+        for (day, model_id, surface_id, key_id, who), total in merged.items():
+            row = _totals(total)
+            row.update(day=day, model=model_id, surface=surface_id, key_id=key_id, member=who)
+            rows.append(row)
+        with_keys = [r for r in rows if r["key_id"] is not None]
+        if with_keys:
+            _name_keys(caller, with_keys)
+        return rows
+    rows = []
+    for b in rep.buckets:
+        row = _totals(b.totals)
+        row.update(day=b.day, model=b.model, surface=b.surface, key_id=b.key_id)
+        rows.append(row)
+    if "key" in grouping:
+        _name_keys(caller, rows)
+    return rows
+
+
+def _name_keys(caller: Caller, rows: list[dict[str, Any]]) -> None:
+    names = {
+        pk: (name, hint)
+        for pk, name, hint in ApiKey.objects.filter(account_id=caller.account_id).values_list(
+            "pk", "name", "hint"
+        )
+    }
+    for row in rows:
+        if row["key_id"] is not None:
+            row["key_name"], row["key_hint"] = names.get(row["key_id"], ("", ""))
 
 
 @router.get(
@@ -265,13 +356,17 @@ async def get_usage(
     group_by: Annotated[
         list[str] | None,
         params.Query(
-            None, description="model, key, day and/or surface, comma-separated or repeated"
+            None,
+            description="model, key, day, surface and/or member, comma-separated or repeated",
         ),
     ] = None,
     key: str | None = params.Query(
         None, description="only this key's requests: its id, or 'current' for the calling key"
     ),
     model: str | None = params.Query(None, description="only this model's requests"),
+    member: str | None = params.Query(
+        None, description="only the requests of the keys this member (an e-mail) made"
+    ),
 ) -> Any:
     caller: Caller = request.auth  # type: ignore[attr-defined]
     if model is not None and ("\x00" in model or len(model) > 200):
@@ -290,6 +385,7 @@ async def get_usage(
             group_by=group_by or [],
             key=key,
             model=model,
+            member=member,
         )
     except usage.InvalidQuery as exc:
         raise errors.BadRequest(exc.message, param=exc.param) from exc
