@@ -118,6 +118,15 @@ def _account(request: Request) -> Account:
     return membership(request).account
 
 
+def _maker(request: Request) -> User | None:
+    """Who a new key is recorded as made by: the person, or for a management key the person
+    who made that key (so removing them with their keys also stops what their scripts made),
+    else the owner it acts through."""
+    if isinstance(request.auth, ManagementKey) and request.auth.created_by is not None:
+        return request.auth.created_by
+    return request.user if isinstance(request.user, User) else None
+
+
 def _keys(request: Request) -> Any:
     """The keys the caller may see: all of the organisation's with KEYS_ALL, else their own."""
     return orgs.keys_for(membership(request))
@@ -241,7 +250,7 @@ class KeyListApi(_KeysApi):
         form = KeyCreateInput(data=request.data, context={"account": account})
         form.is_valid(raise_exception=True)
         data = form.validated_data
-        user = request.user if isinstance(request.user, User) else None
+        user = _maker(request)
         try:
             issued = keys.issue(
                 account=account,
@@ -292,7 +301,7 @@ class KeyRotateApi(_KeysApi):
         form = KeyRotateInput(data=request.data)
         form.is_valid(raise_exception=True)
         hours = form.validated_data.get("grace_hours", settings.KEY_ROTATION_GRACE_HOURS)
-        user = request.user if isinstance(request.user, User) else None
+        user = _maker(request)
         try:
             issued = keys.rotate(key=key, grace=timedelta(hours=hours), by=user)
         except keys.KeyError_ as exc:

@@ -314,4 +314,18 @@ def test_a_management_key_acts_as_an_admin_of_its_organisation(alice: User) -> N
         "/api/keys/", json.dumps({"name": "from-script"}), content_type="application/json", **auth
     )
     assert created.status_code == 201
-    assert ApiKey.objects.get(name="from-script").account == account
+    made = ApiKey.objects.get(name="from-script")
+    # An operator's management key records the owner it acts through as the maker.
+    assert made.account == account and made.created_by == alice
+    _, dev_secret = factories.management_key(account, name="dev's script")
+    from accounts.models import ManagementKey
+
+    ManagementKey.objects.filter(name="dev's script").update(created_by=dev)
+    by_dev = script.post(
+        "/api/keys/",
+        json.dumps({"name": "dev-script"}),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {dev_secret}",
+    )
+    assert by_dev.status_code == 201
+    assert ApiKey.objects.get(name="dev-script").created_by == dev
