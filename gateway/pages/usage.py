@@ -15,7 +15,7 @@ from django.shortcuts import render
 from django.utils.timezone import now
 
 from accounts import orgs
-from accounts.models import Account, ApiKey
+from accounts.models import Account, ApiKey, Membership
 from accounts.orgs import requires
 from accounts.roles import Perm
 from billing import money
@@ -32,17 +32,23 @@ class Filters:
     key_id: int | None
     model: str | None
     surface: str
+    # The person whose keys' usage to show (a user id); only for those who see everyone's.
+    member_id: int | None = None
 
     def query(self) -> str:
         parts = [f"period={self.period}", f"surface={self.surface}"]
         if self.key_id is not None:
             parts.append(f"key={self.key_id}")
+        if self.member_id is not None:
+            parts.append(f"member={self.member_id}")
         if self.model:
             parts.append(f"model={quote(self.model)}")
         return "&".join(parts)
 
 
-def _filters(request: HttpRequest, keys: QuerySet[ApiKey]) -> Filters:
+def _filters(
+    request: HttpRequest, keys: QuerySet[ApiKey], people: dict[int, str] | None = None
+) -> Filters:
     """The page's query string. A value that cannot be used raises InvalidQuery: the page says
     which and answers 400, rather than quietly showing another period than the one asked for."""
     period = request.GET.get("period", "month") or "month"
@@ -60,7 +66,13 @@ def _filters(request: HttpRequest, keys: QuerySet[ApiKey]) -> Filters:
     if raw_key and (key_id is None or not keys.filter(pk=key_id).exists()):
         raise usage.InvalidQuery("key", f"There is no key {raw_key[:40]!r} on your account.")
     model = request.GET.get("model", "").strip()[:200] or None
-    return Filters(period=period, key_id=key_id, model=model, surface=surface)
+    raw_member = request.GET.get("member", "")
+    member_id = int(raw_member) if raw_member.isdigit() else None
+    if raw_member and (member_id is None or people is None or member_id not in people):
+        raise usage.InvalidQuery(
+            "member", f"There is no member {raw_member[:40]!r} whose usage you can see."
+        )
+    return Filters(period=period, key_id=key_id, model=model, surface=surface, member_id=member_id)
 
 
 def _report(
@@ -190,24 +202,43 @@ def _models_seen(account: Account, current: str | None) -> list[str]:
     return sorted(m for m in seen if m)
 
 
-def _scope(request: HttpRequest) -> tuple[Account, QuerySet[ApiKey], list[int] | None]:
-    """The organisation, the keys whose usage this member sees and their ids (None: all)."""
+def _scope(
+    request: HttpRequest,
+) -> tuple[Account, QuerySet[ApiKey], list[int] | None, dict[int, str] | None]:
+    """The organisation, the keys whose usage this member sees, their ids (None: all) and,
+    for those who see everyone's usage, the members to filter by (user id to e-mail)."""
     membership = orgs.current_membership(request)
     key_ids = orgs.usage_key_ids(membership)
     keys = ApiKey.objects.filter(account=membership.account)
+    people: dict[int, str] | None = None
     if key_ids is not None:
         keys = keys.filter(pk__in=key_ids)
-    return membership.account, keys, key_ids
+    else:
+        people = dict(
+            Membership.objects.filter(account=membership.account)
+            .order_by("user__email")
+            .values_list("user_id", "user__email")
+        )
+    return membership.account, keys, key_ids, people
+
+
+def _member_keys(
+    keys: QuerySet[ApiKey], filters: Filters, key_ids: list[int] | None
+) -> list[int] | None:
+    if filters.member_id is None:
+        return key_ids
+    return list(keys.filter(created_by_id=filters.member_id).values_list("pk", flat=True))
 
 
 @requires(Perm.USAGE_OWN)
 def usage_page(request: HttpRequest) -> HttpResponse:
-    account, keys, key_ids = _scope(request)
+    account, keys, key_ids, people = _scope(request)
     error: usage.InvalidQuery | None = None
     try:
-        filters = _filters(request, keys)
+        filters = _filters(request, keys, people)
     except usage.InvalidQuery as exc:
         error, filters = exc, Filters(period="month", key_id=None, model=None, surface="all")
+    key_ids = _member_keys(keys, filters, key_ids)
     at = now()
     rep = _report(account, filters, ("day", "model", "surface"), key_ids=key_ids)
     hourly = filters.period in HOURLY_PERIODS
@@ -233,7 +264,8 @@ def usage_page(request: HttpRequest) -> HttpResponse:
         "bucket": "hour" if hourly else "day",
         "meter": usage.meter_state(account.pk),
         "export_query": filters.query(),
-        "own_usage_only": key_ids is not None,
+        "own_usage_only": people is None,
+        "people": people,
     }
     return render(request, "gateway/usage.html", context, status=400 if error else 200)
 
@@ -251,11 +283,12 @@ def spreadsheet_text(text: str) -> str:
 
 @requires(Perm.USAGE_OWN)
 def usage_csv(request: HttpRequest) -> HttpResponse:
-    account, keys, key_ids = _scope(request)
+    account, keys, key_ids, people = _scope(request)
     try:
-        filters = _filters(request, keys)
+        filters = _filters(request, keys, people)
     except usage.InvalidQuery as exc:
         return HttpResponse(exc.message, status=400, content_type="text/plain; charset=utf-8")
+    key_ids = _member_keys(keys, filters, key_ids)
     rep = _report(account, filters, ("day", "model", "surface", "key"), key_ids=key_ids)
     names = {k.pk: k.name for k in keys}
     response = HttpResponse(content_type="text/csv; charset=utf-8")

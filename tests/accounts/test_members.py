@@ -251,6 +251,12 @@ def test_a_developer_sees_only_the_usage_of_their_keys(client: Client, alice: Us
     owner.force_login(alice)
     csv = owner.get("/usage/export.csv?period=month").content.decode()
     assert "model-mine" in csv and "model-hers" in csv
+    csv = owner.get(f"/usage/export.csv?period=month&member={dev.pk}").content.decode()
+    assert "model-mine" in csv and "model-hers" not in csv
+    page = owner.get(f"/usage/?member={dev.pk}")
+    assert page.status_code == 200 and dev.email.encode() in page.content
+    assert owner.get("/usage/?member=999999").status_code == 400
+    assert client.get(f"/usage/?member={alice.pk}").status_code == 400  # not for developers
 
 
 def test_it_switches_organisations_and_creates_new_ones(owner_client: Client, alice: User) -> None:
