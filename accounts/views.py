@@ -137,6 +137,7 @@ def _reveal_redirect(
     pad = secrets.token_bytes(len(secret))
     request.session[REVEAL_SESSION_KEY] = {
         "id": issued.key.pk,
+        "account": issued.key.account_id,
         "name": issued.key.name,
         "sealed": bytes(a ^ b for a, b in zip(secret, pad, strict=True)).hex(),
         "action": action,
@@ -156,9 +157,12 @@ def _reveal_redirect(
 
 def _unseal(request: HttpRequest) -> dict[str, Any] | None:
     """The new key to show, once: the session's half and the browser's half put together."""
-    stored = request.session.pop(REVEAL_SESSION_KEY, None)
+    stored = request.session.get(REVEAL_SESSION_KEY)
     if not isinstance(stored, dict):
         return None
+    if stored.get("account", _account(request).pk) != _account(request).pk:
+        return None  # made in another organisation: shown when the person is back in it
+    request.session.pop(REVEAL_SESSION_KEY, None)
     try:
         sealed = bytes.fromhex(stored["sealed"])
         pad = bytes.fromhex(request.COOKIES.get(REVEAL_COOKIE, ""))
