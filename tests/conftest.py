@@ -222,7 +222,9 @@ def bob(db: None, alice: Any) -> Any:
     from accounts.models import Membership
 
     user = factories.UserFactory.create(email="bob@example.com")
-    Membership.objects.create(user=user, account=alice.accounts.get(), role=Membership.Role.DEVELOPER)
+    Membership.objects.create(
+        user=user, account=alice.accounts.get(), role=Membership.Role.DEVELOPER
+    )
     return user
 
 
