@@ -335,3 +335,17 @@ def test_a_management_key_acts_as_an_admin_of_its_organisation(alice: User) -> N
     )
     assert by_dev.status_code == 201
     assert ApiKey.objects.get(name="dev-script").created_by == dev
+
+
+def test_pages_offer_only_what_the_role_may_do(client: Client, alice: User) -> None:
+    viewer = _join(account_for(alice), "viewer")
+    client.force_login(viewer)
+    page = client.get("/dashboard/").content.decode()
+    assert 'href="/keys/"' not in page and 'href="/billing/"' not in page
+    assert 'href="/org/settings/"' not in page and 'href="/org/members/"' in page
+    members_page = client.get("/org/members/").content.decode()
+    assert "Send invitation" not in members_page and "Leave organisation" in members_page
+    owner = Client()
+    owner.force_login(alice)
+    page = owner.get("/dashboard/").content.decode()
+    assert 'href="/keys/"' in page and 'href="/org/settings/"' in page
