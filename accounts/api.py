@@ -1,9 +1,12 @@
 """Dashboard key-management API (DRF) under /api/keys/: list, create, update, rotate, revoke.
 
-Signed-in browsers use the session (with CSRF); scripts send a management key,
-``Authorization: Bearer tf-mgmt-...`` (never an inference key: those only call models).
-Every query is scoped to the caller's account, and the full key appears only in the response
-that creates it."""
+Signed-in browsers use the session (with CSRF) and act for the organisation the session has
+chosen, with their role there; scripts send a management key, ``Authorization: Bearer
+tf-mgmt-...`` (never an inference key: those only call models), which acts with an admin's
+powers in its organisation, within its scopes. ``RolePermission`` asks accounts.roles.can for
+the view's ``required_perms``, the same table the dashboard's ``requires`` reads. Every query is
+scoped to the caller's organisation (and a developer's to the keys they made), and the full key
+appears only in the response that creates it."""
 
 from __future__ import annotations
 
@@ -18,18 +21,18 @@ from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAuthentic
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from accounts import audit, budgets, keys
+from accounts import audit, budgets, keys, orgs
 from accounts.forms import models_for
 from accounts.models import Account, ApiKey, AuditEvent, ManagementKey, Membership, User
 from accounts.roles import Perm, can
-from accounts.services import account_for
 from gateway import errors
 
 
 class ManagementKeyAuthentication(BaseAuthentication):
-    """``Authorization: Bearer tf-mgmt-...``: a management key acts for its account, through one
-    of its owners, within its scopes. An inference key (tf-prod-/tf-stag-/tf-dev-) is refused:
-    a leaked key that may only call one model must not be able to widen itself."""
+    """``Authorization: Bearer tf-mgmt-...``: a management key acts for its organisation with an
+    admin's powers (``membership``), within its scopes. An inference key (tf-prod-/tf-stag-/
+    tf-dev-) is refused: a leaked key that may only call one model must not be able to widen
+    itself."""
 
     def authenticate(self, request: Request) -> tuple[User, ManagementKey] | None:
         header = request.headers.get("authorization", "")
@@ -77,6 +80,36 @@ class KeyScopes(BasePermission):
         return key.allows(ManagementKey.Scope.WRITE)
 
 
+def membership(request: Request) -> Membership:
+    """Whom the request acts as: a management key is an admin of its organisation (not saved;
+    the user is the person who made it, or an owner); a session is the person's membership in
+    the organisation the session has chosen."""
+    cached = getattr(request, "tf_membership", None)
+    if isinstance(cached, Membership):
+        return cached
+    key = request.auth
+    if isinstance(key, ManagementKey):
+        user = request.user
+        assert isinstance(user, User)
+        found = Membership(user=user, account=key.account, role=Membership.Role.ADMIN)
+    else:
+        found = orgs.current_membership(request._request)  # noqa: SLF001
+    request.tf_membership = found  # type: ignore[attr-defined]
+    return found
+
+
+class RolePermission(BasePermission):
+    """The view's ``required_perms`` (accounts.roles), checked for the caller's role."""
+
+    message = "Your role in this organisation does not allow this. Ask an owner or admin."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        if not request.user or not request.user.is_authenticated:
+            return False
+        role = membership(request).role
+        return all(can(role, perm) for perm in getattr(view, "required_perms", ()))
+
+
 # Imported after ManagementKeyAuthentication exists: APIView reads
 # DEFAULT_AUTHENTICATION_CLASSES (which names it) when rest_framework.views is first imported.
 from rest_framework.views import APIView  # noqa: E402
@@ -84,21 +117,27 @@ from rest_framework.views import exception_handler as drf_exception_handler  # n
 
 
 def _account(request: Request) -> Account:
-    if isinstance(request.auth, ManagementKey):
-        return request.auth.account
-    user = request.user
-    assert isinstance(user, User)
-    return account_for(user)
+    return membership(request).account
+
+
+def _maker(request: Request) -> User | None:
+    """Who a new key is recorded as made by: the person, or for a management key the person
+    who made that key (so removing them with their keys also stops what their scripts made),
+    else the owner it acts through."""
+    if isinstance(request.auth, ManagementKey) and request.auth.created_by is not None:
+        return request.auth.created_by
+    return request.user if isinstance(request.user, User) else None
+
+
+def _keys(request: Request) -> Any:
+    """The keys the caller may see: all of the organisation's with KEYS_ALL, else their own."""
+    return orgs.keys_for(membership(request))
 
 
 def _own_key(request: Request, key_id: int) -> ApiKey:
-    key = (
-        ApiKey.objects.select_related("account__plan")
-        .filter(pk=key_id, account=_account(request))
-        .first()
-    )
+    key = _keys(request).select_related("account__plan").filter(pk=key_id).first()
     if key is None:
-        raise exceptions.NotFound(f"No key with id {key_id} in your account.")
+        raise exceptions.NotFound(f"No key with id {key_id} that you can manage in this account.")
     return key
 
 
@@ -200,15 +239,9 @@ class KeyRotateInput(serializers.Serializer[Any]):
     grace_hours = serializers.IntegerField(min_value=0, max_value=168, required=False)
 
 
-def _check_budget_role(request: Request, account: Account) -> None:
-    if isinstance(request.auth, ManagementKey):
-        return  # it acts through an owner of its account
-    user = request.user
-    assert isinstance(user, User)
-    role = (
-        Membership.objects.filter(account=account, user=user).values_list("role", flat=True).first()
-    )
-    if role is None or not can(role, Perm.BUDGETS):
+def _check_budget_role(request: Request) -> None:
+    # A management key acts as an admin of its organisation (``membership``).
+    if not can(membership(request).role, Perm.BUDGETS):
         raise exceptions.PermissionDenied(
             "Only an owner or admin of the organisation can set a key's monthly budget."
         )
@@ -219,7 +252,7 @@ def _set_budget(request: Request, key: ApiKey, data: dict[str, Any]) -> None:
     through an owner) may set one."""
     if "monthly_budget_usd" not in data:
         return
-    _check_budget_role(request, key.account)
+    _check_budget_role(request)
     # The audit reads the address and agent from Django's request under DRF's.
     django_request = request._request  # noqa: SLF001
     budgets.set_key_budget(
@@ -237,7 +270,8 @@ def _key_error(exc: keys.KeyError_) -> exceptions.ValidationError:
 
 
 class _KeysApi(APIView):
-    permission_classes = [IsAuthenticated, KeyScopes]
+    permission_classes = [IsAuthenticated, KeyScopes, RolePermission]
+    required_perms: tuple[Perm, ...] = (Perm.KEYS_OWN,)
 
     def get_authenticate_header(self, request: Request) -> str:
         # Session auth comes first in settings and has no challenge, which would turn every
@@ -247,7 +281,7 @@ class _KeysApi(APIView):
 
 class KeyListApi(_KeysApi):
     def get(self, request: Request) -> Response:
-        rows = ApiKey.objects.filter(account=_account(request)).select_related("replaced_by")
+        rows = _keys(request).select_related("replaced_by")
         return Response({"object": "list", "data": KeyOutput(rows, many=True).data})
 
     def post(self, request: Request) -> Response:
@@ -255,9 +289,9 @@ class KeyListApi(_KeysApi):
         form = KeyCreateInput(data=request.data, context={"account": account})
         form.is_valid(raise_exception=True)
         data = form.validated_data
-        user = request.user if isinstance(request.user, User) else None
+        user = _maker(request)
         if "monthly_budget_usd" in data:
-            _check_budget_role(request, account)
+            _check_budget_role(request)
         try:
             issued = keys.issue(
                 account=account,
@@ -286,7 +320,7 @@ class KeyDetailApi(_KeysApi):
         data = form.validated_data
         caps_given = "rpm_limit" in data or "tpm_limit" in data
         if "monthly_budget_usd" in data:
-            _check_budget_role(request, key.account)
+            _check_budget_role(request)
         try:
             keys.update(
                 key=key,
@@ -312,7 +346,7 @@ class KeyRotateApi(_KeysApi):
         form = KeyRotateInput(data=request.data)
         form.is_valid(raise_exception=True)
         hours = form.validated_data.get("grace_hours", settings.KEY_ROTATION_GRACE_HOURS)
-        user = request.user if isinstance(request.user, User) else None
+        user = _maker(request)
         try:
             issued = keys.rotate(key=key, grace=timedelta(hours=hours), by=user)
         except keys.KeyError_ as exc:

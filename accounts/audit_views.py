@@ -17,9 +17,9 @@ from django.shortcuts import render
 from django.utils.timezone import now
 
 from accounts import audit
-from accounts.models import AuditEvent, Membership, User
-from accounts.orgs import ORG_SESSION_KEY, requires
-from accounts.roles import Perm, can
+from accounts.models import AuditEvent
+from accounts.orgs import requires
+from accounts.roles import Perm
 
 PAGE_SIZE = 50
 
@@ -157,24 +157,3 @@ def audit_csv(request: HttpRequest) -> HttpResponse:
     response["Content-Disposition"] = f'attachment; filename="audit-{now():%Y%m%d-%H%M%S}.csv"'
     # Streamed, so a long log never sits in memory (requires() types views as HttpResponse).
     return cast(HttpResponse, response)
-
-
-def nav(request: HttpRequest) -> dict[str, object]:
-    """Template context: ``CAN_VIEW_AUDIT``, whether the signed-in person's role in the
-    organisation they act for may open the audit log (for the nav link). Worked out only when a
-    template asks, and without creating anything (admin pages never ask)."""
-
-    def can_view() -> bool:
-        user = getattr(request, "user", None)
-        if not isinstance(user, User):
-            return False
-        membership = getattr(request, "membership", None)
-        if not isinstance(membership, Membership):
-            mine = Membership.objects.filter(user=user, account__is_active=True)
-            wanted = request.session.get(ORG_SESSION_KEY)
-            membership = (mine.filter(account_id=wanted).first() if wanted else None) or (
-                mine.order_by("created_at", "id").first()
-            )
-        return membership is not None and can(membership.role, Perm.AUDIT_VIEW)
-
-    return {"CAN_VIEW_AUDIT": can_view}

@@ -13,7 +13,7 @@ from django.core.exceptions import ValidationError
 from django.http import HttpRequest
 
 from accounts import tasks, throttle
-from accounts.models import ApiKey, ManagementKey, User
+from accounts.models import ApiKey, ManagementKey, Membership, User
 from billing.models import Plan
 from gateway.models import CatalogModel
 
@@ -156,3 +156,21 @@ class KeyRotateForm(forms.Form):
 
 class PlanSwitchForm(forms.Form):
     plan = forms.SlugField(max_length=50)
+
+
+# Organisations (accounts/org_views.py)
+
+ROLE_CHOICES = [(choice.value, choice.label) for choice in Membership.Role]
+
+
+class InviteForm(forms.Form):
+    email = forms.EmailField(label="E-mail address", max_length=254)
+    role = forms.ChoiceField(label="Role", choices=ROLE_CHOICES, initial="developer")
+
+
+class RoleForm(forms.Form):
+    role = forms.ChoiceField(label="Role", choices=ROLE_CHOICES)
+
+
+class OrgNameForm(forms.Form):
+    name = forms.CharField(label="Organisation name", max_length=150)

@@ -326,3 +326,38 @@ class SsoJoin(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} joined {self.account}"
+
+
+class Invitation(models.Model):
+    """An e-mailed invitation to join an organisation with a role. The link carries a random
+    token of which only the SHA-256 is stored; it works once, until ``expires_at``, and not after
+    it is withdrawn (accounts.members)."""
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="invitations")
+    email = models.EmailField()
+    role = models.CharField(max_length=10, choices=Membership.Role)
+    token_hash = models.CharField(max_length=64, unique=True)
+    invited_by = models.ForeignKey(
+        User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(default=now)
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    accepted_by = models.ForeignKey(
+        User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    withdrawn_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.email} to {self.account} ({self.role})"
+
+    @property
+    def is_pending(self) -> bool:
+        return self.accepted_at is None and self.withdrawn_at is None
+
+    def is_expired(self, at: Any = None) -> bool:
+        return self.expires_at <= (at or now())

@@ -19,17 +19,19 @@ from typing import Any, TypeVar, cast
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.http import HttpRequest, HttpResponse
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.http.response import HttpResponseBase
 from django.template.response import TemplateResponse
 
 from accounts import sso
-from accounts.models import Account, Membership, User
+from accounts.models import Account, ApiKey, Membership, User
 from accounts.roles import Perm, can
 from billing import plans
 
 ORG_SESSION_KEY = "tf_org"
 
-View = TypeVar("View", bound=Callable[..., HttpResponse])
+View = TypeVar("View", bound=Callable[..., HttpResponseBase])
 
 
 def memberships(user: User) -> list[Membership]:
@@ -51,6 +53,19 @@ def personal_membership(user: User) -> Membership:
         return Membership.objects.create(user=user, account=account, role=Membership.Role.OWNER)
 
 
+def membership_for(user: User, wanted: Any) -> Membership:
+    """The person's membership in organisation ``wanted`` (an id kept in a session), or their
+    first one when that is gone or was never chosen. The live meter's websocket uses it too."""
+    membership = None
+    if isinstance(wanted, int):
+        membership = (
+            Membership.objects.select_related("account__plan", "user")
+            .filter(user=user, account_id=wanted, account__is_active=True)
+            .first()
+        )
+    return membership or personal_membership(user)
+
+
 def current_membership(request: HttpRequest) -> Membership:
     """The membership a signed-in request acts through (cached on the request)."""
     cached = getattr(request, "membership", None)
@@ -59,15 +74,8 @@ def current_membership(request: HttpRequest) -> Membership:
     user = request.user
     assert isinstance(user, User)
     wanted = request.session.get(ORG_SESSION_KEY)
-    membership = None
-    if wanted is not None:
-        membership = (
-            Membership.objects.select_related("account__plan")
-            .filter(user=user, account_id=wanted, account__is_active=True)
-            .first()
-        )
-    if membership is None:
-        membership = personal_membership(user)
+    membership = membership_for(user, wanted)
+    if membership.account_id != wanted:
         request.session[ORG_SESSION_KEY] = membership.account_id
     request.membership = membership  # type: ignore[attr-defined]
     request.account = membership.account  # type: ignore[attr-defined]
@@ -94,13 +102,34 @@ def allowed(request: HttpRequest, perm: Perm) -> bool:
     return can(current_membership(request).role, perm)
 
 
+def keys_for(membership: Membership) -> QuerySet[ApiKey]:
+    """The inference keys this member may see and manage: every key of the organisation with
+    KEYS_ALL, otherwise the ones they made."""
+    rows = ApiKey.objects.filter(account_id=membership.account_id)
+    if not can(membership.role, Perm.KEYS_ALL):
+        rows = rows.filter(created_by_id=membership.user_id)
+    return rows
+
+
+def usage_key_ids(membership: Membership) -> list[int] | None:
+    """Whose usage this member sees: None for the whole organisation's (USAGE_ALL), otherwise
+    the ids of the keys they made (USAGE_OWN)."""
+    if can(membership.role, Perm.USAGE_ALL):
+        return None
+    return list(
+        ApiKey.objects.filter(
+            account_id=membership.account_id, created_by_id=membership.user_id
+        ).values_list("pk", flat=True)
+    )
+
+
 def requires(*perms: Perm) -> Callable[[View], View]:
     """Guard a dashboard view: signed in, and the current role holds every one of ``perms``
     (403 otherwise). The view finds ``request.membership`` and ``request.account`` set."""
 
     def decorate(view: View) -> View:
         @wraps(view)
-        def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             if not request.user.is_authenticated:
                 return redirect_to_login(request.get_full_path())
             membership = current_membership(request)

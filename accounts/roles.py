@@ -63,6 +63,27 @@ PERMISSIONS: dict[Perm, frozenset[Role]] = {
 }
 assert set(PERMISSIONS) == set(Perm), "every permission has a row"
 
+# What each permission lets a person do, in the words docs/organisations.md shows.
+DESCRIPTIONS: dict[Perm, str] = {
+    Perm.ORG_DELETE: "Delete the organisation",
+    Perm.ORG_TRANSFER: "Transfer ownership; make or unmake owners",
+    Perm.ORG_SETTINGS: "Rename the organisation; single sign-on and e-mail domains",
+    Perm.MEMBERS_MANAGE: "Invite people, change roles below owner, remove members",
+    Perm.MEMBERS_VIEW: "See the members; leave the organisation",
+    Perm.KEYS_ALL: "See and manage every key of the organisation",
+    Perm.KEYS_OWN: "Create keys and manage the ones you made",
+    Perm.MANAGEMENT_KEYS: "Create and revoke management keys (tf-mgmt-) for scripts",
+    Perm.PLAN_CHANGE: "Change the plan",
+    Perm.BILLING_VIEW: "See the balance, the ledger and receipts",
+    Perm.BILLING_TOPUP: "Top up the balance; the Stripe customer portal",
+    Perm.BUDGETS: "Set monthly spend caps per member and per key",
+    Perm.USAGE_ALL: "Everyone's usage and activity, exports",
+    Perm.USAGE_OWN: "The usage and activity of the keys you made",
+    Perm.AUDIT_VIEW: "Read and export the audit log",
+    Perm.DASHBOARD: "The home page, the model catalog, switching and creating organisations",
+}
+assert set(DESCRIPTIONS) == set(Perm), "every permission is described"
+
 
 def can(role: str, perm: Perm) -> bool:
     try:

@@ -48,9 +48,11 @@ def sign_up(
     name: str = "",
     plan: Plan | None = None,
     verified: bool = True,
+    personal: bool = True,
 ) -> User:
     """Create a user and their personal account (on SIGNUP_PLAN unless one is given). People who
-    sign themselves up are created unverified; an operator's (createaccount) are verified."""
+    sign themselves up are created unverified; an operator's (createaccount) are verified. An
+    invitee (``personal=False``) gets no personal account: they join the inviting one."""
     email = email.strip().lower()
     try:
         validate_email(email)
@@ -70,16 +72,19 @@ def sign_up(
             name=name,
             email_verified_at=now() if verified else None,
         )
-        account = Account.objects.create(name=name or email, plan=plan or signup_plan())
-        Membership.objects.create(user=user, account=account, role=Membership.Role.OWNER)
-        audit.record(
-            action="user.signup",
-            account=account,
-            # The person signing up, unless an operator (createaccount) is acting.
-            user=None if audit.current_actor() else user,
-            target=user,
-            after={"email": user.email, "name": name, "plan": account.plan.slug},
-        )
+        if personal:
+            account = Account.objects.create(name=name or email, plan=plan or signup_plan())
+            Membership.objects.create(user=user, account=account, role=Membership.Role.OWNER)
+            audit.record(
+                action="user.signup",
+                account=account,
+                # The person signing up, unless an operator (createaccount) is acting.
+                user=None if audit.current_actor() else user,
+                target=user,
+                after={"email": user.email, "name": name, "plan": account.plan.slug},
+            )
+        # Without a personal organisation (an invitation's sign-up), accounts.members records
+        # the sign-up in the organisation the person joins.
     return user
 
 

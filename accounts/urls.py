@@ -5,7 +5,7 @@ gateway/urls.py."""
 from __future__ import annotations
 
 from django.contrib.auth import views as auth_views
-from django.urls import URLPattern, URLResolver, path
+from django.urls import URLPattern, URLResolver, include, path
 from django_ratelimit.decorators import ratelimit
 
 from accounts import api, audit_views, sso_views, throttle, views
@@ -72,4 +72,6 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("audit/export.csv", audit_views.audit_csv, name="audit_export"),
     path("org/sso/", sso_views.org_sso, name="org_sso"),
     path("org/budgets/", views.budgets_page, name="budgets"),
+    # Organisations: switcher, members, invitations, settings (accounts/org_urls.py).
+    path("", include("accounts.org_urls")),
 ]

@@ -11,15 +11,15 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
-from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 from django_ratelimit.decorators import ratelimit
 
-from accounts import audit, budgets, keys, throttle, verification
+from accounts import audit, budgets, keys, orgs, throttle, verification
 from accounts.forms import (
     KeyCreateForm,
     KeyRotateForm,
@@ -29,8 +29,8 @@ from accounts.forms import (
 )
 from accounts.models import Account, ApiKey, ManagementKey, Membership, User
 from accounts.orgs import current_membership, requires
-from accounts.roles import Perm
-from accounts.services import SignupError, account_for, request_sign_up
+from accounts.roles import Perm, can
+from accounts.services import SignupError, request_sign_up
 from billing import plans
 from billing.models import Plan
 from billing.money import format_usd
@@ -51,7 +51,7 @@ def _user(request: HttpRequest) -> User:
 
 
 def _account(request: HttpRequest) -> Account:
-    return account_for(_user(request))
+    return orgs.current_membership(request).account
 
 
 def window_text(plan: Plan) -> str:
@@ -107,10 +107,13 @@ def _keys_page(
     management_form: ManagementKeyCreateForm | None = None,
 ) -> HttpResponse:
     reveal = _unseal(request)
+    membership = orgs.current_membership(request)
     context: dict[str, Any] = {
         "account": account,
         "plan": account.plan,
-        "keys": ApiKey.objects.filter(account=account).select_related("replaced_by"),
+        "keys": orgs.keys_for(membership).select_related("replaced_by", "created_by"),
+        "all_keys": can(membership.role, Perm.KEYS_ALL),
+        "can_manage": can(membership.role, Perm.MANAGEMENT_KEYS),
         "form": form or KeyCreateForm(plan=account.plan),
         "rotate_form": KeyRotateForm(),
         "reveal": reveal,
@@ -134,6 +137,7 @@ def _reveal_redirect(
     pad = secrets.token_bytes(len(secret))
     request.session[REVEAL_SESSION_KEY] = {
         "id": issued.key.pk,
+        "account": issued.key.account_id,
         "name": issued.key.name,
         "sealed": bytes(a ^ b for a, b in zip(secret, pad, strict=True)).hex(),
         "action": action,
@@ -153,9 +157,12 @@ def _reveal_redirect(
 
 def _unseal(request: HttpRequest) -> dict[str, Any] | None:
     """The new key to show, once: the session's half and the browser's half put together."""
-    stored = request.session.pop(REVEAL_SESSION_KEY, None)
+    stored = request.session.get(REVEAL_SESSION_KEY)
     if not isinstance(stored, dict):
         return None
+    if stored.get("account", _account(request).pk) != _account(request).pk:
+        return None  # made in another organisation: shown when the person is back in it
+    request.session.pop(REVEAL_SESSION_KEY, None)
     try:
         sealed = bytes.fromhex(stored["sealed"])
         pad = bytes.fromhex(request.COOKIES.get(REVEAL_COOKIE, ""))
@@ -178,7 +185,7 @@ def _unseal(request: HttpRequest) -> dict[str, Any] | None:
     }
 
 
-@login_required
+@requires(Perm.KEYS_OWN)
 @require_http_methods(["GET", "POST"])
 def keys_page(request: HttpRequest) -> HttpResponse:
     account = _account(request)
@@ -205,7 +212,7 @@ def keys_page(request: HttpRequest) -> HttpResponse:
     return _keys_page(request, account, form=form, status=400)
 
 
-@login_required
+@requires(Perm.MANAGEMENT_KEYS)
 @require_http_methods(["POST"])
 def management_key_create(request: HttpRequest) -> HttpResponse:
     account = _account(request)
@@ -226,7 +233,7 @@ def management_key_create(request: HttpRequest) -> HttpResponse:
     return _keys_page(request, account, status=400, management_form=form)
 
 
-@login_required
+@requires(Perm.MANAGEMENT_KEYS)
 @require_http_methods(["POST"])
 def management_key_revoke(request: HttpRequest, key_id: int) -> HttpResponse:
     key = get_object_or_404(ManagementKey, pk=key_id, account=_account(request))
@@ -236,12 +243,12 @@ def management_key_revoke(request: HttpRequest, key_id: int) -> HttpResponse:
 
 
 def _own_key(request: HttpRequest, key_id: int) -> ApiKey:
-    return get_object_or_404(
-        ApiKey.objects.select_related("account__plan"), pk=key_id, account=_account(request)
-    )
+    """A key this member may manage: any of the organisation's with KEYS_ALL, else their own."""
+    rows = orgs.keys_for(orgs.current_membership(request)).select_related("account__plan")
+    return get_object_or_404(rows, pk=key_id)
 
 
-@login_required
+@requires(Perm.KEYS_OWN)
 @require_http_methods(["POST"])
 def key_rotate(request: HttpRequest, key_id: int) -> HttpResponse:
     key = _own_key(request, key_id)
@@ -260,7 +267,7 @@ def key_rotate(request: HttpRequest, key_id: int) -> HttpResponse:
     return _reveal_redirect(request, issued, "rotated")
 
 
-@login_required
+@requires(Perm.KEYS_OWN)
 @require_http_methods(["GET", "POST"])
 def key_revoke(request: HttpRequest, key_id: int) -> HttpResponse:
     """GET, or a POST without ``confirm=yes`` (no JavaScript to ask), shows a confirmation page."""
@@ -277,7 +284,12 @@ def _plans_page(request: HttpRequest, account: Account, status: int = 200) -> Ht
         {"plan": plan, "window": window_text(plan), "price": format_usd(plan.monthly_price_micros)}
         for plan in Plan.objects.filter(is_public=True)
     ]
-    context = {"account": account, "current": account.plan, "rows": rows}
+    context = {
+        "account": account,
+        "current": account.plan,
+        "rows": rows,
+        "can_change": orgs.allowed(request, Perm.PLAN_CHANGE),
+    }
     return render(request, "accounts/plans.html", context, status=status)
 
 
@@ -300,7 +312,8 @@ def _public_plans_page(request: HttpRequest) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 def plans_page(request: HttpRequest) -> HttpResponse:
-    """Anyone may read the plans (the landing page links here); switching needs a log-in."""
+    """Anyone may read the plans (the landing page links here); switching needs a log-in and
+    PLAN_CHANGE in the organisation (403 otherwise)."""
     if not request.user.is_authenticated:
         if request.method == "POST":
             return redirect_to_login(request.get_full_path())
@@ -308,6 +321,10 @@ def plans_page(request: HttpRequest) -> HttpResponse:
     account = _account(request)
     if request.method != "POST":
         return _plans_page(request, account)
+    if not orgs.allowed(request, Perm.PLAN_CHANGE):
+        raise PermissionDenied(
+            f"Your role in {account.name} does not allow changing its plan. Ask an owner or admin."
+        )
     form = PlanSwitchForm(request.POST)
     slug = form.cleaned_data["plan"] if form.is_valid() else request.POST.get("plan", "")
     plan = Plan.objects.filter(slug=slug, is_public=True).first()

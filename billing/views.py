@@ -10,7 +10,6 @@ from typing import Any
 import stripe
 from django import forms
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -19,8 +18,10 @@ from django.utils.timezone import now
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
+from accounts import orgs
 from accounts.models import Account, User
-from accounts.services import account_for
+from accounts.orgs import requires
+from accounts.roles import Perm
 from billing import checkout, live, money, stripe_api, webhooks, windows
 from billing.models import LedgerEntry, Plan, Subscription
 
@@ -112,7 +113,7 @@ def _ledger_row(entry: LedgerEntry) -> dict[str, Any]:
 def _render_page(
     request: HttpRequest, *, form: TopUpForm | None = None, status: int = 200
 ) -> HttpResponse:
-    account = account_for(_user(request))
+    account = orgs.current_membership(request).account
     sub = Subscription.objects.filter(account=account).select_related("plan").first()
     entries = LedgerEntry.objects.filter(account=account)
     page = Paginator(entries, LEDGER_PAGE_SIZE).get_page(request.GET.get("page"))
@@ -134,11 +135,13 @@ def _render_page(
         "topup_min": money.format_usd(checkout.TOPUP_MIN_MICROS),
         "form": form or TopUpForm(),
         "billing_on": stripe_api.is_enabled(),
+        "can_change_plan": orgs.allowed(request, Perm.PLAN_CHANGE),
+        "can_topup": orgs.allowed(request, Perm.BILLING_TOPUP),
     }
     return render(request, "billing/billing.html", context, status=status)
 
 
-@login_required
+@requires(Perm.BILLING_VIEW)
 @require_GET
 def billing_page(request: HttpRequest) -> HttpResponse:
     return _render_page(request)
@@ -157,7 +160,7 @@ def _stripe_failed(request: HttpRequest, exc: Exception) -> HttpResponse:
     return redirect("billing:billing")
 
 
-@login_required
+@requires(Perm.BILLING_TOPUP)
 @require_POST
 def topup(request: HttpRequest) -> HttpResponse:
     form = TopUpForm(request.POST)
@@ -166,7 +169,7 @@ def topup(request: HttpRequest) -> HttpResponse:
     success = request.build_absolute_uri(reverse("billing:success"))
     try:
         target = checkout.start_topup(
-            account=account_for(_user(request)),
+            account=orgs.current_membership(request).account,
             user=_user(request),
             amount_micros=form.cleaned_data["amount"],
             success_url=success + "?session_id={CHECKOUT_SESSION_ID}",
@@ -177,10 +180,10 @@ def topup(request: HttpRequest) -> HttpResponse:
     return HttpResponseRedirect(target.url, status=303)
 
 
-@login_required
+@requires(Perm.PLAN_CHANGE)
 @require_POST
 def subscribe(request: HttpRequest) -> HttpResponse:
-    account = account_for(_user(request))
+    account = orgs.current_membership(request).account
     plan = Plan.objects.filter(slug=request.POST.get("plan", ""), is_public=True).first()
     if plan is None:
         messages.error(request, "Choose one of the plans on offer.")
@@ -207,23 +210,25 @@ def subscribe(request: HttpRequest) -> HttpResponse:
     return HttpResponseRedirect(target.url, status=303)
 
 
-@login_required
+@requires(Perm.BILLING_TOPUP)
 @require_POST
 def portal(request: HttpRequest) -> HttpResponse:
     try:
         target = checkout.open_portal(
-            account=account_for(_user(request)), user=_user(request), return_url=_back(request)
+            account=orgs.current_membership(request).account,
+            user=_user(request),
+            return_url=_back(request),
         )
     except (stripe.StripeError, stripe_api.BillingDisabled) as exc:
         return _stripe_failed(request, exc)
     return HttpResponseRedirect(target.url, status=303)
 
 
-@login_required
+@requires(Perm.BILLING_VIEW)
 @require_GET
 def success(request: HttpRequest) -> HttpResponse:
     """Where Checkout sends people back. It credits nothing: only the signed webhook does."""
-    account = account_for(_user(request))
+    account = orgs.current_membership(request).account
     session_id = request.GET.get("session_id", "")[:200]
     entry = (
         LedgerEntry.objects.filter(
@@ -242,10 +247,10 @@ def success(request: HttpRequest) -> HttpResponse:
     return render(request, "billing/success.html", context)
 
 
-@login_required
+@requires(Perm.BILLING_VIEW)
 @require_GET
 def receipt(request: HttpRequest, entry_id: int) -> HttpResponse:
-    account = account_for(_user(request))
+    account = orgs.current_membership(request).account
     entry = get_object_or_404(
         LedgerEntry, pk=entry_id, account=account, kind=LedgerEntry.Kind.TOPUP
     )

@@ -23,6 +23,8 @@ class Filters:
     # "all", "ok" (2xx and 3xx), "error" (4xx and 5xx) or one HTTP status code ("429").
     status: str = "all"
     surface: str = "all"
+    # Only these keys' records (a developer sees the keys they made); None: every key's.
+    key_ids: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +52,8 @@ def _matching(*, account_id: int, filters: Filters) -> QuerySet[UsageRecord]:
     rows = UsageRecord.objects.filter(account_id=account_id)
     if filters.key_id is not None:
         rows = rows.filter(api_key_id=filters.key_id)
+    if filters.key_ids is not None:
+        rows = rows.filter(api_key_id__in=filters.key_ids)
     if filters.model:
         rows = rows.filter(model=filters.model)
     if filters.surface != "all":
@@ -80,14 +84,20 @@ def page(
     return Page(records=found, next_before=found[-1].pk if more and found else None)
 
 
-def recent(*, account_id: int, size: int = 8) -> list[UsageRecord]:
-    return page(account_id=account_id, filters=Filters(), size=size).records
+def recent(
+    *, account_id: int, size: int = 8, key_ids: tuple[int, ...] | None = None
+) -> list[UsageRecord]:
+    return page(account_id=account_id, filters=Filters(key_ids=key_ids), size=size).records
 
 
-def find(*, account_id: int, request_id: str) -> UsageRecord | None:
-    """The account's record for this request id, or None (also when it is another account's)."""
-    return (
-        UsageRecord.objects.select_related("api_key")
-        .filter(account_id=account_id, request_id=request_id.strip())
-        .first()
+def find(
+    *, account_id: int, request_id: str, key_ids: tuple[int, ...] | None = None
+) -> UsageRecord | None:
+    """The account's record for this request id, or None (also when it is another account's,
+    or, with ``key_ids``, another key's)."""
+    rows = UsageRecord.objects.select_related("api_key").filter(
+        account_id=account_id, request_id=request_id.strip()
     )
+    if key_ids is not None:
+        rows = rows.filter(api_key_id__in=key_ids)
+    return rows.first()

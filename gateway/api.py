@@ -17,6 +17,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.params import functions as params
 from ninja.security import HttpBearer
 
+from accounts import orgs
 from accounts.models import ApiKey, Membership
 from gateway import auth, errors, usage
 from gateway.auth import Caller
@@ -177,10 +178,31 @@ Pick the range with `period` (`day`: today, `week`: the last 7 days, `month`: th
 month, the default) or with `start` and `end` (dates, both inclusive, or times on the hour).
 `group_by` splits the totals into buckets by `model`, `key`, `member`, `day` and/or `surface`
 (`group_by=model,day`); a key's member is the person who created it. `member` (an e-mail address
-or a user id) keeps only the requests of the keys that member created."""
+or a user id) keeps only the requests of the keys that member created. A key made by a developer
+reads only the usage of the keys its maker made."""
 
 
-def _key_filter(value: str | None, caller: Caller) -> int | None:
+def _visible_keys(caller: Caller) -> list[int] | None:
+    """The keys whose usage the calling key may read: None for the whole account's, or, when
+    the person who made it sees only their own usage (accounts.roles USAGE_OWN without
+    USAGE_ALL, or no longer a member), the keys that person made."""
+    creator = (
+        ApiKey.objects.filter(pk=caller.key_id).values_list("created_by_id", flat=True).first()
+    )
+    if creator is None:
+        return None
+    membership = (
+        Membership.objects.select_related("user")
+        .filter(user_id=creator, account_id=caller.account_id)
+        .first()
+    )
+    if membership is not None:
+        return orgs.usage_key_ids(membership)
+    made = ApiKey.objects.filter(account_id=caller.account_id, created_by_id=creator)
+    return list(made.values_list("pk", flat=True))
+
+
+def _key_filter(value: str | None, caller: Caller, visible: list[int] | None) -> int | None:
     if value is None or value == "":
         return None
     if value == "current":
@@ -188,7 +210,8 @@ def _key_filter(value: str | None, caller: Caller) -> int | None:
     if not value.isdigit():
         raise usage.InvalidQuery("key", f"key must be a key id or 'current', not {value!r}.")
     key_id = int(value)
-    if not ApiKey.objects.filter(pk=key_id, account_id=caller.account_id).exists():
+    found = ApiKey.objects.filter(pk=key_id, account_id=caller.account_id).exists()
+    if not found or (visible is not None and key_id not in visible):
         raise usage.InvalidQuery("key", f"This account has no key with id {key_id}.")
     return key_id
 
@@ -206,10 +229,13 @@ def _report(
     member: str | None = None,
 ) -> dict[str, Any]:
     grouping = usage.parse_group_by(group_by)
-    key_id = _key_filter(key, caller)
+    visible = _visible_keys(caller)
+    key_id = _key_filter(key, caller, visible)
     member_user, member_key_ids = (
         usage.member_keys(caller.account_id, member) if member else (None, None)
     )
+    if visible is not None:
+        member_key_ids = sorted(set(visible) & set(member_key_ids or visible))
     rng = usage.resolve_range(period=period, start=start, end=end, at=now())
     rep = usage.report(
         account_id=caller.account_id,

@@ -1,5 +1,6 @@
 """The dashboard's live meter over a websocket (Channels): window remaining, balance and requests
-this minute for the signed-in person's account, pushed each time metering writes its records.
+this minute for the organisation the signed-in person's session acts for (the dashboard's
+switcher sets it), pushed each time metering writes its records.
 
 A meter lives only as long as the session that opened it: logging out, changing the password
 (which ends the person's other sessions) or being deactivated closes it (``end_sessions``)."""
@@ -17,7 +18,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from accounts.services import account_for
+from accounts import orgs
 from gateway import usage
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ class MeterConsumer(AsyncJsonWebsocketConsumer):
         self.user_id = int(user.pk)
         self.user_group = sessions_group(user.pk)
         await self.channel_layer.group_add(self.user_group, self.channel_name)
-        account_id = await database_sync_to_async(_account_id)(user)
+        account_id = await database_sync_to_async(_account_id)(user, session)
         self.group = usage.meter_group(account_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
         self.account_id = account_id
@@ -90,8 +91,10 @@ class MeterConsumer(AsyncJsonWebsocketConsumer):
         await self.close(code=NOT_SIGNED_IN)
 
 
-def _account_id(user: Any) -> int:
-    return int(account_for(user).pk)
+def _account_id(user: Any, session: Any) -> int:
+    """The organisation the session acts for (reading the session may query the database)."""
+    wanted = session.get(orgs.ORG_SESSION_KEY) if session is not None else None
+    return int(orgs.membership_for(user, wanted).account_id)
 
 
 def end_sessions(*, user_id: int, ended_session_key: str | None = None) -> None:

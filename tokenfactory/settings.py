@@ -166,7 +166,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "tokenfactory.context_processors.site",
-                "accounts.audit_views.nav",
+                "accounts.context_processors.organisations",
             ],
         },
     },
@@ -342,6 +342,8 @@ SIMULATOR_HOST = envstr("SIMULATOR_HOST", "127.0.0.1")
 SIMULATOR_PORT = envint("SIMULATOR_PORT", 9100)
 SIMULATOR_URL = envstr("SIMULATOR_URL", f"http://{SIMULATOR_HOST}:{SIMULATOR_PORT}")
 KEY_ROTATION_GRACE_HOURS = envint("KEY_ROTATION_GRACE_HOURS", 24)
+# How long an e-mailed invitation to join an organisation works (accounts.members).
+INVITATION_DAYS = envint("INVITATION_DAYS", 7)
 # Batches: lines in flight per batch, how long a runner's lease lasts without a heartbeat
 # (then another worker takes the batch over), and the largest input file.
 BATCH_CONCURRENCY = envint("BATCH_CONCURRENCY", 8)

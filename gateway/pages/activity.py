@@ -7,12 +7,13 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
-from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
-from accounts.models import Account, ApiKey, User
-from accounts.services import account_for
+from accounts import orgs
+from accounts.models import Account, ApiKey
+from accounts.orgs import requires
+from accounts.roles import Perm
 from gateway import activity
 from gateway.models import UsageRecord
 from gateway.usage import InvalidQuery
@@ -22,8 +23,18 @@ SURFACE_CHOICES = (("all", "Both surfaces"), ("openai", "OpenAI"), ("anthropic",
 
 
 def _account(request: HttpRequest) -> Account:
-    assert isinstance(request.user, User)
-    return account_for(request.user)
+    return orgs.current_membership(request).account
+
+
+def _key_ids(request: HttpRequest) -> tuple[int, ...] | None:
+    ids = orgs.usage_key_ids(orgs.current_membership(request))
+    return None if ids is None else tuple(ids)
+
+
+def _visible_keys(request: HttpRequest, account: Account) -> list[ApiKey]:
+    ids = _key_ids(request)
+    rows = ApiKey.objects.filter(account=account)
+    return list(rows if ids is None else rows.filter(pk__in=ids))
 
 
 def _filters(request: HttpRequest, account: Account) -> activity.Filters:
@@ -32,10 +43,12 @@ def _filters(request: HttpRequest, account: Account) -> activity.Filters:
     raw_key = request.GET.get("key", "")
     key_id: int | None = None
     if raw_key:
-        if not raw_key.isdigit() or not ApiKey.objects.filter(pk=raw_key, account=account).exists():
+        visible = {k.pk for k in _visible_keys(request, account)}
+        if not raw_key.isdigit() or int(raw_key) not in visible:
             raise InvalidQuery("key", f"There is no key {raw_key!r} on your account.")
         key_id = int(raw_key)
     return activity.Filters(
+        key_ids=_key_ids(request),
         key_id=key_id,
         model=request.GET.get("model", "").strip()[:200] or None,
         status=activity.check_status(request.GET.get("status", "all") or "all"),
@@ -48,7 +61,7 @@ def _models(account: Account) -> list[str]:
     return sorted(set(seen.distinct()[:200]))
 
 
-@login_required
+@requires(Perm.USAGE_OWN)
 def activity_page(request: HttpRequest) -> HttpResponse:
     account = _account(request)
     wanted = request.GET.get("request_id", "").strip()
@@ -59,7 +72,7 @@ def activity_page(request: HttpRequest) -> HttpResponse:
     try:
         filters = _filters(request, account)
     except InvalidQuery as exc:
-        error, filters = exc, activity.Filters()
+        error, filters = exc, activity.Filters(key_ids=_key_ids(request))
     raw_before = request.GET.get("before", "")
     before = int(raw_before) if raw_before.isdigit() else None
     found = activity.page(account_id=account.pk, filters=filters, before=before)
@@ -76,7 +89,7 @@ def activity_page(request: HttpRequest) -> HttpResponse:
     context: dict[str, Any] = {
         "filters": filters,
         "error": error,
-        "keys": list(ApiKey.objects.filter(account=account)),
+        "keys": _visible_keys(request, account),
         "models": _models(account),
         "statuses": STATUS_CHOICES,
         "surfaces": SURFACE_CHOICES,
@@ -90,9 +103,9 @@ def activity_page(request: HttpRequest) -> HttpResponse:
     return render(request, "gateway/activity.html", context, status=400 if error else 200)
 
 
-@login_required
+@requires(Perm.USAGE_OWN)
 def activity_detail(request: HttpRequest, request_id: str) -> HttpResponse:
     account = _account(request)
-    record = activity.find(account_id=account.pk, request_id=request_id)
+    record = activity.find(account_id=account.pk, request_id=request_id, key_ids=_key_ids(request))
     context = {"record": record, "request_id": request_id}
     return render(request, "gateway/activity_detail.html", context, status=200 if record else 404)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.contrib.auth.decorators import login_required
 from django.core.files.storage import default_storage
+from django.db.models import Q
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from accounts.services import account_for
+from accounts import orgs
+from accounts.orgs import requires
+from accounts.roles import Perm
 from gateway import batches
 from gateway.errors import ANTHROPIC
 from gateway.models import Batch, BatchFile
@@ -36,17 +38,32 @@ def _row(batch: Batch) -> Row:
     )
 
 
-@login_required
+@requires(Perm.USAGE_OWN)
 def batches_page(request: HttpRequest) -> HttpResponse:
-    account = account_for(request.user)  # type: ignore[arg-type]
-    rows = [_row(b) for b in Batch.objects.filter(account=account).order_by("-created_at")[:100]]
+    membership = orgs.current_membership(request)
+    found = Batch.objects.filter(account=membership.account)
+    key_ids = orgs.usage_key_ids(membership)
+    if key_ids is not None:
+        found = found.filter(api_key_id__in=key_ids)
+    rows = [_row(b) for b in found.order_by("-created_at")[:100]]
     context = {"rows": rows, "any_active": any(r.is_active for r in rows)}
     return render(request, "gateway/batches.html", context)
 
 
-@login_required
+@requires(Perm.USAGE_OWN)
 def download(request: HttpRequest, file_id: str) -> FileResponse:
-    account = account_for(request.user)  # type: ignore[arg-type]
+    membership = orgs.current_membership(request)
+    account = membership.account
+    key_ids = orgs.usage_key_ids(membership)
+    if (
+        key_ids is not None
+        and not Batch.objects.filter(
+            Q(input_file_id=file_id) | Q(output_file_id=file_id) | Q(error_file_id=file_id),
+            account=account,
+            api_key_id__in=key_ids,
+        ).exists()
+    ):
+        raise Http404("No such file.")
     file = (
         BatchFile.objects.filter(pk=file_id, account=account, deleted=False)
         .exclude(purpose=BatchFile.Purpose.FILES_API)

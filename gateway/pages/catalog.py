@@ -11,8 +11,8 @@ from django.db.models import Prefetch
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import render
 
+from accounts import orgs
 from accounts.models import User
-from accounts.services import account_for
 from billing import money
 from billing.models import Plan
 from gateway.models import CatalogModel, ModelAlias
@@ -176,7 +176,7 @@ def catalog_page(request: HttpRequest) -> HttpResponse:
     public_plans = list(Plan.objects.filter(is_public=True))
     providers = sorted({m.owned_by for m in models}, key=str.casefold)
     filters, price_error = parse_filters(request.GET, providers=providers)
-    plan = account_for(request.user).plan if isinstance(request.user, User) else None
+    plan = orgs.current_membership(request).account.plan if isinstance(request.user, User) else None
     if plan is None:
         filters = replace(filters, available=False)
 

@@ -7,14 +7,15 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils.timezone import now
 
+from accounts import orgs
 from accounts.forms import models_for
-from accounts.models import Account, ApiKey, User
-from accounts.services import account_for
+from accounts.models import Account
+from accounts.orgs import requires
+from accounts.roles import Perm
 from accounts.views import window_text
 from gateway import activity, usage
 
@@ -81,15 +82,21 @@ def _window(meter: dict[str, Any]) -> dict[str, Any] | None:
     return {"used": used, "cap": cap, "percent": min(100, round(100 * used / cap)) if cap else 0}
 
 
-@login_required
+@requires(Perm.DASHBOARD)
 def home(request: HttpRequest) -> HttpResponse:
-    assert isinstance(request.user, User)
-    account = account_for(request.user)
+    """The organisation's figures, or with USAGE_OWN alone (a developer) their own keys'."""
+    membership = orgs.current_membership(request)
+    account = membership.account
+    key_ids = orgs.usage_key_ids(membership)
     at = now()
     month = usage.period_range("month", at=at)
-    this_month = usage.report(account_id=account.pk, start=month.start, end=month.end)
+    this_month = usage.report(
+        account_id=account.pk, start=month.start, end=month.end, key_ids=key_ids
+    )
     week = usage.period_range("week", at=at)
-    by_day = usage.report(account_id=account.pk, start=week.start, end=week.end, group_by=["day"])
+    by_day = usage.report(
+        account_id=account.pk, start=week.start, end=week.end, group_by=["day"], key_ids=key_ids
+    )
     meter = usage.meter_state(account.pk, at=at)
     totals = this_month.totals
     context: dict[str, Any] = {
@@ -102,8 +109,11 @@ def home(request: HttpRequest) -> HttpResponse:
         "totals": totals,
         "error_rate": round(100 * totals.errors / totals.requests, 1) if totals.requests else 0,
         "spark": sparkline(by_day),
-        "recent": activity.recent(account_id=account.pk),
-        "active_keys": sum(1 for k in ApiKey.objects.filter(account=account) if k.is_usable),
+        "recent": activity.recent(
+            account_id=account.pk, key_ids=None if key_ids is None else tuple(key_ids)
+        ),
+        "active_keys": sum(1 for k in orgs.keys_for(membership) if k.is_usable),
+        "own_usage_only": key_ids is not None,
         "snippet_model": _snippet_model(account),
     }
     return render(request, "gateway/home.html", context)

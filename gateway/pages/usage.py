@@ -9,15 +9,15 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from urllib.parse import quote
 
-from django.contrib.auth.decorators import login_required
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils.timezone import now
 
-from accounts import audit
-from accounts.models import Account, ApiKey, Membership, User
-from accounts.services import account_for
+from accounts import audit, orgs
+from accounts.models import Account, ApiKey, Membership
+from accounts.orgs import requires
+from accounts.roles import Perm
 from billing import money
 from gateway import usage
 from gateway.models import UsageRollup
@@ -32,9 +32,8 @@ class Filters:
     key_id: int | None
     model: str | None
     surface: str
-    # A member (user id): only the keys that person created; ``member_keys`` are those keys.
+    # The person whose keys' usage to show (a user id); only for those who see everyone's.
     member_id: int | None = None
-    member_keys: tuple[int, ...] | None = None
 
     def query(self) -> str:
         parts = [f"period={self.period}", f"surface={self.surface}"]
@@ -47,7 +46,9 @@ class Filters:
         return "&".join(parts)
 
 
-def _filters(request: HttpRequest, keys: QuerySet[ApiKey]) -> Filters:
+def _filters(
+    request: HttpRequest, keys: QuerySet[ApiKey], people: dict[int, str] | None = None
+) -> Filters:
     """The page's query string. A value that cannot be used raises InvalidQuery: the page says
     which and answers 400, rather than quietly showing another period than the one asked for."""
     period = request.GET.get("period", "month") or "month"
@@ -65,29 +66,26 @@ def _filters(request: HttpRequest, keys: QuerySet[ApiKey]) -> Filters:
     if raw_key and (key_id is None or not keys.filter(pk=key_id).exists()):
         raise usage.InvalidQuery("key", f"There is no key {raw_key[:40]!r} on your account.")
     model = request.GET.get("model", "").strip()[:200] or None
-    member_id, member_keys = None, None
     raw_member = request.GET.get("member", "")
-    if raw_member:
-        account_id = keys.values_list("account_id", flat=True).first() or 0
-        if not raw_member.isdigit():
-            raise usage.InvalidQuery("member", "member must be a member's user id.")
-        member, found = usage.member_keys(account_id, raw_member)
-        member_id, member_keys = member.pk, tuple(found)
-    return Filters(
-        period=period,
-        key_id=key_id,
-        model=model,
-        surface=surface,
-        member_id=member_id,
-        member_keys=member_keys,
-    )
+    member_id = int(raw_member) if raw_member.isdigit() else None
+    if raw_member and (member_id is None or people is None or member_id not in people):
+        raise usage.InvalidQuery(
+            "member", f"There is no member {raw_member[:40]!r} whose usage you can see."
+        )
+    return Filters(period=period, key_id=key_id, model=model, surface=surface, member_id=member_id)
 
 
 def _report(
-    account: Account, filters: Filters, group_by: tuple[str, ...], *, hourly: bool = False
+    account: Account,
+    filters: Filters,
+    group_by: tuple[str, ...],
+    *,
+    hourly: bool = False,
+    key_ids: list[int] | None = None,
 ) -> usage.Report:
     rng = usage.period_range(filters.period, at=now())
     return usage.report(
+        key_ids=key_ids,
         account_id=account.pk,
         start=rng.start,
         end=rng.end,
@@ -96,7 +94,6 @@ def _report(
         key_id=filters.key_id,
         model=filters.model,
         hourly=hourly,
-        key_ids=filters.member_keys,
     )
 
 
@@ -205,30 +202,61 @@ def _models_seen(account: Account, current: str | None) -> list[str]:
     return sorted(m for m in seen if m)
 
 
-@login_required
+def _scope(
+    request: HttpRequest,
+) -> tuple[Account, QuerySet[ApiKey], list[int] | None, dict[int, str] | None]:
+    """The organisation, the keys whose usage this member sees, their ids (None: all) and,
+    for those who see everyone's usage, the members to filter by (user id to e-mail)."""
+    membership = orgs.current_membership(request)
+    key_ids = orgs.usage_key_ids(membership)
+    keys = ApiKey.objects.filter(account=membership.account)
+    people: dict[int, str] | None = None
+    if key_ids is not None:
+        keys = keys.filter(pk__in=key_ids)
+    else:
+        people = dict(
+            Membership.objects.filter(account=membership.account)
+            .order_by("user__email")
+            .values_list("user_id", "user__email")
+        )
+    return membership.account, keys, key_ids, people
+
+
+def _member_keys(
+    keys: QuerySet[ApiKey], filters: Filters, key_ids: list[int] | None
+) -> list[int] | None:
+    if filters.member_id is None:
+        return key_ids
+    return list(keys.filter(created_by_id=filters.member_id).values_list("pk", flat=True))
+
+
+@requires(Perm.USAGE_OWN)
 def usage_page(request: HttpRequest) -> HttpResponse:
-    assert isinstance(request.user, User)
-    account = account_for(request.user)
-    keys = ApiKey.objects.filter(account=account)
+    account, keys, key_ids, people = _scope(request)
     error: usage.InvalidQuery | None = None
     try:
-        filters = _filters(request, keys)
+        filters = _filters(request, keys, people)
     except usage.InvalidQuery as exc:
         error, filters = exc, Filters(period="month", key_id=None, model=None, surface="all")
+    key_ids = _member_keys(keys, filters, key_ids)
     at = now()
-    rep = _report(account, filters, ("day", "model", "surface"))
+    rep = _report(account, filters, ("day", "model", "surface"), key_ids=key_ids)
     hourly = filters.period in HOURLY_PERIODS
-    charted = _report(account, filters, ("model", "surface"), hourly=True) if hourly else rep
-    data = chart_data(charted, hourly=hourly, at=at)
-    members = dict(
-        Membership.objects.filter(account=account)
-        .order_by("user__email")
-        .values_list("user_id", "user__email")
+    charted = (
+        _report(account, filters, ("model", "surface"), hourly=True, key_ids=key_ids)
+        if hourly
+        else rep
     )
-    by_member = [
-        (members.get(b.member_id or 0, "") if b.member_id else "", b.totals)
-        for b in _report(account, filters, ("member",)).buckets
-    ]
+    data = chart_data(charted, hourly=hourly, at=at)
+    # Who spent what: only for those who see everyone's usage (a key's member is its maker).
+    by_member = (
+        [
+            (people.get(b.member_id or 0, "") if b.member_id else "", b.totals)
+            for b in _report(account, filters, ("member",), key_ids=key_ids).buckets
+        ]
+        if people is not None
+        else []
+    )
     context: dict[str, Any] = {
         "account": account,
         "error": error,
@@ -245,7 +273,8 @@ def usage_page(request: HttpRequest) -> HttpResponse:
         "bucket": "hour" if hourly else "day",
         "meter": usage.meter_state(account.pk),
         "export_query": filters.query(),
-        "members": members,
+        "own_usage_only": people is None,
+        "people": people,
         "by_member": sorted(by_member, key=lambda row: -row[1].cost_micros),
     }
     return render(request, "gateway/usage.html", context, status=400 if error else 200)
@@ -262,16 +291,15 @@ def spreadsheet_text(text: str) -> str:
     return "'" + text if text.startswith(_FORMULA_STARTS) else text
 
 
-@login_required
+@requires(Perm.USAGE_OWN)
 def usage_csv(request: HttpRequest) -> HttpResponse:
-    assert isinstance(request.user, User)
-    account = account_for(request.user)
-    keys = ApiKey.objects.filter(account=account)
+    account, keys, key_ids, people = _scope(request)
     try:
-        filters = _filters(request, keys)
+        filters = _filters(request, keys, people)
     except usage.InvalidQuery as exc:
         return HttpResponse(exc.message, status=400, content_type="text/plain; charset=utf-8")
-    rep = _report(account, filters, ("day", "model", "surface", "key"))
+    key_ids = _member_keys(keys, filters, key_ids)
+    rep = _report(account, filters, ("day", "model", "surface", "key"), key_ids=key_ids)
     audit.record(
         action="usage.exported",
         account=account,
@@ -281,6 +309,7 @@ def usage_csv(request: HttpRequest) -> HttpResponse:
         after={
             "period": filters.period,
             "key_id": filters.key_id,
+            "member_id": filters.member_id,
             "model": filters.model,
             "surface": filters.surface,
         },

@@ -226,3 +226,26 @@ async def test_a_meter_closes_when_the_person_is_deactivated():
     user.is_active = False
     await sync_to_async(user.save)(update_fields=["is_active"])
     assert await _closed_with(ws) == 4401
+
+
+async def test_it_follows_the_organisation_the_session_switched_to():
+    def two_organisations() -> dict[str, Any]:
+        from accounts.models import Membership
+
+        user = factories.UserFactory.create()
+        first = factories.account(owner=user, balance_micros=1_000_000)
+        second = factories.account(balance_micros=7_000_000)
+        Membership.objects.create(user=user, account=second, role=Membership.Role.VIEWER)
+        client = Client()
+        client.force_login(user)
+        assert client.post("/org/switch/", {"account": second.pk}).status_code == 302
+        cookie = client.cookies[settings.SESSION_COOKIE_NAME].value
+        return {"first": first, "second": second, "cookie": cookie}
+
+    world = await sync_to_async(two_organisations)()
+    ws = socket(world["cookie"])
+    connected, _ = await ws.connect()
+    assert connected
+    state = await ws.receive_json_from(timeout=5)
+    assert state["balance_micros"] == 7_000_000
+    await ws.disconnect()

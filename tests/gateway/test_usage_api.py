@@ -475,3 +475,47 @@ def test_usage_checks_the_keys_change_counter(client: Client) -> None:
     refused = client.get("/v1/usage", headers=headers)
     assert refused.status_code == 401
     assert client.get("/openai/v1/usage", headers=headers).status_code == 401
+
+
+def test_it_groups_and_filters_by_member_and_a_developers_key_reads_only_its_makers_usage():
+    from accounts.models import Membership
+
+    owner = factories.UserFactory.create(email="olga@example.com")
+    account = factories.account(owner=owner)
+    dev = factories.UserFactory.create(email="dev@example.com")
+    Membership.objects.create(user=dev, account=account, role=Membership.Role.DEVELOPER)
+    owners_key, owners_secret = factories.api_key(account, name="olga's", created_by=owner)
+    devs_key, devs_secret = factories.api_key(account, name="dev's", created_by=dev)
+    scripts_key, _ = factories.api_key(account, name="script's")
+    at = now() - timedelta(minutes=5)
+    for key, tokens in ((owners_key, 10), (devs_key, 20), (devs_key, 20), (scripts_key, 40)):
+        make_record(account, key, created_at=at, input_tokens=tokens)
+
+    body = get_usage(owners_secret, period="day", group_by="member").json()
+    by_member = {b["member"]: b["input_tokens"] for b in body["buckets"]}
+    assert by_member == {"olga@example.com": 10, "dev@example.com": 40, "": 40}
+    assert body["group_by"] == ["member"]
+    body = get_usage(owners_secret, period="day", member="DEV@example.com").json()
+    assert body["totals"]["input_tokens"] == 40 and body["member"] == "DEV@example.com"
+    body = get_usage(owners_secret, period="day", group_by="member,key").json()
+    assert {(b["member"], b["key_name"]) for b in body["buckets"]} == {
+        ("olga@example.com", "olga's"),
+        ("dev@example.com", "dev's"),
+        ("", "script's"),
+    }
+
+    # A developer's key reads its maker's usage only, however it asks.
+    body = get_usage(devs_secret, period="day").json()
+    assert body["totals"]["input_tokens"] == 40
+    assert (
+        get_usage(devs_secret, period="day", member="olga@example.com").json()["totals"][
+            "input_tokens"
+        ]
+        == 0
+    )
+    refused = get_usage(devs_secret, period="day", key=str(owners_key.pk))
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "key"
+    unknown = get_usage(owners_secret, period="day", member="nobody@example.com")
+    assert unknown.status_code == 400 and unknown.json()["error"]["param"] == "member"
+    bad = get_usage(owners_secret, period="day", group_by="members")
+    assert "member (combined" in bad.json()["error"]["message"]
