@@ -73,6 +73,10 @@ RULES: dict[str, dict[str, Rule]] = {
     "billing:receipt": {"GET": Perm.BILLING_VIEW},
     # Stripe signs it; no person is involved.
     "billing:stripe_webhook": {"POST": PUBLIC},
+    "audit": {"GET": Perm.AUDIT_VIEW},
+    "audit_export": {"GET": Perm.AUDIT_VIEW},
+    "org_sso": {"GET": Perm.ORG_SETTINGS, "POST": Perm.ORG_SETTINGS},
+    "budgets": {"GET": Perm.BUDGETS, "POST": Perm.BUDGETS},
 }
 
 # Views that are public or check their permission inside (the rule above still says which).
@@ -90,6 +94,9 @@ AUTH_PAGES = {
     "password_reset_done",
     "password_reset_confirm",
     "password_reset_complete",
+    # Single sign-on: django-allauth's redirect to a provider and the provider's way back.
+    "openid_connect_login",
+    "openid_connect_callback",
 }
 # Called with keys, not by people in a browser: inference, files, batches, /v1/usage, health.
 KEY_SURFACES = ("openai/", "anthropic/", "v1/", "^/*openai/", "^/*anthropic/", "^/*v1/")
