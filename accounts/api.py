@@ -21,7 +21,7 @@ from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAuthentic
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from accounts import audit, budgets, keys, orgs
+from accounts import audit, budgets, keys, orgs, sso
 from accounts.forms import models_for
 from accounts.models import Account, ApiKey, AuditEvent, ManagementKey, Membership, User
 from accounts.roles import Perm, can
@@ -106,8 +106,15 @@ class RolePermission(BasePermission):
     def has_permission(self, request: Request, view: Any) -> bool:
         if not request.user or not request.user.is_authenticated:
             return False
-        role = membership(request).role
-        return all(can(role, perm) for perm in getattr(view, "required_perms", ()))
+        acting = membership(request)
+        if not isinstance(request.auth, ManagementKey):
+            # A session: an organisation that requires single sign-on refuses a password one
+            # here as on its pages.
+            refused = sso.refusal(request._request, acting)  # noqa: SLF001
+            if refused is not None:
+                self.message = refused
+                return False
+        return all(can(acting.role, perm) for perm in getattr(view, "required_perms", ()))
 
 
 # Imported after ManagementKeyAuthentication exists: APIView reads

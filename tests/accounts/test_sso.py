@@ -277,6 +277,18 @@ def test_it_requires_sso_of_members_but_not_of_owners(client: Client) -> None:
     assert client.get("/org/sso/").status_code == 200
 
 
+def test_it_requires_sso_on_the_key_api_too(client: Client) -> None:
+    acme = _org("owner@acme.test")
+    dev = User.objects.create_user(email="dev@acme.test", password="a long pass phrase")
+    Membership.objects.create(user=dev, account=acme, role=Membership.Role.DEVELOPER)
+    client.post("/login/", {"username": "dev@acme.test", "password": "a long pass phrase"})
+    assert client.get("/api/keys/").status_code == 200
+    sso.set_required(account=acme, required=True)
+    refused = client.get("/api/keys/")
+    assert refused.status_code == 403
+    assert "requires single sign-on" in refused.json()["error"]["message"]
+
+
 @pytest.mark.parametrize(
     ("entry", "parsed"),
     [
