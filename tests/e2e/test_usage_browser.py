@@ -147,7 +147,8 @@ def test_it_draws_the_usage_charts_with_the_accounts_data(signed_in: Any) -> Non
         }"""
     )
     assert blank is False
-    expect(page.locator(".usage-table tbody tr")).to_have_count(6)
+    expect(page.locator("[aria-labelledby=table-title] tbody tr")).to_have_count(6)
+    expect(page.get_by_test_id("usage-by-member").locator("tbody tr")).to_have_count(1)
 
 
 def test_it_filters_exports_and_moves_the_live_meter(signed_in: Any) -> None:
