@@ -72,13 +72,18 @@ def _check_role(role: str) -> str:
     return role
 
 
-def create_organisation(*, user: User, name: str, request: HttpRequest | None = None) -> Membership:
-    """A new organisation on the default plan, owned by ``user``."""
+def _org_name(name: str, *, empty: str) -> str:
     name = name.strip()
     if not name:
-        raise MemberError("Give the new organisation a name.")
+        raise MemberError(empty)
     if len(name) > 150:
         raise MemberError("An organisation's name can be at most 150 characters.")
+    return name
+
+
+def create_organisation(*, user: User, name: str, request: HttpRequest | None = None) -> Membership:
+    """A new organisation on the default plan, owned by ``user``."""
+    name = _org_name(name, empty="Give the new organisation a name.")
     with transaction.atomic():
         account = Account.objects.create(name=name, plan=plans.default())
         membership = Membership.objects.create(
@@ -96,11 +101,7 @@ def create_organisation(*, user: User, name: str, request: HttpRequest | None = 
 
 
 def rename(*, account: Account, name: str, request: HttpRequest | None = None) -> Account:
-    name = name.strip()
-    if not name:
-        raise MemberError("The organisation's name cannot be empty.")
-    if len(name) > 150:
-        raise MemberError("An organisation's name can be at most 150 characters.")
+    name = _org_name(name, empty="The organisation's name cannot be empty.")
     before = account.name
     if name == before:
         return account
