@@ -190,13 +190,15 @@ def _table(rep: usage.Report) -> list[TableRow]:
     return sorted(rows, key=lambda r: r.day, reverse=True)
 
 
-def _models_seen(account: Account, current: str | None) -> list[str]:
-    seen = set(
-        UsageRollup.objects.filter(account=account, granularity=UsageRollup.Granularity.DAY)
-        .values_list("model", flat=True)
-        .distinct()
-    )
-    seen |= set(account.usage.order_by().values_list("model", flat=True).distinct()[:200])
+def _models_seen(account: Account, current: str | None, key_ids: list[int] | None) -> list[str]:
+    """The models to offer in the filter: those the visible keys (None: every key) have used."""
+    rollups = UsageRollup.objects.filter(account=account, granularity=UsageRollup.Granularity.DAY)
+    records = account.usage.order_by()
+    if key_ids is not None:
+        rollups = rollups.filter(key_id__in=key_ids)
+        records = records.filter(api_key_id__in=key_ids)
+    seen = set(rollups.values_list("model", flat=True).distinct())
+    seen |= set(records.values_list("model", flat=True).distinct()[:200])
     if current:
         seen.add(current)
     return sorted(m for m in seen if m)
@@ -232,13 +234,13 @@ def _member_keys(
 
 @requires(Perm.USAGE_OWN)
 def usage_page(request: HttpRequest) -> HttpResponse:
-    account, keys, key_ids, people = _scope(request)
+    account, keys, visible, people = _scope(request)
     error: usage.InvalidQuery | None = None
     try:
         filters = _filters(request, keys, people)
     except usage.InvalidQuery as exc:
         error, filters = exc, Filters(period="month", key_id=None, model=None, surface="all")
-    key_ids = _member_keys(keys, filters, key_ids)
+    key_ids = _member_keys(keys, filters, visible)
     at = now()
     rep = _report(account, filters, ("day", "model", "surface"), key_ids=key_ids)
     hourly = filters.period in HOURLY_PERIODS
@@ -264,7 +266,7 @@ def usage_page(request: HttpRequest) -> HttpResponse:
         "periods": PERIODS,
         "surfaces": SURFACES,
         "keys": list(keys),
-        "models": _models_seen(account, filters.model),
+        "models": _models_seen(account, filters.model, visible),
         "report": rep,
         "last_day": (rep.end - timedelta(days=1)).date(),
         "totals": rep.totals,

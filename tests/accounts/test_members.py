@@ -245,7 +245,9 @@ def test_a_developer_sees_only_the_usage_of_their_keys(client: Client, alice: Us
     assert "req_mine" in activity and "req_hers" not in activity
     assert client.get("/activity/req_hers/").status_code == 404
     assert client.get(f"/usage/?key={alices.pk}").status_code == 400
-    assert b"keys you created" in client.get("/usage/").content
+    usage_page = client.get("/usage/").content
+    assert b"keys you created" in usage_page
+    assert b"model-mine" in usage_page and b"model-hers" not in usage_page  # the model filter too
     assert b"keys you created" in client.get("/dashboard/").content
     owner = Client()
     owner.force_login(alice)
@@ -255,6 +257,7 @@ def test_a_developer_sees_only_the_usage_of_their_keys(client: Client, alice: Us
     assert "model-mine" in csv and "model-hers" not in csv
     page = owner.get(f"/usage/?member={dev.pk}")
     assert page.status_code == 200 and dev.email.encode() in page.content
+    assert b"model-hers" in owner.get("/usage/").content
     assert owner.get("/usage/?member=999999").status_code == 400
     assert client.get(f"/usage/?member={alice.pk}").status_code == 400  # not for developers
 
