@@ -24,6 +24,7 @@ from django.urls import reverse
 
 from accounts.models import Account, AuditEvent, Membership, User
 from accounts.throttle import client_address
+from billing import money
 
 # Every action the log knows, with the words the dashboard shows for it.
 ACTIONS: dict[str, str] = {
@@ -344,7 +345,17 @@ def changes(event: AuditEvent) -> list[tuple[str, Any, Any]]:
     names = list(dict.fromkeys([*before, *after]))
     rows = [(name, before.get(name), after.get(name)) for name in names]
     # A new thing's unset settings say nothing: leave them out.
-    return [row for row in rows if row[1] is not None or row[2] not in (None, "", [])]
+    kept = [row for row in rows if row[1] is not None or row[2] not in (None, "", [])]
+    return [_in_dollars(*row) if row[0].endswith("_micros") else row for row in kept]
+
+
+def _in_dollars(name: str, before: Any, after: Any) -> tuple[str, Any, Any]:
+    """An amount in micro-dollars as people read it: ``monthly_budget: $0.50``."""
+
+    def shown(value: Any) -> Any:
+        return money.format_usd(value) if isinstance(value, int) and value is not True else value
+
+    return name.removesuffix("_micros"), shown(before), shown(after)
 
 
 def listen() -> None:

@@ -537,6 +537,19 @@ def test_it_pages_long_logs(alice: User, settings: Any) -> None:
     assert b"Older" in first.content and b"Newer" in second.content
 
 
+def test_it_shows_amounts_in_dollars_on_the_page(alice: User) -> None:
+    account = account_for(alice)
+    audit.record(
+        action="member.budget_changed",
+        account=account,
+        target_label="bob@example.com",
+        before={"monthly_budget_micros": None},
+        after={"monthly_budget_micros": 2_500_000},
+    )
+    page = signed_in(alice).get("/audit/").content.decode()
+    assert "monthly_budget</span>: $2.50" in page and "2500000" not in page
+
+
 def test_it_downloads_the_filtered_rows_as_csv_and_records_the_download(alice: User) -> None:
     account = account_for(alice)
     client = signed_in(alice)
