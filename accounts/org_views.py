@@ -75,12 +75,18 @@ def _members_context(request: HttpRequest, invite_form: InviteForm | None = None
     manage = can(me.role, Perm.MEMBERS_MANAGE)
     transfer = can(me.role, Perm.ORG_TRANSFER)
     roles = [(value, label) for value, label in Membership.Role.choices]
+    rows = list(
+        Membership.objects.filter(account=me.account)
+        .select_related("user")
+        .order_by("created_at", "id")
+    )
+    owners = sum(1 for row in rows if row.role == Membership.Role.OWNER)
     return {
         "account": me.account,
         "me": me,
-        "rows": Membership.objects.filter(account=me.account)
-        .select_related("user")
-        .order_by("created_at", "id"),
+        "rows": rows,
+        # The last owner cannot leave (accounts.members says so too): the page says why instead.
+        "sole_owner": me.role == Membership.Role.OWNER and owners == 1,
         "invitations": members.pending_invitations(me.account) if manage else [],
         "invite_form": invite_form or InviteForm(),
         "can_manage": manage,

@@ -159,6 +159,8 @@ def test_the_last_owner_can_neither_leave_nor_be_demoted_nor_removed(
     owner_client: Client, alice: User
 ) -> None:
     alice_m = Membership.objects.get(user=alice)
+    members_page = owner_client.get("/org/members/").content.decode()
+    assert "Leave organisation" not in members_page and "You are the only owner" in members_page
     page = owner_client.post("/org/leave/", follow=True)
     assert b"last owner" in page.content
     page = owner_client.post(f"/org/members/{alice_m.pk}/role/", {"role": "admin"}, follow=True)
