@@ -103,3 +103,29 @@ def account_for(user: User) -> Account:
             Membership.objects.create(user=user, account=account, role=Membership.Role.OWNER)
         return account
     return membership.account
+
+
+class NotAMember(Exception):
+    pass
+
+
+def organisation_of(user: User, org_id: int | None) -> Account:
+    """The organisation ``org_id`` (an account id) if the person belongs to it, or with None
+    their first one (``account_for``): how commands name the organisation they act on."""
+    if org_id is None:
+        return account_for(user)
+    membership = (
+        Membership.objects.select_related("account__plan")
+        .filter(user=user, account_id=org_id, account__is_active=True)
+        .first()
+    )
+    if membership is None:
+        names = ", ".join(
+            f"{m.account_id} ({m.account.name})"
+            for m in Membership.objects.select_related("account").filter(user=user)
+        )
+        raise NotAMember(
+            f"{user.email} is not a member of an active organisation {org_id}; theirs: "
+            f"{names or 'none'}"
+        )
+    return membership.account

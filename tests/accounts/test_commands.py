@@ -96,3 +96,21 @@ def test_issuekey_refuses_an_unknown_person(db: None) -> None:
 def test_issuekey_refuses_an_unknown_environment(alice: User) -> None:
     with pytest.raises(CommandError, match="invalid choice"):
         run("issuekey", "--email", "alice@example.com", "--env", "qa")
+
+
+def test_issuekey_issues_for_the_organisation_named_by_org(alice: User, charlie: User) -> None:
+    from accounts.models import Membership
+
+    theirs = account_for(charlie)
+    Membership.objects.create(user=alice, account=theirs, role=Membership.Role.DEVELOPER)
+    out, _ = run("issuekey", "--email", "alice@example.com", "--org", str(theirs.pk))
+    key = keys.verify(out.strip())
+    assert key is not None and key.account == theirs and key.created_by == alice
+    out, _ = run("issuekey", "--email", "alice@example.com")
+    key = keys.verify(out.strip())
+    assert key is not None and key.account == account_for(alice)  # her first, by default
+
+
+def test_issuekey_refuses_an_organisation_the_person_is_not_in(alice: User, charlie: User) -> None:
+    with pytest.raises(CommandError, match="not a member of an active organisation"):
+        run("issuekey", "--email", "alice@example.com", "--org", str(account_for(charlie).pk))

@@ -52,3 +52,21 @@ def test_it_refuses_what_it_cannot_post(email, amount, reason, complaint):
     with pytest.raises(CommandError, match=complaint):
         call_command("credit", "--email", email, "--amount", amount, "--reason", reason)
     assert not LedgerEntry.objects.exists()
+
+
+def test_it_credits_the_organisation_named_by_org_and_only_one_the_person_is_in():
+    from accounts.models import Membership
+
+    ops = factories.UserFactory.create(email="ops@example.com")
+    first = factories.account(owner=ops)
+    team = factories.account(owner=factories.UserFactory.create(email="lead@example.com"))
+    Membership.objects.create(user=ops, account=team, role=Membership.Role.BILLING)
+    stranger = factories.account(owner=factories.UserFactory.create(email="x@example.com"))
+    args = ["credit", "--email", "ops@example.com", "--amount", "3", "--reason", "goodwill"]
+    call_command(*args, "--org", str(team.pk), stdout=io.StringIO(), stderr=io.StringIO())
+    assert list(LedgerEntry.objects.values_list("account_id", "amount_micros")) == [
+        (team.pk, 3_000_000)
+    ]
+    with pytest.raises(CommandError, match="not a member"):
+        call_command(*args, "--org", str(stranger.pk))
+    assert LedgerEntry.objects.count() == 1 and not LedgerEntry.objects.filter(account=first)

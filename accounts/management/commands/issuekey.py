@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts import audit, keys
 from accounts.models import User
-from accounts.services import account_for
+from accounts.services import NotAMember, organisation_of
 
 
 class Command(BaseCommand):
@@ -18,6 +18,13 @@ class Command(BaseCommand):
         parser.add_argument("--email", required=True)
         parser.add_argument("--env", default="prod", choices=keys.ENVIRONMENTS)
         parser.add_argument("--name", default="issued from the command line")
+        parser.add_argument(
+            "--org",
+            type=int,
+            default=None,
+            help="the organisation (account id) for the key, if the person is in several "
+            "(default: their first)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         email = options["email"].strip().lower()
@@ -25,9 +32,13 @@ class Command(BaseCommand):
         if user is None:
             raise CommandError(f"no user with the e-mail {email!r}; create one with createaccount")
         try:
+            account = organisation_of(user, options["org"])
+        except NotAMember as exc:
+            raise CommandError(str(exc)) from exc
+        try:
             with audit.acting(audit.operator("manage.py issuekey")):
                 issued = keys.issue(
-                    account=account_for(user),
+                    account=account,
                     name=options["name"],
                     environment=options["env"],
                     created_by=user,

@@ -11,7 +11,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts import audit
 from accounts.models import User
-from accounts.services import account_for
+from accounts.services import NotAMember, organisation_of
 from billing import ledger, money
 
 
@@ -22,6 +22,13 @@ class Command(BaseCommand):
         parser.add_argument("--email", required=True, help="the account owner's email")
         parser.add_argument("--amount", required=True, help="US dollars, e.g. 25 or 12.50")
         parser.add_argument("--reason", required=True, help="kept in the ledger entry")
+        parser.add_argument(
+            "--org",
+            type=int,
+            default=None,
+            help="the organisation (account id) to credit, if the person is in several "
+            "(default: their first)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
@@ -36,7 +43,10 @@ class Command(BaseCommand):
         user = User.objects.filter(email__iexact=options["email"].strip()).first()
         if user is None:
             raise CommandError(f"no user with the email {options['email']!r}")
-        account = account_for(user)
+        try:
+            account = organisation_of(user, options["org"])
+        except NotAMember as exc:
+            raise CommandError(str(exc)) from exc
         with audit.acting(audit.operator("manage.py credit")):
             entry = ledger.credit(
                 account=account,
